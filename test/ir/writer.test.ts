@@ -38,7 +38,7 @@ describe("writeOnnx", () => {
 
     const model = onnx.ModelProto.decode(fs.readFileSync(path.join(out, "model.onnx")));
     const init = Object.fromEntries(model.graph!.initializer!.map((t) => [t.name, t]));
-    expect(init.w1!.externalData!.map((e) => [e.key, e.value])).toEqual([["location", "weights.bin"], ["offset", "16"], ["length", "256"]]);
+    expect(init.w1!.externalData!.map((e: onnx.IStringStringEntryProto) => [e.key, e.value])).toEqual([["location", "weights.bin"], ["offset", "16"], ["length", "256"]]);
     expect(init.w2!.externalData![0]!.value).toBe("model.onnx_data");
     expect(Number(model.irVersion)).toBe(10);
     expect(model.opsetImport!.map((o) => [o.domain, Number(o.version)])).toEqual([["", 21]]);
