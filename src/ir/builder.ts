@@ -85,6 +85,7 @@ export class Builder {
     const existing = this.graph.constants.get(key);
     if (existing) return existing;
     const v = new Value(key, { dtype, shape }, "const");
+    v.param = true;
     v.data = this.weights(key, shape, dtype);
     this.graph.constants.set(key, v);
     return v;

@@ -53,6 +53,8 @@ export class Value {
   /** Contents known at build time of a small 0-D/1-D integer tensor (constants, Shape outputs):
    * lets Reshape/Slice/Expand infer static (or symbolic) output shapes. */
   known: Dim[] | null = null;
+  /** A model parameter (a checkpoint weight), as opposed to a constant the builder made. */
+  param = false;
   constructor(
     public name: string,
     public type: TensorType,
@@ -98,6 +100,13 @@ export class Graph {
   readonly notes: string[] = [];
 
   constructor(public name: string) {}
+
+  /** Number of parameter elements (what PyTorch's `sum(p.numel())` counts). */
+  paramCount(): number {
+    let n = 0;
+    for (const v of this.constants.values()) if (v.param) n += v.shape.reduce<number>((a, d) => a * (d as number), 1);
+    return n;
+  }
 
   /** Values consumed by each value's users (recomputed on demand; passes mutate node lists). */
   users(): Map<Value, Node[]> {
