@@ -57,7 +57,14 @@ const SD15_TEXT: ClipTextArch = {
   projection_dim: 768,
 };
 
-export const PRESETS = {
+export interface Preset {
+  unet: UNetArch;
+  vae: VaeArch;
+  textEncoder: ClipTextArch;
+  scheduler: Record<string, unknown>;
+}
+
+export const PRESETS: Record<"sd1.5" | "sd2.1", Preset> = {
   "sd1.5": {
     unet: SD15_UNET,
     vae: SD_VAE,
@@ -70,6 +77,6 @@ export const PRESETS = {
     textEncoder: { ...SD15_TEXT, hidden_size: 1024, intermediate_size: 4096, num_hidden_layers: 23, num_attention_heads: 16, hidden_act: "gelu", projection_dim: 512 },
     scheduler: { _class_name: "DDIMScheduler", beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear", num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, clip_sample: false, prediction_type: "v_prediction" },
   },
-} as const;
+};
 
 export type PresetName = keyof typeof PRESETS;

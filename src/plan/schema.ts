@@ -1,0 +1,110 @@
+/**
+ * plan.json: the contract between `sdc compile` and anything that runs a compiled pipeline (sdc's
+ * runtime, or another ONNX runner). Versioned (`format`), validated with zod on read. It lists
+ * every graph with its file, sha256, and typed inputs/outputs (symbolic dims by name, with the
+ * divisibility each needs), plus everything a runner needs that is not a graph: tokenizer,
+ * scheduler, guidance, sampling settings, VAE scaling, output.
+ */
+import { z } from "zod";
+
+export const PLAN_FORMAT = "sdc-plan/1";
+
+const Dim = z.union([z.number().int().nonnegative(), z.string()]);
+
+export const TensorSpec = z.strictObject({
+  name: z.string(),
+  dtype: z.enum(["float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool"]),
+  shape: z.array(Dim),
+});
+
+export const GraphSpec = z.strictObject({
+  /** ONNX file, relative to the compiled folder. */
+  file: z.string(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /** External data files the model references (relative to the model's folder). */
+  externalData: z.array(z.string()),
+  /** Content hash of what the graph was built from (architecture, weights identity, options): equal hash, equal graph. */
+  buildHash: z.string(),
+  inputs: z.array(TensorSpec),
+  outputs: z.array(TensorSpec),
+  /** Symbolic dimensions that must be a multiple of a number (e.g. height of the U-Net latents). */
+  requirements: z.array(z.strictObject({ dim: z.string(), multipleOf: z.number().int().positive() })),
+  parameters: z.number().int().nonnegative(),
+  nodes: z.number().int().nonnegative(),
+  /** Bytes referenced in the source checkpoint (not copied) and written by the compiler. */
+  bytesLinked: z.number().int().nonnegative(),
+  bytesWritten: z.number().int().nonnegative(),
+  precision: z.enum(["fp32", "fp16"]),
+  notes: z.array(z.string()),
+});
+
+export const PlanSchema = z.strictObject({
+  format: z.literal(PLAN_FORMAT),
+  name: z.string(),
+  sdcVersion: z.string(),
+  /** Hash of everything the graphs depend on; a different hash means recompile. */
+  compileHash: z.string(),
+  /** Hash of the whole resolved pipeline (graphs and settings); a different hash means re-plan. */
+  pipelineHash: z.string(),
+  /** Files whose changes make this plan stale (pipeline, its extends chain, model configs and weights, LoRAs). */
+  sources: z.array(z.strictObject({ path: z.string(), size: z.number(), mtimeMs: z.number() })),
+  model: z.strictObject({
+    kind: z.enum(["diffusers", "single-file", "inline"]),
+    name: z.string(),
+    /** sha256 prefix identifying the weights (the popular UIs' "model hash" form). */
+    hash: z.string(),
+  }),
+  graphs: z.strictObject({
+    text_encoder: GraphSpec,
+    unet: GraphSpec,
+    vae_decoder: GraphSpec,
+    vae_encoder: GraphSpec,
+  }),
+  tokenizer: z.strictObject({
+    dir: z.string(),
+    modelMaxLength: z.number().int().positive(),
+    padToken: z.string(),
+  }),
+  scheduler: z.strictObject({
+    type: z.string(),
+    className: z.string(),
+    steps: z.number().int().positive(),
+    config: z.record(z.string(), z.unknown()),
+  }),
+  vae: z.strictObject({
+    scalingFactor: z.number(),
+    /** pixels per latent along each axis */
+    scaleFactor: z.number().int().positive(),
+    latentChannels: z.number().int().positive(),
+  }),
+  guidance: z.strictObject({
+    scale: z.number(),
+    rescale: z.number(),
+    negativePrompt: z.array(z.string()),
+  }),
+  sample: z.strictObject({
+    prompt: z.array(z.string()),
+    width: z.number().int().positive(),
+    height: z.number().int().positive(),
+    batch: z.number().int().positive(),
+    seed: z.number().int().nullable(),
+    initImage: z.string().nullable(),
+    strength: z.number(),
+    latents: z.string().nullable(),
+  }),
+  output: z.strictObject({
+    dir: z.string(),
+    format: z.string(),
+    grid: z.boolean(),
+  }),
+  runtime: z.strictObject({
+    device: z.enum(["auto", "cuda", "cpu"]),
+    precision: z.enum(["fp32", "fp16"]),
+    threads: z.number().int().nonnegative(),
+  }),
+});
+
+export type Plan = z.infer<typeof PlanSchema>;
+export type GraphName = keyof Plan["graphs"];
+export type GraphSpecT = z.infer<typeof GraphSpec>;
+export const GRAPH_NAMES: GraphName[] = ["text_encoder", "unet", "vae_decoder", "vae_encoder"];

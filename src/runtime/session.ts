@@ -1,0 +1,90 @@
+/**
+ * onnxruntime sessions and the choice of execution provider.
+ *
+ * `device: auto` tries CUDA and falls back to the CPU with a one-line notice saying which
+ * provider ran and why; `device: cuda` without the CUDA provider library is a user error naming
+ * the missing file. onnxruntime-node treats `['cuda', 'cpu']` without the library as a hard
+ * failure rather than a fallback, so the library is looked for first, and a failed CUDA session
+ * is caught and reported.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { createRequire } from "node:module";
+import * as ort from "onnxruntime-node";
+import { UserError } from "../util/errors.js";
+
+export type Device = "auto" | "cuda" | "cpu";
+
+export interface SessionOptions {
+  device: Device;
+  /** intra-op threads; 0 = one per core */
+  threads?: number;
+  optimization?: "disabled" | "basic" | "extended" | "all";
+}
+
+export interface OpenedSession {
+  session: ort.InferenceSession;
+  ep: "cuda" | "cpu";
+  /** Why CUDA was not used, when device was auto and the CPU ran. */
+  fallback?: string;
+}
+
+/** Where onnxruntime-node keeps its native libraries (the CUDA provider must be copied there). */
+export function ortBinDir(): string {
+  const require = createRequire(import.meta.url);
+  const main = require.resolve("onnxruntime-node");
+  return path.join(path.dirname(main), "..", "bin", "napi-v6", process.platform, process.arch);
+}
+
+const CUDA_LIB = process.platform === "win32" ? "onnxruntime_providers_cuda.dll" : "libonnxruntime_providers_cuda.so";
+
+/** null when the CUDA provider library is present, else why CUDA cannot run. */
+export function cudaUnavailableReason(): string | null {
+  const lib = path.join(ortBinDir(), CUDA_LIB);
+  if (!fs.existsSync(lib)) return `the CUDA provider library ${CUDA_LIB} is not installed next to onnxruntime-node's binding`;
+  return null;
+}
+
+const CUDA_HINT =
+  "install onnxruntime-node's CUDA provider: copy libonnxruntime_providers_cuda.so and libonnxruntime_providers_shared.so " +
+  "built for onnxruntime 1.29.0 (CUDA 13, cuDNN 9) into node_modules/onnxruntime-node/bin/napi-v6/linux/x64/ (see the README's GPU section), " +
+  "or set runtime.device: cpu";
+
+// The first CUDA failure in a process decides for the rest of it.
+let cudaFailure: string | null = null;
+
+function baseOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
+  return {
+    graphOptimizationLevel: o.optimization ?? "all",
+    intraOpNumThreads: o.threads && o.threads > 0 ? o.threads : os.availableParallelism(),
+    interOpNumThreads: 1,
+    logSeverityLevel: 3,
+  };
+}
+
+export async function openSession(modelPath: string, o: SessionOptions): Promise<OpenedSession> {
+  if (!fs.existsSync(modelPath)) throw new UserError({ message: `compiled graph ${modelPath} is missing`, subject: modelPath, hint: "run `sdc compile` again" });
+  const wantCuda = o.device !== "cpu";
+  let fallback: string | undefined;
+  if (wantCuda) {
+    const missing = cudaFailure ?? cudaUnavailableReason();
+    if (missing && o.device === "cuda") throw new UserError({ message: `runtime.device is cuda, but ${missing}`, subject: "runtime.device", hint: CUDA_HINT });
+    if (!missing) {
+      try {
+        const session = await ort.InferenceSession.create(modelPath, { ...baseOptions(o), executionProviders: ["cuda", "cpu"] });
+        return { session, ep: "cuda" };
+      } catch (e) {
+        cudaFailure = `creating a CUDA session failed: ${firstLine((e as Error).message)}`;
+        if (o.device === "cuda") throw new UserError({ message: `runtime.device is cuda, but ${cudaFailure}`, subject: "runtime.device", hint: CUDA_HINT });
+      }
+    }
+    fallback = cudaFailure ?? missing ?? undefined;
+  }
+  const session = await ort.InferenceSession.create(modelPath, { ...baseOptions(o), executionProviders: ["cpu"] });
+  return { session, ep: "cpu", fallback };
+}
+
+function firstLine(s: string): string {
+  return s.split("\n")[0]!.slice(0, 300);
+}
