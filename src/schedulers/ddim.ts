@@ -21,6 +21,7 @@ import {
 } from "./options.js";
 import {
   addNoiseAlphaBar,
+  alphaBarAt,
   checkInferenceSteps,
   checkTimestepsNonNegative,
   clipSample,
@@ -54,6 +55,7 @@ export const ddimDefinition: SchedulerDefinition<DDIMConfig> = {
   shortName: "ddim",
   schema: ddimOptions,
   keys: Object.keys(shape),
+  extensions: ["eta"],
   check: (c) => checkTrainedBetas("DDIMScheduler", c),
 };
 
@@ -97,7 +99,7 @@ export class DDIMScheduler implements Scheduler {
     const prevTimestep = timestep - Math.floor(c.num_train_timesteps / this.numInferenceSteps!);
 
     // 2. ᾱ_t, ᾱ_{t-1}
-    const alphaProdT = this.alphasCumprod[timestep]!;
+    const alphaProdT = alphaBarAt(this.className, this.alphasCumprod, timestep);
     const alphaProdTPrev = prevTimestep >= 0 ? this.alphasCumprod[prevTimestep]! : this.finalAlphaCumprod;
     const betaProdT = f32(1 - alphaProdT);
     const sqrtAlphaProdT = f32(Math.sqrt(alphaProdT));
@@ -142,6 +144,6 @@ export class DDIMScheduler implements Scheduler {
   }
 
   addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
-    return addNoiseAlphaBar(this.alphasCumprod[timestep]!, original, noise);
+    return addNoiseAlphaBar(alphaBarAt(this.className, this.alphasCumprod, timestep), original, noise);
   }
 }

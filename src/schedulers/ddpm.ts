@@ -21,6 +21,7 @@ import {
 } from "./options.js";
 import {
   addNoiseAlphaBar,
+  alphaBarAt,
   checkInferenceSteps,
   checkTimestepsNonNegative,
   clipSample,
@@ -53,6 +54,7 @@ export const ddpmDefinition: SchedulerDefinition<DDPMConfig> = {
   shortName: "ddpm",
   schema: ddpmOptions,
   keys: Object.keys(shape),
+  extensions: ["rescale_betas_zero_snr"],
   hints: {
     variance_type:
       "learned / learned_range need a model that predicts its variance (SD's UNet does not); fixed_large_log gives NaN in diffusers 0.24",
@@ -119,7 +121,7 @@ export class DDPMScheduler implements Scheduler {
     const prevT = this.previousTimestep(t);
 
     // 1. compute ᾱ_t, ᾱ_{t-1}, β_t
-    const alphaProdT = this.alphasCumprod[t]!;
+    const alphaProdT = alphaBarAt(this.className, this.alphasCumprod, t);
     const alphaProdTPrev = prevT >= 0 ? this.alphasCumprod[prevT]! : 1;
     const betaProdT = f32(1 - alphaProdT);
     const betaProdTPrev = f32(1 - alphaProdTPrev);
@@ -158,6 +160,6 @@ export class DDPMScheduler implements Scheduler {
   }
 
   addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
-    return addNoiseAlphaBar(this.alphasCumprod[timestep]!, original, noise);
+    return addNoiseAlphaBar(alphaBarAt(this.className, this.alphasCumprod, timestep), original, noise);
   }
 }

@@ -54,7 +54,7 @@ const shape = {
   beta_end: commonOptions.beta_end,
   beta_schedule: betaSchedule(["linear", "scaled_linear", "squaredcos_cap_v2"]),
   trained_betas: commonOptions.trained_betas,
-  solver_order: z.union([z.literal(1), z.literal(2), z.literal(3)]).default(2),
+  solver_order: z.number().int().min(1).max(3).default(2),
   prediction_type: predictionType(["epsilon", "sample", "v_prediction"]),
   ...thresholdingOptions,
   algorithm_type: z.enum(["dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++"]).default("dpmsolver++"),
@@ -79,6 +79,7 @@ export const dpmSolverMultistepDefinition: SchedulerDefinition<DPMSolverMultiste
   shortName: "dpm-solver++",
   schema: dpmSolverMultistepOptions,
   keys: Object.keys(shape),
+  extensions: ["final_sigmas_type"],
   later: {
     use_exponential_sigmas: [false],
     use_beta_sigmas: [false],

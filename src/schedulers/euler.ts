@@ -48,6 +48,7 @@ export const eulerDefinition: SchedulerDefinition<EulerConfig> = {
   shortName: "euler",
   schema: eulerOptions,
   keys: Object.keys(shape),
+  extensions: ["final_sigmas_type"],
   later: { use_exponential_sigmas: [false], use_beta_sigmas: [false], rescale_betas_zero_snr: [false] },
   hints: { interpolation_type: 'diffusers 0.24\'s "log_linear" fails (it passes a torch tensor to numpy)' },
   check: (c) => checkTrainedBetas("EulerDiscreteScheduler", c),

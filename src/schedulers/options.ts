@@ -62,6 +62,11 @@ export interface SchedulerDefinition<C> {
   keys: readonly string[];
   /** Options of this class in newer diffusers: the values that behave as diffusers 0.24 does. */
   later?: Record<string, readonly unknown[]>;
+  /**
+   * Options sdc has beyond diffusers 0.24's for this class (eta, final_sigmas_type, ...). A config file
+   * written for another class does not set them, since diffusers 0.24 would not pass them to this class.
+   */
+  extensions?: readonly string[];
   /** Value rewrites diffusers applies at construction (e.g. DPM-Solver turns solver_type "bh2" into "midpoint"). */
   normalize?: (raw: Record<string, unknown>) => void;
   /** Extra advice per option, shown with a validation failure. */
@@ -134,11 +139,12 @@ export function resolveOptions<C>(
   const subject = (key: string) => `scheduler ${def.className}: option "${key}"`;
   const raw: Record<string, unknown> = {};
   const usedDefaults = new Set(Array.isArray(config._use_default_values) ? (config._use_default_values as string[]) : []);
+  const foreignFile = typeof config._class_name === "string" && config._class_name !== def.className;
 
   const take = (key: string, value: unknown, fromUser: boolean): void => {
     if (key.startsWith("_")) return;
     if (def.keys.includes(key)) {
-      if (value === undefined) return;
+      if (value === undefined || (!fromUser && foreignFile && def.extensions?.includes(key))) return;
       raw[key] = value;
       return;
     }
@@ -156,12 +162,10 @@ export function resolveOptions<C>(
     const near = suggest(key, def.keys);
     problems.push({
       subject: subject(key),
-      message: fromUser || !DIFFUSERS_SCHEDULER_KEYS.has(key)
-        ? `${def.className} has no option "${key}"`
+      message: DIFFUSERS_SCHEDULER_KEYS.has(key)
+        ? `${def.className} has no option "${key}" (other diffusers schedulers do)`
         : `${def.className} has no option "${key}"`,
-      hint: near
-        ? `did you mean "${near}"?`
-        : `${def.className} options: ${def.keys.join(", ")}`,
+      hint: near && near !== key ? `did you mean "${near}"?` : `${def.className} options: ${def.keys.join(", ")}`,
     });
   };
   for (const [k, v] of Object.entries(config)) if (!usedDefaults.has(k)) take(k, v, false);

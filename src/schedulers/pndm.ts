@@ -18,7 +18,7 @@ import {
   timestepSpacing,
   type SchedulerDefinition,
 } from "./options.js";
-import { addNoiseAlphaBar, checkInferenceSteps, checkTimestepsNonNegative, requireTimesteps } from "./sample-ops.js";
+import { addNoiseAlphaBar, alphaBarAt, checkInferenceSteps, checkTimestepsNonNegative, requireTimesteps } from "./sample-ops.js";
 import { f32, noiseSchedule, npArange, npLinspace, roundHalfEven } from "./schedule.js";
 import type { Scheduler, StepOutput } from "./types.js";
 
@@ -207,7 +207,7 @@ export class PNDMScheduler implements Scheduler {
    * x_{t−δ} = sqrt(ᾱ_{t−δ}/ᾱ_t)·x_t − (ᾱ_{t−δ} − ᾱ_t)·ε / (ᾱ_t·sqrt(1 − ᾱ_{t−δ}) + sqrt(ᾱ_t(1 − ᾱ_t)ᾱ_{t−δ}))
    */
   private prevSample(sample: Float32Array, t: number, prevT: number, modelOutput: Float32Array): Float32Array {
-    const alphaProdT = this.alphasCumprod[t]!;
+    const alphaProdT = alphaBarAt(this.className, this.alphasCumprod, t);
     const alphaProdTPrev = prevT >= 0 ? this.alphasCumprod[prevT]! : this.finalAlphaCumprod;
     const betaProdT = f32(1 - alphaProdT);
     const betaProdTPrev = f32(1 - alphaProdTPrev);
@@ -227,6 +227,6 @@ export class PNDMScheduler implements Scheduler {
   }
 
   addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
-    return addNoiseAlphaBar(this.alphasCumprod[timestep]!, original, noise);
+    return addNoiseAlphaBar(alphaBarAt(this.className, this.alphasCumprod, timestep), original, noise);
   }
 }

@@ -109,8 +109,16 @@ export function checkTimestepsNonNegative(className: string, timesteps: ArrayLik
       throw new UserError({
         subject: `scheduler ${className}`,
         message: `with ${n} steps this spacing produces a negative timestep (${timesteps[i]}) — a numpy rounding artefact in diffusers 0.24's trailing spacing`,
-        hint: `use ${n - 1} or ${n + 1} steps, or another timestep_spacing`,
+        hint: "use another number of steps or another timestep_spacing",
       });
+}
+
+/** ᾱ_t of an integer training timestep (the DDPM-family schedulers index by it). */
+export function alphaBarAt(className: string, alphasCumprod: Float32Array, t: number): number {
+  const a = alphasCumprod[t];
+  if (!Number.isInteger(t) || a === undefined)
+    throw new Error(`${className}: timestep ${t} is not a training timestep (0..${alphasCumprod.length - 1}); pass one of scheduler.timesteps`);
+  return a;
 }
 
 /** The scheduler was stepped or scaled before setTimesteps. */
