@@ -65,7 +65,8 @@ const shape = {
   use_lu_lambdas: z.boolean().default(false),
   final_sigmas_type: z.enum(["sigma_min", "zero"]).default("sigma_min"),
   lambda_min_clipped: lambdaMinClipped,
-  variance_type: z.null().default(null),
+  // only "learned"/"learned_range" change anything (and need a variance-predicting model); DDPM's values pass through
+  variance_type: z.string().nullable().default(null),
   timestep_spacing: timestepSpacing("linspace"),
   steps_offset: commonOptions.steps_offset,
 };
@@ -94,11 +95,11 @@ export const dpmSolverMultistepDefinition: SchedulerDefinition<DPMSolverMultiste
     if (raw.algorithm_type === "deis") raw.algorithm_type = "dpmsolver++";
     if (raw.solver_type === "logrho" || raw.solver_type === "bh1" || raw.solver_type === "bh2") raw.solver_type = "midpoint";
   },
-  hints: {
-    variance_type: "learned / learned_range are for pixel-space models that predict their variance; SD's UNet does not",
-  },
   check: (c) => [
     ...checkTrainedBetas(CLASS, c),
+    ...(c.variance_type === "learned" || c.variance_type === "learned_range"
+      ? [optionProblem(CLASS, "variance_type", `${JSON.stringify(c.variance_type)} is for pixel-space models that predict their variance; SD's UNet does not`, "leave variance_type unset (null)")]
+      : []),
     ...(c.solver_order === 3 && c.algorithm_type.startsWith("sde-")
       ? [optionProblem(CLASS, "solver_order", `third order is not defined for ${c.algorithm_type} (diffusers 0.24 fails)`, "use solver_order 1 or 2")]
       : []),

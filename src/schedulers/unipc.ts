@@ -36,7 +36,7 @@ import {
   sigmaToT,
   trainingSigmas,
 } from "./schedule.js";
-import type { Scheduler, StepOutput } from "./types.js";
+import type { NoiseSource, Scheduler, StepOutput } from "./types.js";
 
 const shape = {
   num_train_timesteps: commonOptions.num_train_timesteps,
@@ -279,7 +279,7 @@ export class UniPCMultistepScheduler implements Scheduler {
     });
   }
 
-  step(modelOutput: Float32Array, timestep: number, sample: Float32Array, _noise?: unknown, batchSize?: number): StepOutput {
+  step(modelOutput: Float32Array, timestep: number, sample: Float32Array, _noise?: NoiseSource, batchSize?: number): StepOutput {
     requireTimesteps(this.className, this.numInferenceSteps);
     const c = this.config;
     if (this.stepIndex === null) {

@@ -34,7 +34,7 @@ describe("refused, with a message naming the option and what is allowed", () => 
     ["DPM-Solver 3rd order SDE", () => createScheduler("dpm-solver++", {}, { solver_order: 3, algorithm_type: "sde-dpmsolver++" }), [/third order is not defined for sde-dpmsolver\+\+/]],
     ["final_sigmas_type zero with dpmsolver", () => createScheduler("dpm-solver++", {}, { final_sigmas_type: "zero", algorithm_type: "dpmsolver" }), [/"final_sigmas_type": "zero" needs a data-prediction solver/]],
     ["final_sigmas_type on UniPC", () => createScheduler("unipc", {}, { final_sigmas_type: "zero" }), [/UniPCMultistepScheduler: option "final_sigmas_type"/, /"sigma_min"/]],
-    ["learned variance (DPM-Solver)", () => createScheduler("dpm-solver++", {}, { variance_type: "learned_range" }), [/"variance_type": expected null/, /predict their variance/]],
+    ["learned variance (DPM-Solver)", () => createScheduler("dpm-solver++", {}, { variance_type: "learned_range" }), [/"variance_type": "learned_range" is for pixel-space models that predict their variance/]],
     ["learned variance (DDPM)", () => createScheduler("ddpm", {}, { variance_type: "learned" }), [/"variance_type": expected one of "fixed_small", "fixed_small_log", "fixed_large"/]],
     ["trained_betas of the wrong length", () => createScheduler("ddim", {}, { trained_betas: [0.1, 0.2] }), [/"trained_betas": has 2 values but num_train_timesteps is 1000/]],
     ["UniPC solver_p", () => createScheduler("unipc", {}, { solver_p: {} }), [/"solver_p": expected null/]],
@@ -120,6 +120,10 @@ describe("accepted as diffusers' from_config accepts it", () => {
     const ddim = { _class_name: "DDIMScheduler", rescale_betas_zero_snr: true, eta: 0.5 };
     expect(createScheduler("ddpm", ddim).config.rescale_betas_zero_snr).toBe(false);
     expect(createScheduler("ddim", ddim).config).toMatchObject({ rescale_betas_zero_snr: true, eta: 0.5 });
+  });
+
+  it("passes DDPM's variance_type through DPM-Solver, where it has no effect", () => {
+    expect(createScheduler("dpm-solver++", { _class_name: "DDPMScheduler", variance_type: "fixed_small" }).config.variance_type).toBe("fixed_small");
   });
 
   it("lets overrides win over the config file", () => {
