@@ -1,0 +1,207 @@
+/**
+ * The scheduler registry: diffusers class names and sdc's short names to implementations, plus the
+ * pieces of the diffusers pipelines that belong with schedulers: img2img's timestep slicing, the
+ * Stable Diffusion pipelines' config fix-ups, and reading/writing scheduler_config.json.
+ */
+import { UserError } from "../util/errors.js";
+import { DDIMScheduler, ddimDefinition } from "./ddim.js";
+import { DDPMScheduler, ddpmDefinition } from "./ddpm.js";
+import { DPMSolverMultistepScheduler, dpmSolverMultistepDefinition } from "./dpm-solver-multistep.js";
+import { EulerAncestralDiscreteScheduler, eulerAncestralDefinition } from "./euler-ancestral.js";
+import { EulerDiscreteScheduler, eulerDefinition } from "./euler.js";
+import { HeunDiscreteScheduler, heunDefinition } from "./heun.js";
+import { LMSDiscreteScheduler, lmsDefinition } from "./lms.js";
+import type { SchedulerDefinition } from "./options.js";
+import { PNDMScheduler, pndmDefinition } from "./pndm.js";
+import type { Scheduler } from "./types.js";
+import { UniPCMultistepScheduler, unipcDefinition } from "./unipc.js";
+
+export type { NoiseSource, Scheduler, StepOutput } from "./types.js";
+export {
+  DDIMScheduler,
+  DDPMScheduler,
+  DPMSolverMultistepScheduler,
+  EulerAncestralDiscreteScheduler,
+  EulerDiscreteScheduler,
+  HeunDiscreteScheduler,
+  LMSDiscreteScheduler,
+  PNDMScheduler,
+  UniPCMultistepScheduler,
+};
+
+type Options = Record<string, unknown>;
+
+interface Entry {
+  definition: SchedulerDefinition<unknown>;
+  create: (config: Options, overrides: Options) => Scheduler;
+}
+
+const entry = <C>(definition: SchedulerDefinition<C>, create: Entry["create"]): Entry => ({
+  definition: definition as SchedulerDefinition<unknown>,
+  create,
+});
+
+const REGISTRY: readonly Entry[] = [
+  entry(ddpmDefinition, (c, o) => new DDPMScheduler(c, o)),
+  entry(ddimDefinition, (c, o) => new DDIMScheduler(c, o)),
+  entry(pndmDefinition, (c, o) => new PNDMScheduler(c, o)),
+  entry(lmsDefinition, (c, o) => new LMSDiscreteScheduler(c, o)),
+  entry(eulerDefinition, (c, o) => new EulerDiscreteScheduler(c, o)),
+  entry(eulerAncestralDefinition, (c, o) => new EulerAncestralDiscreteScheduler(c, o)),
+  entry(heunDefinition, (c, o) => new HeunDiscreteScheduler(c, o)),
+  entry(dpmSolverMultistepDefinition, (c, o) => new DPMSolverMultistepScheduler(c, o)),
+  entry(unipcDefinition, (c, o) => new UniPCMultistepScheduler(c, o)),
+];
+
+/** diffusers class names sdc implements, e.g. "EulerDiscreteScheduler". */
+export const SCHEDULER_CLASS_NAMES: readonly string[] = REGISTRY.map((e) => e.definition.className);
+/** sdc's short names, e.g. "euler", "dpm-solver++". */
+export const SCHEDULER_SHORT_NAMES: readonly string[] = REGISTRY.map((e) => e.definition.shortName);
+
+function lookup(type: string): Entry {
+  const t = type.trim().toLowerCase();
+  const e = REGISTRY.find((x) => x.definition.className.toLowerCase() === t || x.definition.shortName === t);
+  if (!e)
+    throw new UserError({
+      subject: "scheduler",
+      message: `unknown scheduler ${JSON.stringify(type)}`,
+      hint: `use one of ${SCHEDULER_SHORT_NAMES.join(", ")} or a diffusers class name (${SCHEDULER_CLASS_NAMES.join(", ")})`,
+    });
+  return e;
+}
+
+/** The option schema and names of one scheduler type (for config validation and docs). */
+export function schedulerDefinition(type: string): SchedulerDefinition<unknown> {
+  return lookup(type).definition;
+}
+
+/**
+ * A scheduler by diffusers class name or short name.
+ * - `config`: a scheduler_config.json's contents (possibly written for another class; its foreign keys
+ *   are ignored, as diffusers' from_config ignores them);
+ * - `overrides`: options the user set, which must all be options of this scheduler.
+ * Unknown types and bad or unsupported option values are UserErrors that list what is allowed.
+ */
+export function createScheduler(type: string, config: Options = {}, overrides: Options = {}): Scheduler {
+  return lookup(type).create(config, overrides);
+}
+
+/**
+ * diffusers' StableDiffusionPipeline and StableDiffusionImg2ImgPipeline (v0.24) rewrite an "outdated"
+ * scheduler config when constructed: steps_offset becomes 1 and clip_sample becomes false. Returns the
+ * scheduler the pipeline would really use (the same object when nothing changes).
+ */
+export function withStableDiffusionPipelineFixups(s: Scheduler): Scheduler {
+  const c = s.config;
+  const fix: Options = {};
+  if ("steps_offset" in c && c.steps_offset !== 1) fix.steps_offset = 1;
+  if ("clip_sample" in c && c.clip_sample === true) fix.clip_sample = false;
+  return Object.keys(fix).length ? createScheduler(s.className, { ...c }, fix) : s;
+}
+
+export interface Img2ImgTimesteps {
+  /** The timesteps to denoise through (a tail of the scheduler's). */
+  timesteps: Float64Array;
+  /** The timestep the init latents are noised to: timesteps[0]. */
+  startTimestep: number;
+  /** Denoising steps that remain (diffusers' returned num_inference_steps). */
+  numInferenceSteps: number;
+  /** Steps skipped at the start (t_start). */
+  tStart: number;
+}
+
+/**
+ * StableDiffusionImg2ImgPipeline.get_timesteps (v0.24): calls `s.setTimesteps(numInferenceSteps)` and keeps
+ * the last ⌊numInferenceSteps·strength⌋ steps (× the scheduler's order). The init latents are then noised
+ * with `s.addNoise(latents, noise, startTimestep)` and stepped through `timesteps`.
+ */
+export function img2imgTimesteps(s: Scheduler, numInferenceSteps: number, strength: number): Img2ImgTimesteps {
+  if (!(strength >= 0 && strength <= 1))
+    throw new UserError({ subject: "strength", message: `must be between 0 and 1, got ${strength}`, hint: "0.3–0.8 is typical for img2img" });
+  s.setTimesteps(numInferenceSteps);
+  const initTimestep = Math.min(Math.trunc(numInferenceSteps * strength), numInferenceSteps);
+  const tStart = Math.max(numInferenceSteps - initTimestep, 0);
+  const timesteps = s.timesteps.slice(tStart * s.order);
+  if (timesteps.length === 0)
+    throw new UserError({
+      subject: "strength",
+      message: `strength ${strength} with ${numInferenceSteps} steps leaves no denoising step (⌊${numInferenceSteps}·${strength}⌋ = 0)`,
+      hint: `raise strength to at least ${Math.ceil((1 / numInferenceSteps) * 1000) / 1000} or use more steps`,
+    });
+  return { timesteps, startTimestep: timesteps[0]!, numInferenceSteps: numInferenceSteps - tStart, tStart };
+}
+
+// ---------------------------------------------------------------------------------------------
+// scheduler_config.json: Python's json module writes NaN / Infinity / -Infinity, which JSON.parse rejects
+
+/** scheduler_config.json text as diffusers writes it (sorted keys, Python's number tokens), with this scheduler's class. */
+export function schedulerConfigJson(s: Scheduler, diffusersVersion = "0.24.0"): string {
+  const obj: Options = { _class_name: s.className, _diffusers_version: diffusersVersion };
+  for (const k of Object.keys(s.config).sort()) obj[k] = s.config[k];
+  const marks = new Map<string, string>();
+  const text = JSON.stringify(
+    obj,
+    (_k, v: unknown) => {
+      if (typeof v === "number" && !Number.isFinite(v)) {
+        const token = Number.isNaN(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity";
+        const mark = `\u0000${token}\u0000`;
+        marks.set(JSON.stringify(mark), token);
+        return mark;
+      }
+      return v;
+    },
+    2,
+  );
+  let out = text;
+  for (const [quoted, token] of marks) out = out.split(quoted).join(token);
+  return out + "\n";
+}
+
+const NAN_MARK = "\uE000";
+
+/** Parse scheduler_config.json (Python-flavoured JSON); syntax errors are UserErrors at file:line:col. */
+export function parseSchedulerConfigJson(text: string, file: string): Options {
+  // Python's non-finite tokens become same-length stand-ins (so error positions stay right): ±Infinity
+  // as overflowing number literals, NaN as a one-character private-use string the reviver turns back
+  let out = "";
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (inString) {
+      out += ch;
+      if (ch === "\\") out += text[++i] ?? "";
+      else if (ch === '"') inString = false;
+      continue;
+    }
+    if (ch === '"') inString = true;
+    const m = /^(-Infinity|Infinity|NaN)/.exec(text.slice(i, i + 9));
+    if (m) {
+      out += m[1] === "NaN" ? `"${NAN_MARK}"` : m[1] === "Infinity" ? "9e999999" : "-9e999999";
+      i += m[1]!.length - 1;
+      continue;
+    }
+    out += ch;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(out, (_k, v: unknown) => (v === NAN_MARK ? NaN : v));
+  } catch (e) {
+    const msg = (e as Error).message;
+    const pos = /position (\d+)/.exec(msg);
+    let line = 1;
+    let col = 1;
+    if (pos) {
+      const upto = text.slice(0, Number(pos[1]));
+      line = upto.split("\n").length;
+      col = upto.length - upto.lastIndexOf("\n");
+    }
+    throw new UserError({
+      message: `invalid JSON: ${msg.replace(/ in JSON at position \d+.*$/, "")}`,
+      at: { file, line, col },
+      hint: "scheduler_config.json must be a JSON object of scheduler options",
+    });
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    throw new UserError({ message: "expected a JSON object of scheduler options", at: { file, line: 1, col: 1 } });
+  return value as Options;
+}
