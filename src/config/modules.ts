@@ -126,6 +126,8 @@ export interface MissingTarget {
   suggestion?: string;
   /** Set when the name exists, but only on layers a LoRA cannot attach to (their kinds). */
   notLoraable?: ModuleKind[];
+  /** Set when the name exists in a component that was not asked for. */
+  foundIn?: LoraComponent;
 }
 
 /**
@@ -140,35 +142,44 @@ export function missingTargets(
   model: { unet: UNet2DConditionConfig; textEncoder: CLIPTextConfig },
   components: readonly LoraComponent[] = ["unet"],
 ): MissingTarget[] {
-  const all: ModuleMap = new Map();
-  for (const c of components) {
-    const mods = c === "unet" ? unetModules(model.unet) : textEncoderModules(model.textEncoder);
-    for (const [name, kind] of mods) {
-      all.set(name, kind);
-      all.set(`${c}.${name}`, kind);
-    }
-  }
-  const suffixes = new Map<string, ModuleKind[]>();
-  for (const [name, kind] of all) {
-    const parts = name.split(".");
-    for (let i = 0; i < parts.length; i++) {
-      const s = parts.slice(i).join(".");
-      const kinds = suffixes.get(s) ?? [];
-      kinds.push(kind);
-      suffixes.set(s, kinds);
-    }
-  }
-  const loraSuffixes = [...suffixes].filter(([, kinds]) => kinds.some((k) => LORA_KINDS.includes(k))).map(([s]) => s);
+  const asked = suffixIndex(model, components);
+  const others = (["unet", "text_encoder"] as const).filter((c) => !components.includes(c));
+  const elsewhere = others.map((c) => [c, suffixIndex(model, [c])] as const);
+  const loraable = (kinds: ModuleKind[] | undefined) => kinds?.some((k) => LORA_KINDS.includes(k)) ?? false;
+  const candidates = [...asked].filter(([, kinds]) => loraable(kinds)).map(([s]) => s);
   const missing: MissingTarget[] = [];
   for (const t of targets) {
-    const kinds = suffixes.get(t);
-    if (kinds?.some((k) => LORA_KINDS.includes(k))) continue;
+    const kinds = asked.get(t);
+    if (loraable(kinds)) continue;
     if (kinds) {
       missing.push({ target: t, notLoraable: [...new Set(kinds)] });
       continue;
     }
-    const suggestion = closest(t, loraSuffixes);
+    const other = elsewhere.find(([, idx]) => loraable(idx.get(t)));
+    if (other) {
+      missing.push({ target: t, foundIn: other[0] });
+      continue;
+    }
+    const suggestion = closest(t, candidates);
     missing.push({ target: t, ...(suggestion ? { suggestion } : {}) });
   }
   return missing;
+}
+
+/** Every dot-separated suffix of every module name (with and without the component prefix) → kinds. */
+function suffixIndex(model: { unet: UNet2DConditionConfig; textEncoder: CLIPTextConfig }, components: readonly LoraComponent[]): Map<string, ModuleKind[]> {
+  const index = new Map<string, ModuleKind[]>();
+  for (const c of components) {
+    const mods = c === "unet" ? unetModules(model.unet) : textEncoderModules(model.textEncoder);
+    for (const [name, kind] of mods) {
+      const parts = `${c}.${name}`.split(".");
+      for (let i = 0; i < parts.length; i++) {
+        const s = parts.slice(i).join(".");
+        const kinds = index.get(s) ?? [];
+        kinds.push(kind);
+        index.set(s, kinds);
+      }
+    }
+  }
+  return index;
 }

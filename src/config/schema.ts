@@ -45,7 +45,7 @@ const SCHEDULER_TYPE_NAMES = [...Object.keys(SCHEDULER_TYPES), ...SCHEDULER_CLAS
 
 /** The diffusers class name for a `scheduler.type` (short name or class name), or undefined. */
 export function schedulerClassName(type: string): SchedulerClassName | undefined {
-  if (type in SCHEDULER_TYPES) return SCHEDULER_TYPES[type as SchedulerShortName];
+  if (Object.hasOwn(SCHEDULER_TYPES, type)) return SCHEDULER_TYPES[type as SchedulerShortName];
   return (SCHEDULER_CLASS_NAMES as string[]).includes(type) ? (type as SchedulerClassName) : undefined;
 }
 
