@@ -228,6 +228,13 @@ describe("the committed pipelines and examples", () => {
     expect(i.config.sample).toMatchObject({ seed: 42, strength: 0.75, init_image: path.join(REPO, "examples", "init.png") });
   });
 
+  it("the from-scratch example is a consistent inline architecture", async () => {
+    const { loadPipeline } = await import("../../src/config/load.js");
+    const p = await loadPipeline("examples/from-scratch.yaml", { cwd: REPO, overrides: ["train.data.dir=."] });
+    expect(p.model.kind).toBe("inline");
+    expect(p.config.train).toMatchObject({ target: "unet", epochs: 50, data: { dir: REPO, resolution: 32 } });
+  });
+
   it("every example passes the config stage", () => {
     const dir = path.join(REPO, "examples");
     const files = fs.readdirSync(dir).filter((f) => f.endsWith(".yaml"));

@@ -42,6 +42,24 @@ describe("schemas/pipeline.schema.json", () => {
   });
 });
 
+describe("README", () => {
+  it("documents every key of the sections (scheduler options and architecture keys by reference)", () => {
+    const readme = fs.readFileSync(path.join(REPO, "README.md"), "utf8");
+    const s = pipelineJsonSchema() as { properties: Record<string, { properties?: Record<string, { properties?: Record<string, unknown> }> }> };
+    const undocumented: string[] = [];
+    for (const [section, sub] of Object.entries(s.properties)) {
+      if (section === "$schema") continue;
+      if (!readme.includes(`\`${section}\``)) undocumented.push(section);
+      const keys = section === "scheduler" ? ["type", "steps", "eta"] : Object.keys(sub.properties ?? {});
+      for (const k of keys) {
+        if (!readme.includes(`\`${k}\``)) undocumented.push(`${section}.${k}`);
+        if (section === "train") for (const kk of Object.keys(sub.properties?.[k]?.properties ?? {})) if (!readme.includes(`\`${kk}\``)) undocumented.push(`${section}.${k}.${kk}`);
+      }
+    }
+    expect(undocumented).toEqual([]);
+  });
+});
+
 describe("pipeline files", () => {
   const files = ["pipelines", "examples"].flatMap((d) =>
     fs.readdirSync(path.join(REPO, d)).filter((f) => f.endsWith(".yaml")).map((f) => path.join(d, f)),
