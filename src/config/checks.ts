@@ -45,6 +45,18 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
   const { unet, vae, textEncoder: te } = model;
 
   // --- U-Net structure -------------------------------------------------------------------------
+  // SD 1.x/2.x U-Nets have none of these; a config that sets them (SDXL, LCM, unCLIP, upscalers)
+  // is a model sdc does not build, better said now than by a failed compile.
+  const sd12 = { addition_embed_type: null, class_embed_type: null, encoder_hid_dim_type: null, time_cond_proj_dim: null, dual_cross_attention: false, time_embedding_type: "positional" } as const;
+  for (const [key, plain] of Object.entries(sd12)) {
+    const v = unet[key as keyof typeof sd12];
+    if (v !== plain)
+      add(
+        arch("unet", [key]),
+        `unet.${key} is ${JSON.stringify(v)}: sdc builds Stable Diffusion 1.x/2.x U-Nets, where it is ${JSON.stringify(plain)}${key === "addition_embed_type" && v === "text_time" ? " (this looks like SDXL)" : ""}`,
+        "use an SD 1.x/2.x model, or remove the key if the pipeline sets it",
+      );
+  }
   const n = unet.down_block_types.length;
   let unetShapeOk = true;
   if (unet.up_block_types.length !== n) {

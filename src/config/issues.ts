@@ -97,6 +97,10 @@ function convert(root: z.ZodType, input: unknown, issue: Issue, prefix: Path, wh
         else push(`${name}: ${JSON.stringify(value)} is too ${small ? "short" : "long"}`, undefined);
         return;
       }
+      if (!small && Number((issue as { maximum: number | bigint }).maximum) === Number.MAX_SAFE_INTEGER) {
+        push(`${name}: ${String(value)} is too large`, `integers in a config go up to ${Number.MAX_SAFE_INTEGER} (2^53 − 1)`);
+        return;
+      }
       push(`${name}: ${String(value)} is too ${small ? "small" : "large"}`, hintFor(schema));
       return;
     }

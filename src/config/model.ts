@@ -378,7 +378,7 @@ function findWeights(
     const shards = [...new Set(Object.values(map).map(String))];
     const absent = shards.filter((s) => !exists(s));
     if (absent.length) {
-      problems.push({ ...whereInSource(parsed.source, ["weight_map"], "key"), message: `shards listed in ${ctx.display(indexPath)} are missing: ${absent.join(", ")}`, hint: "download the missing shards" });
+      problems.push({ ...whereInSource(parsed.source, ["weight_map"], "key"), message: `shard files listed in weight_map are missing: ${absent.join(", ")}`, hint: "download the missing shards" });
       return undefined;
     }
     return { files: shards.map((s) => path.join(dir, s)), index: indexPath };

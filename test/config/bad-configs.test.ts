@@ -433,6 +433,38 @@ describe("guidance, sample, output, runtime", () => {
         hint: expected an integer ≥ 0 — seed of the (PyTorch-compatible) CPU generator"
     `);
   });
+  it("seed beyond the integers a config can hold", async () => {
+    expect(await problems({ [P]: `${HEAD}sample:\n  seed: 18446744073709551615\n` })).toMatchInlineSnapshot(`
+      "pipelines/p.yaml:5:9: sample.seed: 18446744073709552000 is too large
+        5 |   seed: 18446744073709551615
+          |         ^^^^^^^^^^^^^^^^^^^^
+        hint: integers in a config go up to 9007199254740991 (2^53 − 1)"
+    `);
+  });
+  it("sharded weights with a missing shard", async () => {
+    const index = JSON.stringify({ metadata: {}, weight_map: { a: "model-00001-of-00002.safetensors", b: "model-00002-of-00002.safetensors" } }, null, 2);
+    expect(
+      await problems({
+        [P]: HEAD,
+        "models/tiny-sd/text_encoder/model.safetensors": null,
+        "models/tiny-sd/text_encoder/model.safetensors.index.json": index,
+        "models/tiny-sd/text_encoder/model-00001-of-00002.safetensors": "x",
+      }),
+    ).toMatchInlineSnapshot(`
+      "models/tiny-sd/text_encoder/model.safetensors.index.json:3:3: shard files listed in weight_map are missing: model-00002-of-00002.safetensors
+        3 |   "weight_map": {
+          |   ^^^^^^^^^^^^
+        hint: download the missing shards"
+    `);
+  });
+  it("a __proto__ key is just an unknown key", async () => {
+    expect(await problems({ [P]: `${HEAD}sample:\n  __proto__: {seed: 1}\n` })).toMatchInlineSnapshot(`
+      "pipelines/p.yaml:5:3: unknown key "__proto__" in sample
+        5 |   __proto__: {seed: 1}
+          |   ^^^^^^^^^
+        hint: allowed keys: prompt, width, height, batch, seed, init_image, strength, latents"
+    `);
+  });
   it("strength without an init image", async () => {
     expect(await problems({ [P]: `${HEAD}sample:\n  strength: 0.5\n` })).toMatchInlineSnapshot(`
       "pipelines/p.yaml:5:13: sample.strength applies to img2img only, but there is no sample.init_image
@@ -551,6 +583,16 @@ describe("cross-field checks against the architecture", () => {
         5 |     attention_head_dim: 3
           |                         ^
         hint: attention_head_dim is the number of heads of each block (for SD 1/2 U-Nets) and must divide its block_out_channels"
+    `);
+  });
+  it("an SDXL U-Net (located in its config.json)", async () => {
+    expect(
+      await problems({ [P]: HEAD, ...replaced("unet/config.json", '"addition_embed_type": null', '"addition_embed_type": "text_time"') }),
+    ).toMatchInlineSnapshot(`
+      "models/tiny-sd/unet/config.json:5:26: unet.addition_embed_type is "text_time": sdc builds Stable Diffusion 1.x/2.x U-Nets, where it is null (this looks like SDXL)
+        5 |   "addition_embed_type": "text_time",
+          |                          ^^^^^^^^^^^
+        hint: use an SD 1.x/2.x model, or remove the key if the pipeline sets it"
     `);
   });
   it("clip_skip past the last layer", async () => {
