@@ -53,7 +53,8 @@ function convert(root: z.ZodType, input: unknown, issue: Issue, prefix: Path, wh
 
   switch (issue.code) {
     case "unrecognized_keys": {
-      const known = Object.keys(objectShape(schemaAt(root, path) ?? ({} as z.ZodType)) ?? {});
+      const here = schemaAt(root, path);
+      const known = here ? Object.keys(objectShape(here) ?? {}) : [];
       const inWhat = path.length ? ` in ${name}` : " at the top level";
       for (const key of issue.keys) {
         const guess = closest(key, known);

@@ -64,8 +64,8 @@ export class SourceDoc {
   position(range: Range): SourcePosition {
     const start = this.lineCounter.linePos(range.start);
     const end = this.lineCounter.linePos(Math.max(range.start, range.end));
-    const lineText = this.lineText(start.line);
-    const endCol = end.line === start.line ? Math.max(end.col, start.col + 1) : lineText.length + 1;
+    // A range running past its first line is underlined to the end of that line.
+    const endCol = end.line === start.line ? end.col : this.lineText(start.line).length + 1;
     return { file: this.display, line: start.line, col: start.col, endCol: Math.max(endCol, start.col + 1) };
   }
 
