@@ -1,0 +1,201 @@
+/**
+ * The `sdc` command: argument parsing and printing over the library API, nothing else.
+ *
+ * `main(argv)` returns the exit code instead of exiting, so tests run it in-process with captured
+ * output and an injected API. One handler at the top turns errors into exit codes: a UserError (a
+ * problem in what the user gave us) prints its located problems and exits 2, usage errors exit 2,
+ * anything else is an internal error: exit 1, with the stack trace only under --debug.
+ */
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Command, CommanderError, Option } from "commander";
+import * as api from "../index.js";
+import type { LoadOptions } from "../index.js";
+import { writeFileAtomic } from "../util/fs.js";
+
+export interface CliIO {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  /** Working directory for relative paths (default: process.cwd()). */
+  cwd?: string;
+}
+
+export type Api = Pick<typeof api, "loadPipeline" | "compile" | "run" | "watch" | "inspect">;
+
+const defaultIO: CliIO = {
+  stdout: (t) => void process.stdout.write(t),
+  stderr: (t) => void process.stderr.write(t),
+};
+
+interface PipelineFlags {
+  set: string[];
+  prompt?: string;
+  seed?: string;
+  steps?: string;
+  out?: string;
+  json?: boolean;
+  debug?: boolean;
+}
+
+const collect = (value: string, prev: string[]) => [...prev, value];
+
+function pipelineOptions(cmd: Command): Command {
+  return cmd
+    .option("--set <key=value>", "override a config value, e.g. --set scheduler.steps=20 (repeatable)", collect, [])
+    .option("--prompt <text>", "shortcut for --set sample.prompt=<text>")
+    .option("--seed <n>", "shortcut for --set sample.seed=<n>")
+    .option("--steps <n>", "shortcut for --set scheduler.steps=<n>")
+    .option("--out <dir>", "shortcut for --set output.dir=<dir> (relative to the working directory)")
+    .option("--debug", "print stack traces of internal errors");
+}
+
+function loadOptions(flags: PipelineFlags, cwd: string): LoadOptions {
+  return {
+    overrides: flags.set,
+    cwd,
+    ...(flags.prompt !== undefined ? { prompt: flags.prompt } : {}),
+    ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
+    ...(flags.steps !== undefined ? { steps: flags.steps } : {}),
+    ...(flags.out !== undefined ? { out: flags.out } : {}),
+  };
+}
+
+const json = (v: unknown) => `${JSON.stringify(v, (_k, x) => (x === -Infinity ? "-Infinity" : x), 2)}\n`;
+
+export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = api): Promise<number> {
+  const cwd = io.cwd ?? process.cwd();
+  const debug = argv.includes("--debug");
+  const wantsJson = argv.includes("--json");
+  const out = (t: string) => io.stdout(t.endsWith("\n") ? t : `${t}\n`);
+  const err = (t: string) => io.stderr(t.endsWith("\n") ? t : `${t}\n`);
+  const show = (file: string) => api.displayPath(path.resolve(cwd, file), cwd);
+
+  const program = new Command()
+    .name("sdc")
+    .description("Declarative pipeline compiler and runner for Stable Diffusion 1.x/2.x on ONNX Runtime.")
+    .version(version(), "-V, --version")
+    .addOption(new Option("--debug", "print stack traces of internal errors"))
+    .exitOverride()
+    .configureOutput({ writeOut: (t) => io.stdout(t), writeErr: (t) => io.stderr(t) })
+    .showHelpAfterError("(run sdc --help for usage)");
+
+  pipelineOptions(
+    program
+      .command("validate")
+      .description("check a pipeline file and its model; print a summary (or the resolved config with --json)")
+      .argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)
+      .option("--json", "print the resolved config and model as JSON"),
+  ).action(async (file: string, flags: PipelineFlags) => {
+    const p = await impl.loadPipeline(file, loadOptions(flags, cwd));
+    if (flags.json) {
+      out(json({ ok: true, file: p.file, name: p.name, sources: p.sources, config: p.config, model: p.model }));
+      return;
+    }
+    const c = p.config;
+    const m = p.model;
+    const from = m.path ? `${m.kind === "diffusers" ? "diffusers folder" : "single file"} ${show(m.path)}` : "inline architecture";
+    out(
+      [
+        `${show(file)}: ok`,
+        `  name       ${p.name}`,
+        `  model      ${from}${m.variant ? ` (variant ${m.variant})` : ""}${m.lora.length ? `, ${m.lora.length} LoRA` : ""}`,
+        `  scheduler  ${String(m.schedulerConfig._class_name)}, ${c.scheduler.steps} steps`,
+        `  image      ${c.sample.width}×${c.sample.height}, batch ${c.sample.batch}, seed ${c.sample.seed}`,
+        ...(c.train ? [`  train      ${c.train.target}`] : []),
+      ].join("\n"),
+    );
+  });
+
+  pipelineOptions(
+    program
+      .command("compile")
+      .description("compile a pipeline to ONNX graphs + plan.json (compiled/<name>)")
+      .argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)
+      .option("--force", "rewrite every graph, even unchanged ones")
+      .option("--json", "print the result as JSON"),
+  ).action(async (file: string, flags: PipelineFlags & { force?: boolean }) => {
+    const p = await impl.loadPipeline(file, loadOptions(flags, cwd));
+    const r = await impl.compile(p, { force: flags.force === true });
+    out(flags.json ? json(r) : r.summary);
+  });
+
+  pipelineOptions(
+    program
+      .command("run")
+      .description("run a pipeline (generate images, or train), compiling it first when needed")
+      .argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)
+      .option("--recompile", "recompile even when the compiled pipeline is up to date")
+      .option("--json", "print the result as JSON"),
+  ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean }) => {
+    const p = await impl.loadPipeline(file, loadOptions(flags, cwd));
+    const r = await impl.run(p, { recompile: flags.recompile === true });
+    out(flags.json ? json(r) : r.summary);
+  });
+
+  pipelineOptions(
+    program
+      .command("watch")
+      .description("recompile when the pipeline (or a file it extends) changes; with --run, re-run too")
+      .argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)
+      .option("--run", "re-run the pipeline after each successful compile"),
+  ).action(async (file: string, flags: PipelineFlags & { run?: boolean }) => {
+    await impl.watch(file, { ...loadOptions(flags, cwd), run: flags.run === true, log: (line) => out(line) });
+  });
+
+  program
+    .command("schema")
+    .description("print the JSON Schema of pipeline files (editors use it through the $schema modeline)")
+    .option("--out <file>", `write it to a file instead, e.g. ${api.PIPELINE_SCHEMA_FILE}`)
+    .option("--debug", "print stack traces of internal errors")
+    .action((flags: { out?: string }) => {
+      const text = api.pipelineJsonSchemaText();
+      if (flags.out) {
+        writeFileAtomic(path.resolve(cwd, flags.out), text);
+        out(`wrote ${show(flags.out)}`);
+      } else io.stdout(text);
+    });
+
+  program
+    .command("inspect")
+    .description("print a compiled plan: graphs, parameter counts, sizes")
+    .argument("[target]", "compiled folder, plan.json, or pipeline YAML file", api.DEFAULT_PIPELINE)
+    .option("--json", "print the plan as JSON")
+    .option("--debug", "print stack traces of internal errors")
+    .action(async (target: string, flags: { json?: boolean }) => {
+      const r = await impl.inspect(target, { cwd });
+      out(flags.json ? json(r.plan) : r.summary);
+    });
+
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === "commander.helpDisplayed" || e.code === "commander.version") return 0;
+      return 2; // usage error; commander has printed it
+    }
+    if (api.isUserError(e)) {
+      if (wantsJson) out(json({ ok: false, problems: e.problems }));
+      else {
+        const n = e.problems.length;
+        err(`${api.renderProblems(e.problems)}\n\n${n} problem${n === 1 ? "" : "s"} found.`);
+      }
+      return 2;
+    }
+    const error = e instanceof Error ? e : new Error(String(e));
+    err(`sdc: internal error: ${error.message}`);
+    err(debug && error.stack ? error.stack : "(run with --debug for the stack trace)");
+    return 1;
+  }
+}
+
+/** package.json's version (src/cli and dist/cli are both two levels below it). */
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(fileURLToPath(new URL("../../package.json", import.meta.url)), "utf8")) as { version?: string };
+    return pkg.version ?? "0.0.0";
+  } catch {
+    return "0.0.0";
+  }
+}

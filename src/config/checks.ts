@@ -1,0 +1,249 @@
+/**
+ * Cross-field checks: what no single key's schema can see.
+ *
+ * They need the resolved architecture (the folder's config.json under the YAML overrides): image
+ * sizes against the latent factor, the U-Net's cross-attention width against the text encoder,
+ * channels against GroupNorm groups and attention heads, per-block list lengths, and the
+ * training section's internal consistency. Each problem points at the text that set the value it
+ * blames (YAML, a config.json, or the `model.from` that brought in a default).
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { perBlock, unetDownFactor, unetHeads, vaeScaleFactor } from "../models/arch.js";
+import type { Problem } from "../util/errors.js";
+import { archWhere, type ComponentName, type ComponentSources, type ModelContext, type ResolvedModel } from "./model.js";
+import { missingTargets } from "./modules.js";
+import type { Where } from "./origins.js";
+import type { PipelineConfig } from "./schema.js";
+import type { Path } from "./source.js";
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+/** The largest divisor of every channel count that is at most `max`. */
+function bestGroups(channels: readonly number[], max: number): number {
+  const g = channels.reduce(gcd);
+  for (let d = Math.min(g, max); d > 1; d--) if (g % d === 0) return d;
+  return 1;
+}
+
+function nearestMultiples(v: number, f: number): [number, number] {
+  const lo = Math.max(f, Math.floor(v / f) * f);
+  return [lo, lo + f];
+}
+
+export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: ModelContext, json: ComponentSources): Problem[] {
+  const problems: Problem[] = [];
+  const yaml = (p: Path, mode: "key" | "value" = "value") => ctx.origins.where(p, mode);
+  const explicit = (p: Path) => ctx.origins.originOf(p)?.exact === true;
+  const arch = (c: ComponentName, p: Path): Where => archWhere(c, ctx, json)(p, "value");
+  const add = (where: Where, message: string, hint?: string) => problems.push({ message, ...where, ...(hint ? { hint } : {}) });
+  /** "(set at file:line)" for a value the message compares against. */
+  const setAt = (w: Where) => (w.at ? ` (set at ${w.at.file}:${w.at.line})` : w.subject ? ` (set by ${w.subject})` : "");
+
+  const { unet, vae, textEncoder: te } = model;
+
+  // --- U-Net structure -------------------------------------------------------------------------
+  // SD 1.x/2.x U-Nets have none of these; a config that sets them (SDXL, LCM, unCLIP, upscalers)
+  // is a model sdc does not build, better said now than by a failed compile.
+  const sd12 = { addition_embed_type: null, class_embed_type: null, encoder_hid_dim_type: null, time_cond_proj_dim: null, dual_cross_attention: false, time_embedding_type: "positional" } as const;
+  for (const [key, plain] of Object.entries(sd12)) {
+    const v = unet[key as keyof typeof sd12];
+    if (v !== plain)
+      add(
+        arch("unet", [key]),
+        `unet.${key} is ${JSON.stringify(v)}: sdc builds Stable Diffusion 1.x/2.x U-Nets, where it is ${JSON.stringify(plain)}${key === "addition_embed_type" && v === "text_time" ? " (this looks like SDXL)" : ""}`,
+        "use an SD 1.x/2.x model, or remove the key if the pipeline sets it",
+      );
+  }
+  const n = unet.down_block_types.length;
+  let unetShapeOk = true;
+  if (unet.up_block_types.length !== n) {
+    unetShapeOk = false;
+    add(arch("unet", ["up_block_types"]), `unet.up_block_types has ${unet.up_block_types.length} blocks but down_block_types has ${n}`, "the U-Net needs one up block per down block");
+  }
+  if (unet.block_out_channels.length !== n) {
+    unetShapeOk = false;
+    add(
+      arch("unet", ["block_out_channels"]),
+      `unet.block_out_channels has ${unet.block_out_channels.length} entries but there are ${n} down blocks`,
+      "give one channel count per down block",
+    );
+  }
+  for (const key of ["only_cross_attention", "attention_head_dim", "num_attention_heads", "cross_attention_dim", "layers_per_block", "transformer_layers_per_block"] as const) {
+    const v = unet[key];
+    if (Array.isArray(v) && v.length !== n) {
+      unetShapeOk = false;
+      add(arch("unet", [key]), `unet.${key} has ${v.length} entries but there are ${n} down blocks`, "give one value per down block, or a single value for all blocks");
+    }
+  }
+  if (unetShapeOk) {
+    const ch = unet.block_out_channels;
+    if (unet.norm_num_groups !== null) {
+      const g = unet.norm_num_groups;
+      const bad = ch.filter((c) => c % g !== 0);
+      if (bad.length)
+        add(
+          arch("unet", ["norm_num_groups"]),
+          `unet.norm_num_groups ${g} does not divide the channel count${bad.length > 1 ? "s" : ""} ${bad.join(", ")} of block_out_channels`,
+          `GroupNorm splits channels into equal groups; use a divisor of every channel count, e.g. ${bestGroups(ch, g)}`,
+        );
+    }
+    const heads = unetHeads(unet);
+    const headsKey = unet.num_attention_heads !== null ? "num_attention_heads" : "attention_head_dim";
+    unet.down_block_types.forEach((t, i) => {
+      if (t === "CrossAttnDownBlock2D" && ch[i]! % heads[i]! !== 0)
+        add(
+          arch("unet", Array.isArray(unet[headsKey]) ? [headsKey, i] : [headsKey]),
+          `unet: the ${ch[i]} channels of down block ${i} do not split into ${heads[i]} attention heads`,
+          `${headsKey} is the number of heads of each block (for SD 1/2 U-Nets) and must divide its block_out_channels`,
+        );
+    });
+    const cad = perBlock(unet.cross_attention_dim, n);
+    const badCad = [...new Set(cad.filter((d) => d !== te.hidden_size))];
+    if (badCad.length) {
+      add(
+        arch("unet", ["cross_attention_dim"]),
+        `unet.cross_attention_dim is ${badCad.join(", ")} but the text encoder's hidden_size is ${te.hidden_size}${setAt(arch("text_encoder", ["hidden_size"]))}`,
+        "the U-Net's cross-attention reads the text encoder's output, so the two widths must be equal",
+      );
+    }
+  }
+  const L = vae.latent_channels;
+  if (unet.in_channels !== L && unet.in_channels !== 2 * L + 1)
+    add(
+      arch("unet", ["in_channels"]),
+      `unet.in_channels is ${unet.in_channels} but the VAE's latent_channels is ${L}${setAt(arch("vae", ["latent_channels"]))}`,
+      `the U-Net denoises VAE latents: in_channels must be ${L} (or ${2 * L + 1} for an inpainting U-Net)`,
+    );
+  if (unet.out_channels !== L)
+    add(
+      arch("unet", ["out_channels"]),
+      `unet.out_channels is ${unet.out_channels} but the VAE's latent_channels is ${L}${setAt(arch("vae", ["latent_channels"]))}`,
+      `the U-Net predicts latents (or their noise): out_channels must be ${L}`,
+    );
+
+  // --- VAE ---------------------------------------------------------------------------------------
+  const vn = vae.down_block_types.length;
+  let vaeShapeOk = true;
+  if (vae.up_block_types.length !== vn) {
+    vaeShapeOk = false;
+    add(arch("vae", ["up_block_types"]), `vae.up_block_types has ${vae.up_block_types.length} blocks but down_block_types has ${vn}`, "the decoder needs one up block per encoder down block");
+  }
+  if (vae.block_out_channels.length !== vn) {
+    vaeShapeOk = false;
+    add(arch("vae", ["block_out_channels"]), `vae.block_out_channels has ${vae.block_out_channels.length} entries but there are ${vn} down blocks`, "give one channel count per down block");
+  }
+  const badV = vae.block_out_channels.filter((c) => c % vae.norm_num_groups !== 0);
+  if (badV.length)
+    add(
+      arch("vae", ["norm_num_groups"]),
+      `vae.norm_num_groups ${vae.norm_num_groups} does not divide the channel count${badV.length > 1 ? "s" : ""} ${badV.join(", ")} of block_out_channels`,
+      `GroupNorm splits channels into equal groups; use a divisor of every channel count, e.g. ${bestGroups(vae.block_out_channels, vae.norm_num_groups)}`,
+    );
+
+  // --- Text encoder ------------------------------------------------------------------------------
+  if (te.hidden_size % te.num_attention_heads !== 0)
+    add(
+      arch("text_encoder", ["num_attention_heads"]),
+      `text_encoder: hidden_size ${te.hidden_size} does not split into ${te.num_attention_heads} attention heads`,
+      "num_attention_heads must divide hidden_size",
+    );
+  if (te.clip_skip >= te.num_hidden_layers)
+    add(
+      yaml(["model", "text_encoder", "clip_skip"]),
+      `model.text_encoder.clip_skip ${te.clip_skip} skips all ${te.num_hidden_layers} layers of the text encoder`,
+      `use a value from 0 to ${te.num_hidden_layers - 1} (0: the last layer's output, 1: the one before, ...)`,
+    );
+
+  // --- Image size --------------------------------------------------------------------------------
+  if (unetShapeOk && vaeShapeOk) {
+    const vf = vaeScaleFactor(vae);
+    const uf = unetDownFactor(unet);
+    const f = vf * uf;
+    const sizeHint = (v: number) => {
+      const [lo, hi] = nearestMultiples(v, f);
+      return `the VAE downsamples by ${vf} and the U-Net by ${uf} more, so sizes must be multiples of ${f}: try ${lo} or ${hi}`;
+    };
+    for (const side of ["width", "height"] as const) {
+      const v = cfg.sample[side];
+      if (v % f !== 0) {
+        const where = explicit(["sample", side]) ? yaml(["sample", side]) : yaml(["sample", side], "key");
+        add(where, `sample.${side} ${v}${explicit(["sample", side]) ? "" : " (the model's default)"} is not a multiple of ${f}`, sizeHint(v));
+      }
+    }
+    if (cfg.train && cfg.train.data.resolution % f !== 0) {
+      const r = cfg.train.data.resolution;
+      add(yaml(["train", "data", "resolution"]), `train.data.resolution ${r} is not a multiple of ${f}`, sizeHint(r));
+    }
+  }
+
+  // --- Sampling ----------------------------------------------------------------------------------
+  const T = typeof model.schedulerConfig.num_train_timesteps === "number" ? model.schedulerConfig.num_train_timesteps : 1000;
+  if (cfg.scheduler.steps > T)
+    add(yaml(["scheduler", "steps"]), `scheduler.steps ${cfg.scheduler.steps} is more than the ${T} timesteps the model was trained with`, `use at most ${T} steps`);
+  if (explicit(["sample", "strength"]) && cfg.sample.init_image === undefined)
+    add(yaml(["sample", "strength"]), "sample.strength applies to img2img only, but there is no sample.init_image", "add sample.init_image, or remove strength");
+  if (cfg.sample.init_image !== undefined && cfg.sample.latents !== undefined)
+    add(yaml(["sample", "latents"]), "sample.latents and sample.init_image both set the starting latents", "keep one of them");
+  if (cfg.sample.init_image !== undefined) checkExists(cfg.sample.init_image, ["sample", "init_image"], "file", "init image", ctx, problems);
+  if (cfg.sample.latents !== undefined && checkExists(cfg.sample.latents, ["sample", "latents"], "file", "latents file", ctx, problems)) {
+    if (path.extname(cfg.sample.latents).toLowerCase() !== ".safetensors")
+      add(yaml(["sample", "latents"]), `sample.latents must be a .safetensors file, got "${path.basename(cfg.sample.latents)}"`, "save the latents with safetensors (tensor name: latents)");
+  }
+  const prompts = Array.isArray(cfg.sample.prompt) ? cfg.sample.prompt.length : 1;
+  const neg = cfg.guidance.negative_prompt;
+  if (Array.isArray(neg) && neg.length !== prompts)
+    add(
+      yaml(["guidance", "negative_prompt"]),
+      `guidance.negative_prompt has ${neg.length} entries but there ${prompts === 1 ? "is 1 prompt" : `are ${prompts} prompts`}`,
+      "give one negative prompt for all, or one per prompt",
+    );
+
+  // --- Training ----------------------------------------------------------------------------------
+  const train = cfg.train;
+  if (train) {
+    if (train.steps === undefined && train.epochs === undefined)
+      add(yaml(["train"], "key"), "train needs a length: neither train.steps nor train.epochs is set", "add train.steps (optimizer steps) or train.epochs (passes over the data)");
+    if (train.steps !== undefined && train.epochs !== undefined)
+      add(yaml(["train", "epochs"], "key"), "train.steps and train.epochs are both set", "keep one of them");
+    checkExists(train.data.dir, ["train", "data", "dir"], "dir", "training data folder", ctx, problems);
+    if (train.target === "lora") {
+      const targets = train.lora.target_modules;
+      for (const m of missingTargets(targets, model, ["unet", "text_encoder"])) {
+        const i = targets.indexOf(m.target);
+        const where = explicit(["train", "lora", "target_modules"]) ? yaml(["train", "lora", "target_modules", i]) : yaml(["train", "lora"], "key");
+        add(
+          where,
+          m.notLoraable
+            ? `train.lora.target_modules: "${m.target}" names ${m.notLoraable.join(" and ")} layers, which take no LoRA`
+            : `train.lora.target_modules: no module of the U-Net or text encoder is named "${m.target}"`,
+          m.suggestion
+            ? `did you mean "${m.suggestion}"?`
+            : "LoRA attaches to Linear and Conv2d layers, named as in diffusers: to_q, to_k, to_v, to_out.0, proj_in, ff.net.0.proj, conv1, ...",
+        );
+      }
+    }
+  }
+  return problems;
+}
+
+function checkExists(p: string, at: Path, kind: "file" | "dir", what: string, ctx: ModelContext, problems: Problem[]): boolean {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(p);
+  } catch {
+    st = undefined;
+  }
+  const where = ctx.origins.where(at);
+  if (!st) {
+    problems.push({ message: `${what} "${ctx.display(p)}" does not exist`, ...where, hint: "paths are relative to the YAML file that names them" });
+    return false;
+  }
+  if (kind === "file" ? !st.isFile() : !st.isDirectory()) {
+    problems.push({ message: `${what} "${ctx.display(p)}" is not a ${kind === "file" ? "file" : "folder"}`, ...where });
+    return false;
+  }
+  return true;
+}

@@ -1,0 +1,303 @@
+/**
+ * The pipeline config language: one zod schema, the single source of truth.
+ *
+ * Types come from it (`z.infer`), the editor's JSON Schema comes from it (`schemas/pipeline.schema.json`),
+ * and so do the words of every error: allowed keys, enum values and ranges are read from these
+ * definitions, never typed again elsewhere. Objects are strict, so an unknown key anywhere is an
+ * error with a did-you-mean. Section defaults are applied here; defaults that depend on the model
+ * (image size, scheduler options) are applied when the model is resolved (see model.ts).
+ * Top-level section names are a contract; keys inside them may grow.
+ */
+import { z } from "zod";
+import { autoencoderKLFields, clipTextFields, unet2DConditionFields } from "../models/arch.js";
+
+/** Fields that hold a filesystem path, resolved relative to the YAML file that names them. */
+export const pathFields = z.registry<{ path: "file" | "dir" | "any" }>();
+
+function pathString(kind: "file" | "dir" | "any", description: string) {
+  const s = z.string().min(1).describe(description);
+  pathFields.add(s, { path: kind });
+  return s;
+}
+
+const posInt = z.int().min(1);
+const textOrList = z.union([z.string(), z.array(z.string()).min(1)]);
+
+// ---------------------------------------------------------------------------------------------
+// Schedulers
+
+/** Short names (as users write them) → diffusers scheduler class names (`_class_name`). */
+export const SCHEDULER_TYPES = {
+  ddpm: "DDPMScheduler",
+  ddim: "DDIMScheduler",
+  pndm: "PNDMScheduler",
+  lms: "LMSDiscreteScheduler",
+  euler: "EulerDiscreteScheduler",
+  "euler-ancestral": "EulerAncestralDiscreteScheduler",
+  heun: "HeunDiscreteScheduler",
+  "dpm-solver++": "DPMSolverMultistepScheduler",
+  unipc: "UniPCMultistepScheduler",
+} as const;
+export type SchedulerShortName = keyof typeof SCHEDULER_TYPES;
+export type SchedulerClassName = (typeof SCHEDULER_TYPES)[SchedulerShortName];
+export const SCHEDULER_CLASS_NAMES = Object.values(SCHEDULER_TYPES) as SchedulerClassName[];
+const SCHEDULER_TYPE_NAMES = [...Object.keys(SCHEDULER_TYPES), ...SCHEDULER_CLASS_NAMES] as [string, ...string[]];
+
+/** The diffusers class name for a `scheduler.type` (short name or class name), or undefined. */
+export function schedulerClassName(type: string): SchedulerClassName | undefined {
+  if (Object.hasOwn(SCHEDULER_TYPES, type)) return SCHEDULER_TYPES[type as SchedulerShortName];
+  return (SCHEDULER_CLASS_NAMES as string[]).includes(type) ? (type as SchedulerClassName) : undefined;
+}
+
+/**
+ * Every option a diffusers v0.24 scheduler_config.json of the supported schedulers can hold (the
+ * union of their `__init__` arguments, plus `final_sigmas_type` of later versions). All optional:
+ * unset options fall back to the model folder's scheduler_config.json, then to diffusers' defaults.
+ */
+export const schedulerOptionFields = {
+  num_train_timesteps: posInt.describe("Number of diffusion steps the model was trained with."),
+  beta_start: z.number().gt(0).lt(1),
+  beta_end: z.number().gt(0).lt(1),
+  beta_schedule: z.enum(["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"]),
+  trained_betas: z.array(z.number().gt(0).lte(1)).min(1).nullable(),
+  prediction_type: z.enum(["epsilon", "v_prediction", "sample"]),
+  timestep_spacing: z.enum(["leading", "trailing", "linspace"]),
+  steps_offset: z.int().min(0),
+  use_karras_sigmas: z.boolean().nullable(),
+  use_lu_lambdas: z.boolean().nullable(),
+  clip_sample: z.boolean().nullable(),
+  clip_sample_range: z.number().gt(0),
+  set_alpha_to_one: z.boolean(),
+  skip_prk_steps: z.boolean(),
+  thresholding: z.boolean(),
+  dynamic_thresholding_ratio: z.number().gt(0).lte(1),
+  sample_max_value: z.number().gt(0),
+  rescale_betas_zero_snr: z.boolean(),
+  variance_type: z.enum(["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"]).nullable(),
+  solver_order: z.int().min(1).max(3),
+  algorithm_type: z.enum(["dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++"]),
+  solver_type: z.enum(["midpoint", "heun", "bh1", "bh2"]),
+  lower_order_final: z.boolean(),
+  euler_at_final: z.boolean(),
+  final_sigmas_type: z.enum(["zero", "sigma_min"]),
+  // Python writes -inf as `-Infinity`, which JSON readers take for a string; model.ts turns it into a number.
+  lambda_min_clipped: z.union([z.number(), z.enum(["-Infinity", "-inf", "-.inf"])]),
+  predict_x0: z.boolean(),
+  disable_corrector: z.array(z.int().min(0)),
+  timestep_type: z.enum(["discrete", "continuous"]),
+  interpolation_type: z.enum(["linear", "log_linear"]),
+  sigma_min: z.number().gt(0).nullable(),
+  sigma_max: z.number().gt(0).nullable(),
+};
+
+const optionalFields = <T extends Record<string, z.ZodType>>(fields: T) =>
+  Object.fromEntries(Object.entries(fields).map(([k, s]) => [k, s.optional()])) as { [K in keyof T]: z.ZodOptional<T[K]> };
+
+/** A model folder's scheduler_config.json: known options type-checked, other keys kept. */
+export const SchedulerConfigFileSchema = z.looseObject({
+  _class_name: z.string().optional(),
+  ...optionalFields(schedulerOptionFields),
+});
+
+const SchedulerSection = z
+  .strictObject({
+    type: z
+      .enum(SCHEDULER_TYPE_NAMES)
+      .optional()
+      .describe("Sampler: a short name or a diffusers class name. Default: the model folder's scheduler."),
+    steps: posInt.max(10000).default(50).describe("Number of inference steps (num_inference_steps)."),
+    eta: z.number().min(0).max(1).optional().describe("DDIM's eta (0: deterministic DDIM, 1: DDPM-like)."),
+    ...optionalFields(schedulerOptionFields),
+  })
+  .describe("The noise scheduler. Unset options default to the model folder's scheduler_config.json.");
+
+// ---------------------------------------------------------------------------------------------
+// Model
+
+/** A YAML override of a component's config.json: the same keys, no defaults (the folder's values stand). */
+function overrideSection<T extends Record<string, z.ZodType>>(fields: T) {
+  const shape = Object.fromEntries(
+    Object.entries(fields).map(([k, s]) => [k, (s instanceof z.ZodDefault ? (s.unwrap() as z.ZodType) : s).optional()]),
+  ) as { [K in keyof T]: z.ZodOptional<T[K] extends z.ZodDefault<infer I> ? I : T[K]> };
+  return z.strictObject(shape);
+}
+
+const LoraEntry = z.strictObject({
+  file: pathString("file", "A LoRA weights file (.safetensors), relative to this YAML file."),
+  scale: z.number().min(-10).max(10).default(1).describe("Strength of the LoRA (1: as trained)."),
+});
+
+const ModelSection = z
+  .strictObject({
+    from: pathString(
+      "any",
+      "Where the weights come from: a diffusers folder or a single .safetensors checkpoint, relative to this file. Absent: an inline architecture (training from scratch).",
+    ).optional(),
+    variant: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/, { error: "a variant is a plain word such as fp16" })
+      .optional()
+      .describe("Weights variant of a diffusers folder, e.g. fp16 (reads *.fp16.safetensors)."),
+    unet: overrideSection(unet2DConditionFields).optional().describe("UNet2DConditionModel config keys (as in unet/config.json)."),
+    vae: overrideSection(autoencoderKLFields).optional().describe("AutoencoderKL config keys (as in vae/config.json)."),
+    text_encoder: overrideSection(clipTextFields)
+      .extend({
+        clip_skip: z
+          .int()
+          .min(0)
+          .optional()
+          .describe("Layers to skip at the end of the text encoder (diffusers' clip_skip; 0: use the last layer)."),
+      })
+      .optional()
+      .describe("CLIPTextConfig keys (as in text_encoder/config.json), plus clip_skip."),
+    lora: z.array(LoraEntry).default([]).describe("LoRA weights applied on top of the model."),
+  })
+  .describe("The model: where its weights come from, and architecture overrides.");
+
+// ---------------------------------------------------------------------------------------------
+// Sampling, guidance, output, runtime
+
+const GuidanceSection = z.strictObject({
+  scale: z.number().min(0).default(7.5).describe("Classifier-free guidance scale (1: no guidance)."),
+  negative_prompt: textOrList.default("").describe("Negative prompt (one, or one per prompt)."),
+  rescale: z.number().min(0).max(1).default(0).describe("Guidance rescale φ (Lin et al. 2023, 'Common Diffusion Noise Schedules...')."),
+});
+
+const imageSide = z.int().min(8).max(8192);
+
+const SampleSection = z.strictObject({
+  prompt: textOrList.default("").describe("The prompt, or a list of prompts."),
+  width: imageSide.optional().describe("Image width in pixels. Default: the model's sample size."),
+  height: imageSide.optional().describe("Image height in pixels. Default: the model's sample size."),
+  batch: posInt.max(64).default(1).describe("Images per prompt."),
+  seed: z.int().min(0).default(0).describe("Seed of the (PyTorch-compatible) CPU generator."),
+  init_image: pathString("file", "Initial image for img2img, relative to this file.").optional(),
+  strength: z.number().gt(0).lte(1).optional().describe("img2img strength (default 0.8): how much of the init image is replaced."),
+  latents: pathString("file", "A .safetensors file with the initial latents (tensor 'latents').").optional(),
+});
+
+const OutputSection = z.strictObject({
+  dir: pathString("dir", "Output folder, relative to this file. Default: out/<name> in the working directory.").optional(),
+  format: z.enum(["png"]).default("png").describe("Image file format; sdc writes PNG."),
+  grid: z.boolean().default(false).describe("Also save all images of a run as one grid image."),
+});
+
+const RuntimeSection = z.strictObject({
+  device: z.enum(["auto", "cuda", "cpu"]).default("auto").describe("auto: CUDA when available, else CPU."),
+  precision: z.enum(["auto", "fp32", "fp16"]).default("auto").describe("auto: fp16 on CUDA, fp32 on CPU."),
+  threads: z.int().min(0).max(1024).default(0).describe("CPU threads (0: all cores)."),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Training (schema only; the training issues implement it)
+
+const TrainSection = z
+  .strictObject({
+    target: z.enum(["unet", "lora", "vae", "text_encoder"]).describe("What is trained."),
+    data: z.strictObject({
+      dir: pathString("dir", "Folder of training images, relative to this file."),
+      metadata: z.string().min(1).default("metadata.jsonl").describe("Captions file inside data.dir (JSON lines)."),
+      image_column: z.string().min(1).default("file_name"),
+      caption_column: z.string().min(1).default("text"),
+      resolution: z.int().min(8).max(8192).default(512),
+      center_crop: z.boolean().default(false),
+      random_flip: z.boolean().default(false),
+      cache_latents: z.boolean().default(true).describe("Encode images once and reuse the latents every epoch."),
+    }),
+    lora: z
+      .strictObject({
+        rank: posInt.max(1024).default(4),
+        alpha: z.number().gt(0).optional().describe("LoRA alpha (default: the rank, i.e. scale 1)."),
+        target_modules: z
+          .array(z.string().min(1))
+          .min(1)
+          .default(["to_q", "to_k", "to_v", "to_out.0"])
+          .describe("Module names (or name suffixes) that get LoRA layers, as in diffusers/PEFT."),
+        dropout: z.number().min(0).lt(1).default(0),
+      })
+      .prefault({}),
+    objective: z
+      .strictObject({
+        prediction_type: z.enum(["epsilon", "v_prediction", "sample"]).optional().describe("Default: the scheduler's."),
+        snr_gamma: z.number().gt(0).optional().describe("Min-SNR weighting γ (Hang et al. 2023); absent: plain MSE."),
+        noise_offset: z.number().min(0).max(1).default(0),
+        cfg_dropout: z.number().min(0).max(1).default(0).describe("Probability of dropping the caption."),
+      })
+      .prefault({}),
+    optimizer: z
+      .strictObject({
+        type: z.enum(["adamw", "sgd"]).default("adamw"),
+        lr: z.number().gt(0).default(1e-4),
+        betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
+        eps: z.number().gt(0).default(1e-8),
+        weight_decay: z.number().min(0).default(1e-2),
+        momentum: z.number().min(0).lt(1).default(0).describe("SGD momentum."),
+        max_grad_norm: z.number().gt(0).nullable().default(1).describe("Gradient clipping by global norm (null: off)."),
+      })
+      .prefault({}),
+    lr_schedule: z
+      .strictObject({
+        type: z.enum(["constant", "linear", "cosine", "constant_with_warmup"]).default("constant"),
+        warmup_steps: z.int().min(0).default(0),
+      })
+      .prefault({}),
+    batch: posInt.max(4096).default(1),
+    gradient_accumulation: posInt.default(1),
+    steps: posInt.optional().describe("Optimizer steps (give steps or epochs)."),
+    epochs: posInt.optional().describe("Passes over the data (give steps or epochs)."),
+    seed: z.int().min(0).default(0),
+    checkpointing: z
+      .strictObject({
+        every: posInt.default(500).describe("Save a checkpoint every N optimizer steps."),
+        dir: pathString("dir", "Checkpoint folder. Default: <output.dir>/checkpoints.").optional(),
+        keep: z.int().min(0).default(3).describe("Checkpoints kept (0: all)."),
+      })
+      .prefault({}),
+    validation: z
+      .strictObject({
+        prompts: z.array(z.string()).default([]),
+        every: posInt.default(500),
+        steps: posInt.default(25).describe("Inference steps of validation images."),
+      })
+      .prefault({}),
+  })
+  .describe("Training (fine-tuning, LoRA, or from scratch).");
+
+// ---------------------------------------------------------------------------------------------
+
+export const PipelineSchema = z
+  .strictObject({
+    $schema: z.string().optional().describe("JSON Schema of this file, for editors."),
+    version: z.literal(1).describe("Config language version; this sdc reads version 1."),
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, { error: "a name is letters, digits, '.', '_' or '-' (it names the output folders)" })
+      .optional()
+      .describe("Pipeline name (default: the file name); names compiled/<name> and out/<name>."),
+    extends: pathString("file", "A base pipeline this one extends (deep-merged; this file wins).").optional(),
+    model: ModelSection,
+    scheduler: SchedulerSection.prefault({}),
+    guidance: GuidanceSection.prefault({}),
+    sample: SampleSection.prefault({}),
+    train: TrainSection.optional(),
+    output: OutputSection.prefault({}),
+    runtime: RuntimeSection.prefault({}),
+  })
+  .describe("An sdc pipeline.");
+
+/** The config as written (what editors complete). */
+export type PipelineConfigInput = z.input<typeof PipelineSchema>;
+/** The config after schema defaults, before model-dependent defaults. */
+export type ParsedPipelineConfig = z.output<typeof PipelineSchema>;
+type Parsed = ParsedPipelineConfig;
+
+/** The fully defaulted config: paths absolute, image size and output folder filled in. */
+export type PipelineConfig = Omit<Parsed, "name" | "sample" | "output"> & {
+  name: string;
+  sample: Parsed["sample"] & { width: number; height: number; strength: number };
+  output: Parsed["output"] & { dir: string };
+};
+
+export type TrainConfig = NonNullable<Parsed["train"]>;
+export type ModelSectionConfig = Parsed["model"];
+export type SchedulerSectionConfig = Parsed["scheduler"];

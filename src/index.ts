@@ -1,0 +1,107 @@
+/**
+ * sdc's library API: everything the `sdc` command does, callable from code.
+ *
+ *   import { loadPipeline, compile, run } from "sdc";
+ *   const p = await loadPipeline("pipelines/txt2img.yaml", { seed: 42 });
+ *   await run(p);
+ *
+ * The CLI (src/cli/main.ts) only parses arguments, calls these functions and prints their results.
+ * `compile`, `run`, `watch` and `inspect` belong to the compiler and runtime modules; until they are
+ * merged, the functions here say so instead of pretending to work.
+ */
+import type { LoadedPipeline, LoadOptions } from "./config/load.js";
+
+export { DEFAULT_PIPELINE, deepMerge, displayPath, loadPipeline, validate } from "./config/load.js";
+export type { LoadedPipeline, LoadOptions, ValidationResult } from "./config/load.js";
+export { archWhere, COMPONENTS } from "./config/model.js";
+export type { ComponentName, ResolvedModel, WeightsRef } from "./config/model.js";
+export { missingTargets, textEncoderModules, unetModules } from "./config/modules.js";
+export type { LoraComponent, MissingTarget, ModuleKind, ModuleMap } from "./config/modules.js";
+export { PIPELINE_SCHEMA_FILE, pipelineJsonSchema, pipelineJsonSchemaText } from "./config/json-schema.js";
+export { PipelineSchema, SCHEDULER_CLASS_NAMES, SCHEDULER_TYPES, schedulerClassName } from "./config/schema.js";
+export type {
+  ParsedPipelineConfig,
+  PipelineConfig,
+  PipelineConfigInput,
+  SchedulerClassName,
+  SchedulerShortName,
+  TrainConfig,
+} from "./config/schema.js";
+export type { Where } from "./config/origins.js";
+export type { Path } from "./config/source.js";
+export * from "./models/arch.js";
+export { fail, isUserError, renderProblem, renderProblems, UserError } from "./util/errors.js";
+export type { Problem, SourcePosition } from "./util/errors.js";
+
+export interface CompileOptions {
+  /** Output folder (default: compiled/<name>). */
+  outDir?: string;
+  /** Rewrite every graph even when its content hash is unchanged. */
+  force?: boolean;
+}
+
+export interface CompileResult {
+  /** The compiled folder (ONNX graphs + plan.json). */
+  dir: string;
+  /** One or more lines for a person. */
+  summary: string;
+}
+
+export interface RunOptions {
+  /** Recompile before running even if the compiled folder is up to date. */
+  recompile?: boolean;
+}
+
+export interface RunResult {
+  /** Files written (images, checkpoints). */
+  outputs: string[];
+  summary: string;
+}
+
+export interface WatchOptions extends LoadOptions {
+  /** Re-run the pipeline after each successful recompile. */
+  run?: boolean;
+  /** Called with a line to show the user (recompiled, errors, ...). */
+  log?: (line: string) => void;
+  /** Stops watching when aborted. */
+  signal?: AbortSignal;
+}
+
+export interface InspectResult {
+  /** The plan as data (plan.json). */
+  plan: unknown;
+  /** Graphs, parameter counts and sizes, for a person. */
+  summary: string;
+}
+
+function notYetBuilt(what: string, issue: string): never {
+  throw new Error(`${what} is not yet built (it comes with the ${issue})`);
+}
+
+/** Compile a loaded pipeline to ONNX graphs + plan.json. */
+export async function compile(pipeline: LoadedPipeline, opts: CompileOptions = {}): Promise<CompileResult> {
+  void pipeline;
+  void opts;
+  return notYetBuilt("compile", "compiler");
+}
+
+/** Run a loaded pipeline (sampling or training), compiling it first when needed. */
+export async function run(pipeline: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {
+  void pipeline;
+  void opts;
+  return notYetBuilt("run", "runtime");
+}
+
+/** Watch a pipeline file and its bases; recompile (and optionally re-run) on change. */
+export async function watch(file: string, opts: WatchOptions = {}): Promise<void> {
+  void file;
+  void opts;
+  return notYetBuilt("watch", "watcher");
+}
+
+/** Describe a compiled plan (a compiled folder, its plan.json, or a pipeline file). */
+export async function inspect(target: string, opts: { cwd?: string } = {}): Promise<InspectResult> {
+  void target;
+  void opts;
+  return notYetBuilt("inspect", "compiler");
+}

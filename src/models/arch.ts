@@ -1,0 +1,207 @@
+/**
+ * Architecture configs, as the reference libraries write them in a model folder's `config.json`.
+ *
+ * Key names and defaults are those of diffusers v0.24 (`UNet2DConditionModel`, `AutoencoderKL`) and
+ * transformers v4.30 (`CLIPTextConfig`), so a diffusers folder parses here unchanged and a key means
+ * what it means there. The objects are loose: keys sdc does not know (`_class_name`,
+ * `_diffusers_version`, transformers' generic `PretrainedConfig` keys) are kept, not rejected, because
+ * real config files carry many of them. Block types are enums of the blocks sdc can build, so an
+ * unsupported model fails here, located in its config.json, rather than deep in the compiler.
+ * The `*Fields` shapes are reused by the pipeline schema, where the same keys override a folder's
+ * config from YAML (there without defaults, and strict).
+ */
+import { z } from "zod";
+
+const posInt = z.int().min(1);
+const intOrList = z.union([posInt, z.array(posInt).min(1)]);
+
+export const UNET_DOWN_BLOCK_TYPES = ["CrossAttnDownBlock2D", "DownBlock2D"] as const;
+export const UNET_UP_BLOCK_TYPES = ["CrossAttnUpBlock2D", "UpBlock2D"] as const;
+export const UNET_MID_BLOCK_TYPES = ["UNetMidBlock2DCrossAttn"] as const;
+export const VAE_DOWN_BLOCK_TYPES = ["DownEncoderBlock2D"] as const;
+export const VAE_UP_BLOCK_TYPES = ["UpDecoderBlock2D"] as const;
+/** diffusers' `ACTIVATION_FUNCTIONS` (models/activations.py). */
+export const ACT_FNS = ["silu", "swish", "mish", "gelu", "relu"] as const;
+/** The CLIP activations sdc builds: SD1 uses quick_gelu, SD2 (OpenCLIP) gelu. */
+export const CLIP_HIDDEN_ACTS = ["quick_gelu", "gelu"] as const;
+
+/** `UNet2DConditionModel.__init__` arguments with their v0.24 defaults. */
+export const unet2DConditionFields = {
+  sample_size: z.union([posInt, z.tuple([posInt, posInt])]).nullable().default(null),
+  in_channels: posInt.default(4),
+  out_channels: posInt.default(4),
+  center_input_sample: z.boolean().default(false),
+  flip_sin_to_cos: z.boolean().default(true),
+  freq_shift: z.number().default(0),
+  down_block_types: z
+    .array(z.enum(UNET_DOWN_BLOCK_TYPES))
+    .min(1)
+    .default(["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]),
+  mid_block_type: z.enum(UNET_MID_BLOCK_TYPES).nullable().default("UNetMidBlock2DCrossAttn"),
+  up_block_types: z
+    .array(z.enum(UNET_UP_BLOCK_TYPES))
+    .min(1)
+    .default(["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]),
+  only_cross_attention: z.union([z.boolean(), z.array(z.boolean())]).default(false),
+  block_out_channels: z.array(posInt).min(1).default([320, 640, 1280, 1280]),
+  layers_per_block: intOrList.default(2),
+  downsample_padding: z.int().min(0).default(1),
+  mid_block_scale_factor: z.number().default(1),
+  dropout: z.number().min(0).max(1).default(0),
+  act_fn: z.enum(ACT_FNS).default("silu"),
+  norm_num_groups: posInt.nullable().default(32),
+  norm_eps: z.number().gt(0).default(1e-5),
+  cross_attention_dim: intOrList.default(1280),
+  transformer_layers_per_block: z.union([posInt, z.array(z.union([posInt, z.array(posInt)]))]).default(1),
+  reverse_transformer_layers_per_block: z.array(z.array(posInt)).nullable().default(null),
+  encoder_hid_dim: posInt.nullable().default(null),
+  encoder_hid_dim_type: z.string().nullable().default(null),
+  attention_head_dim: intOrList.default(8),
+  num_attention_heads: intOrList.nullable().default(null),
+  dual_cross_attention: z.boolean().default(false),
+  use_linear_projection: z.boolean().default(false),
+  class_embed_type: z.string().nullable().default(null),
+  addition_embed_type: z.string().nullable().default(null),
+  addition_time_embed_dim: posInt.nullable().default(null),
+  num_class_embeds: posInt.nullable().default(null),
+  upcast_attention: z.boolean().default(false),
+  resnet_time_scale_shift: z.enum(["default", "scale_shift"]).default("default"),
+  resnet_skip_time_act: z.boolean().default(false),
+  resnet_out_scale_factor: z.number().default(1),
+  time_embedding_type: z.enum(["positional", "fourier"]).default("positional"),
+  time_embedding_dim: posInt.nullable().default(null),
+  time_embedding_act_fn: z.string().nullable().default(null),
+  timestep_post_act: z.string().nullable().default(null),
+  time_cond_proj_dim: posInt.nullable().default(null),
+  conv_in_kernel: posInt.default(3),
+  conv_out_kernel: posInt.default(3),
+  projection_class_embeddings_input_dim: posInt.nullable().default(null),
+  attention_type: z.string().default("default"),
+  class_embeddings_concat: z.boolean().default(false),
+  mid_block_only_cross_attention: z.boolean().nullable().default(null),
+  cross_attention_norm: z.string().nullable().default(null),
+  addition_embed_type_num_heads: posInt.default(64),
+};
+
+/** `AutoencoderKL.__init__` arguments with their v0.24 defaults. */
+export const autoencoderKLFields = {
+  in_channels: posInt.default(3),
+  out_channels: posInt.default(3),
+  down_block_types: z.array(z.enum(VAE_DOWN_BLOCK_TYPES)).min(1).default(["DownEncoderBlock2D"]),
+  up_block_types: z.array(z.enum(VAE_UP_BLOCK_TYPES)).min(1).default(["UpDecoderBlock2D"]),
+  block_out_channels: z.array(posInt).min(1).default([64]),
+  layers_per_block: posInt.default(1),
+  act_fn: z.enum(ACT_FNS).default("silu"),
+  latent_channels: posInt.default(4),
+  norm_num_groups: posInt.default(32),
+  sample_size: z.union([posInt, z.tuple([posInt, posInt])]).default(32),
+  scaling_factor: z.number().gt(0).default(0.18215),
+  force_upcast: z.boolean().default(true),
+};
+
+/** `CLIPTextConfig.__init__` arguments with their v4.30 defaults (those of openai/clip-vit-base-patch32). */
+export const clipTextFields = {
+  vocab_size: posInt.default(49408),
+  hidden_size: posInt.default(512),
+  intermediate_size: posInt.default(2048),
+  projection_dim: posInt.default(512),
+  num_hidden_layers: posInt.default(12),
+  num_attention_heads: posInt.default(8),
+  max_position_embeddings: posInt.default(77),
+  hidden_act: z.enum(CLIP_HIDDEN_ACTS).default("quick_gelu"),
+  layer_norm_eps: z.number().gt(0).default(1e-5),
+  attention_dropout: z.number().min(0).max(1).default(0),
+  initializer_range: z.number().default(0.02),
+  initializer_factor: z.number().default(1),
+  pad_token_id: z.int().min(0).nullable().default(1),
+  bos_token_id: z.int().min(0).nullable().default(0),
+  eos_token_id: z.int().min(0).nullable().default(2),
+};
+
+export const UNet2DConditionConfigSchema = z.looseObject(unet2DConditionFields);
+export const AutoencoderKLConfigSchema = z.looseObject(autoencoderKLFields);
+export const CLIPTextConfigSchema = z.looseObject(clipTextFields);
+
+export type UNet2DConditionConfig = z.output<typeof UNet2DConditionConfigSchema>;
+export type AutoencoderKLConfig = z.output<typeof AutoencoderKLConfigSchema>;
+export type CLIPTextConfig = z.output<typeof CLIPTextConfigSchema>;
+
+/** Spatial factor between image pixels and VAE latents: 2^(number of VAE down blocks − 1). */
+export function vaeScaleFactor(vae: Pick<AutoencoderKLConfig, "block_out_channels">): number {
+  return 2 ** (vae.block_out_channels.length - 1);
+}
+
+/** Spatial factor of the U-Net's downsamplers: every down block but the last halves the latent. */
+export function unetDownFactor(unet: Pick<UNet2DConditionConfig, "down_block_types">): number {
+  return 2 ** (unet.down_block_types.length - 1);
+}
+
+/** A per-block setting diffusers accepts as one value or a list, expanded to one value per block. */
+export function perBlock<T>(value: T | readonly T[], blocks: number): T[] {
+  return Array.isArray(value) ? [...(value as readonly T[])] : Array.from({ length: blocks }, () => value as T);
+}
+
+/**
+ * Heads per U-Net block. diffusers' `attention_head_dim` has always meant the number of heads for
+ * SD1/SD2 checkpoints (see the comment in unet_2d_condition.py); `num_attention_heads` wins when set.
+ */
+export function unetHeads(unet: UNet2DConditionConfig): number[] {
+  return perBlock(unet.num_attention_heads ?? unet.attention_head_dim, unet.down_block_types.length);
+}
+
+/**
+ * Stable Diffusion 1.5's component configs (runwayml/stable-diffusion-v1-5), the architecture a
+ * single-file checkpoint is taken to have until the weights module infers it from the tensors.
+ */
+export const SD15 = {
+  unet: {
+    sample_size: 64,
+    in_channels: 4,
+    out_channels: 4,
+    down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    block_out_channels: [320, 640, 1280, 1280],
+    layers_per_block: 2,
+    cross_attention_dim: 768,
+    attention_head_dim: 8,
+    norm_num_groups: 32,
+  },
+  vae: {
+    in_channels: 3,
+    out_channels: 3,
+    down_block_types: ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+    up_block_types: ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+    block_out_channels: [128, 256, 512, 512],
+    layers_per_block: 2,
+    latent_channels: 4,
+    norm_num_groups: 32,
+    sample_size: 512,
+    scaling_factor: 0.18215,
+  },
+  text_encoder: {
+    vocab_size: 49408,
+    hidden_size: 768,
+    intermediate_size: 3072,
+    projection_dim: 768,
+    num_hidden_layers: 12,
+    num_attention_heads: 12,
+    max_position_embeddings: 77,
+    hidden_act: "quick_gelu",
+    layer_norm_eps: 1e-5,
+    pad_token_id: 1,
+    bos_token_id: 0,
+    eos_token_id: 2,
+  },
+  scheduler: {
+    _class_name: "PNDMScheduler",
+    num_train_timesteps: 1000,
+    beta_start: 0.00085,
+    beta_end: 0.012,
+    beta_schedule: "scaled_linear",
+    trained_betas: null,
+    set_alpha_to_one: false,
+    skip_prk_steps: true,
+    steps_offset: 1,
+    clip_sample: false,
+  },
+} as const;
