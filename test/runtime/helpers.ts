@@ -28,10 +28,15 @@ export interface StTensor {
 
 /** Minimal safetensors reader for committed fixtures (F32, I64, U8). */
 export function readSafetensors(file: string): Map<string, StTensor> {
+  return readSafetensorsWithMetadata(file).tensors;
+}
+
+export function readSafetensorsWithMetadata(file: string): { tensors: Map<string, StTensor>; metadata: Record<string, string> } {
   const buf = fs.readFileSync(file);
   const n = Number(buf.readBigUInt64LE(0));
   const header = JSON.parse(buf.subarray(8, 8 + n).toString("utf8")) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
   const out = new Map<string, StTensor>();
+  const metadata = ((header as Record<string, unknown>).__metadata__ ?? {}) as Record<string, string>;
   for (const [name, info] of Object.entries(header)) {
     if (name === "__metadata__") continue;
     const [a, b] = info.data_offsets;
@@ -42,5 +47,5 @@ export function readSafetensors(file: string): Map<string, StTensor> {
     if (!data) throw new Error(`fixture dtype ${info.dtype} not handled (${name})`);
     out.set(name, { dtype: info.dtype, shape: info.shape, data });
   }
-  return out;
+  return { tensors: out, metadata };
 }
