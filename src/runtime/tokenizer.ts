@@ -144,6 +144,23 @@ export function buildTokenizerJson(dir: string): Record<string, unknown> {
   };
 }
 
+/** Files the tokenizer folder keeps as they are; transformers' CLIPTokenizer loads a folder from them. */
+const FOLDER_FILES = ["vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json", "added_tokens.json"];
+
+/**
+ * The files of a compiled `tokenizer/` folder: `tokenizer.json` plus the source folder's own files,
+ * unchanged, so other ONNX Stable Diffusion runners (which load CLIPTokenizer from vocab.json and
+ * merges.txt) can use it too. Name -> content.
+ */
+export function tokenizerFiles(dir: string): Map<string, string> {
+  const files = new Map<string, string>([["tokenizer.json", JSON.stringify(buildTokenizerJson(dir))]]);
+  for (const f of FOLDER_FILES) {
+    const file = path.join(dir, f);
+    if (fs.existsSync(file)) files.set(f, readText(file, f));
+  }
+  return files;
+}
+
 /**
  * The special-token settings of a tokenizer folder, as transformers 4.30 resolves them:
  * `special_tokens_map.json` overrides `tokenizer_config.json`, which overrides CLIPTokenizer's

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { buildTokenizerJson, ClipTokenizer, readTokenizerConfig, truncationWarning } from "../../src/runtime/tokenizer.js";
+import { buildTokenizerJson, ClipTokenizer, readTokenizerConfig, tokenizerFiles, truncationWarning } from "../../src/runtime/tokenizer.js";
 import { UserError } from "../../src/util/errors.js";
 import { FIXTURES, tempDir, tokenizerFolder } from "./helpers.js";
 
@@ -123,6 +123,24 @@ describe("tokenizer.json", () => {
 
     const fromJson = ClipTokenizer.fromJson(json, readTokenizerConfig(dir));
     expect(Array.from(fromJson.encode(ref.prompts[1]!).ids)).toEqual(ref.sd2.ids[1]);
+  });
+
+  it("tokenizerFiles gives a compiled folder that loads with the same ids", () => {
+    const files = tokenizerFiles(tokenizerFolder("sd2"));
+    expect([...files.keys()].sort()).toEqual(["merges.txt", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.json"]);
+    const out = tempDir("tok-out");
+    for (const [name, text] of files) fs.writeFileSync(path.join(out, name), text);
+    const tok = ClipTokenizer.fromFolder(out);
+    expect(Array.from(tok.encode(ref.prompts[10]!).ids)).toEqual(ref.sd2.ids[10]);
+  });
+
+  it("uses CLIPTokenizer's defaults when the folder has no special-token files", () => {
+    const dir = tokenizerFolder("sd1");
+    fs.rmSync(path.join(dir, "special_tokens_map.json"));
+    fs.rmSync(path.join(dir, "tokenizer_config.json"));
+    const tok = ClipTokenizer.fromFolder(dir);
+    expect(tok.modelMaxLength).toBe(77);
+    ref.prompts.slice(0, 20).forEach((p, i) => expect(Array.from(tok.encode(p).ids), p).toEqual(ref.sd1.ids[i]));
   });
 
   it("reads the special-token settings as transformers resolves them", () => {
