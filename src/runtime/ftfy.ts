@@ -13,6 +13,9 @@
  *
  * Known limit: Unicode character data comes from Node (NFC), while ftfy ran on Python's
  * unicodedata 14.0; characters assigned after that may normalise differently.
+ *
+ * The algorithm and its heuristics are ftfy's (Copyright Robyn Speer / Luminoso Technologies,
+ * Apache License 2.0), rewritten here; see https://github.com/rspeer/python-ftfy.
  */
 import * as T from "./ftfy-tables.js";
 
