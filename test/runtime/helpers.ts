@@ -1,0 +1,51 @@
+/** Shared test helpers for runtime tests: fixture paths, temporary tokenizer folders, safetensors reading. */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
+
+export function tempDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `sdc-${prefix}-`));
+}
+
+/** A diffusers-style tokenizer/ folder: the CLIP vocabulary plus the sd1/ or sd2/ special-token files. */
+export function tokenizerFolder(variant: "sd1" | "sd2", extra: Record<string, string> = {}): string {
+  const dir = tempDir(`tok-${variant}`);
+  const src = path.join(FIXTURES, "clip-tokenizer");
+  for (const f of ["vocab.json", "merges.txt"]) fs.copyFileSync(path.join(src, f), path.join(dir, f));
+  for (const f of ["special_tokens_map.json", "tokenizer_config.json"]) fs.copyFileSync(path.join(src, variant, f), path.join(dir, f));
+  for (const [name, text] of Object.entries(extra)) fs.writeFileSync(path.join(dir, name), text);
+  return dir;
+}
+
+export interface StTensor {
+  dtype: string;
+  shape: number[];
+  data: Float32Array | BigInt64Array | Uint8Array;
+}
+
+/** Minimal safetensors reader for committed fixtures (F32, I64, U8). */
+export function readSafetensors(file: string): Map<string, StTensor> {
+  return readSafetensorsWithMetadata(file).tensors;
+}
+
+export function readSafetensorsWithMetadata(file: string): { tensors: Map<string, StTensor>; metadata: Record<string, string> } {
+  const buf = fs.readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString("utf8")) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  const out = new Map<string, StTensor>();
+  const metadata = ((header as Record<string, unknown>).__metadata__ ?? {}) as Record<string, string>;
+  for (const [name, info] of Object.entries(header)) {
+    if (name === "__metadata__") continue;
+    const [a, b] = info.data_offsets;
+    const bytes = buf.subarray(8 + n + a, 8 + n + b);
+    const copy = new Uint8Array(bytes).buffer; // aligned copy
+    const data =
+      info.dtype === "F32" ? new Float32Array(copy) : info.dtype === "I64" ? new BigInt64Array(copy) : info.dtype === "U8" ? new Uint8Array(copy) : null;
+    if (!data) throw new Error(`fixture dtype ${info.dtype} not handled (${name})`);
+    out.set(name, { dtype: info.dtype, shape: info.shape, data });
+  }
+  return { tensors: out, metadata };
+}
