@@ -51,7 +51,7 @@ function renameInner(rest: string, inner: PrefixRule["inner"], from: 0 | 1): str
     const a = pair[from];
     if (rest.startsWith(a + ".")) return pair[1 - from] + rest.slice(a.length);
   }
-  // Names that are the same in both dialects must not look like the other dialect's.
+  // A name from the target dialect (conv1 in an LDM file) means mixed naming: refuse, don't pass it on.
   for (const pair of inner) if (rest.startsWith(pair[1 - from] + ".")) return null;
   return rest;
 }
