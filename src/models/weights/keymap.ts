@@ -284,7 +284,6 @@ export const TEXT_ENCODER_BUFFERS: Readonly<Record<string, string>> = {
 // ---------------------------------------------------------------------------------------------------
 // Single-file prefixes
 
-export type CheckpointComponent = "unet" | "vae" | "text_encoder";
 
 /** Top-level keys of LatentDiffusion's noise schedule buffers. */
 export const LDM_SCHEDULE_BUFFERS = new Set([
