@@ -9,7 +9,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fail, UserError, type Problem } from "../../util/errors.js";
-import { TEXT_ENCODER_BUFFERS } from "./keymap.js";
+import { currentDiffusersVaeKey, TEXT_ENCODER_BUFFERS } from "./keymap.js";
 import { CONVERT_HINT, SafetensorsFile } from "./safetensors.js";
 import { WeightSet, type WeightRef } from "./weight-set.js";
 
@@ -113,6 +113,7 @@ export function loadDiffusersComponent(dir: string, component: DiffusersComponen
     if (!index) missingWeights(cdir, component, base, opts.variant);
     ({ refs, files } = loadSharded(cdir, index));
   }
+  if (component === "vae") refs = refs.map((r) => ({ ...r, key: currentDiffusersVaeKey(r.key) }));
   if (component === "text_encoder") {
     refs = refs.filter((r) => {
       const why = TEXT_ENCODER_BUFFERS[r.key];

@@ -51,7 +51,7 @@ function renameInner(rest: string, inner: PrefixRule["inner"], from: 0 | 1): str
     const a = pair[from];
     if (rest.startsWith(a + ".")) return pair[1 - from] + rest.slice(a.length);
   }
-  // Names that are the same in both dialects must not look like the other dialect's.
+  // A name from the target dialect (conv1 in an LDM file) means mixed naming: refuse, don't pass it on.
   for (const pair of inner) if (rest.startsWith(pair[1 - from] + ".")) return null;
   return rest;
 }
@@ -186,6 +186,18 @@ export function vaeRules(layout: VaeLayout): PrefixRule[] {
   return rules;
 }
 
+/**
+ * diffusers before 0.15 saved the VAE mid-block attention as query/key/value/proj_attn; many published
+ * SD 1.x/2.x folders still do, and diffusers renames them on load. Returns the current name, or the
+ * key unchanged.
+ */
+export function currentDiffusersVaeKey(key: string): string {
+  const m = /^(encoder|decoder)\.mid_block\.attentions\.0\.(query|key|value|proj_attn)\.(weight|bias)$/.exec(key);
+  if (!m) return key;
+  const to = { query: "to_q", key: "to_k", value: "to_v", proj_attn: "to_out.0" }[m[2] as "query" | "key" | "value" | "proj_attn"];
+  return `${m[1]}.mid_block.attentions.0.${to}.${m[3]}`;
+}
+
 /** Diffusers keys whose LDM tensor is a 1x1 conv [C, C, 1, 1] for a diffusers linear [C, C]. */
 export function isVaeAttentionLinear(diffusersKey: string): boolean {
   return /^(encoder|decoder)\.mid_block\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.weight$/.test(diffusersKey);
@@ -272,7 +284,6 @@ export const TEXT_ENCODER_BUFFERS: Readonly<Record<string, string>> = {
 // ---------------------------------------------------------------------------------------------------
 // Single-file prefixes
 
-export type CheckpointComponent = "unet" | "vae" | "text_encoder";
 
 /** Top-level keys of LatentDiffusion's noise schedule buffers. */
 export const LDM_SCHEDULE_BUFFERS = new Set([
@@ -404,10 +415,10 @@ export function parseLoraKey(
     }
     return { component, module: dotted, part, dialect: "kohya" };
   }
-  // optional component prefix for the dotted dialects
+  // optional component prefix for the dotted dialects; PEFT's own save adds base_model.model.
   let component: LoraComponent | null = null;
-  let rest = key;
-  const pm = /^(unet|text_encoder)\.(.+)$/.exec(key);
+  let rest = key.replace(/^base_model\.model\./, "");
+  const pm = /^(unet|text_encoder)\.(.+)$/.exec(rest);
   if (pm) {
     component = pm[1] as LoraComponent;
     rest = pm[2]!;

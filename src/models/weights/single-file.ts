@@ -14,6 +14,7 @@ import * as path from "node:path";
 import { fail, UserError, type Problem } from "../../util/errors.js";
 import {
   applyRules,
+  currentDiffusersVaeKey,
   isVaeAttentionLinear,
   LDM_PREFIXES,
   LDM_SCHEDULE_BUFFERS,
@@ -371,20 +372,8 @@ function inferConfigs(
     `upcast_attention ${family === "sd2"} and sample_size 64 are defaults: SD 2.1 needs upcasting in fp16; 768-v models use sample_size 96.`,
   );
 
-  const v = (k: string) => shapeOf(vae, k, file);
-  const vaeCfg: Record<string, unknown> = {
-    in_channels: v("encoder.conv_in.weight")[1],
-    out_channels: v("decoder.conv_out.weight")[0],
-    latent_channels: v("post_quant_conv.weight")[0],
-    block_out_channels: Array.from({ length: vl.levels }, (_, i) => v(`encoder.down_blocks.${i}.resnets.0.conv2.weight`)[0]),
-    layers_per_block: vl.layersPerBlock,
-    down_block_types: Array.from({ length: vl.levels }, () => "DownEncoderBlock2D"),
-    up_block_types: Array.from({ length: vl.levels }, () => "UpDecoderBlock2D"),
-    norm_num_groups: 32,
-    scaling_factor: 0.18215,
-    sample_size: 512,
-  };
-  notes.push("VAE norm_num_groups 32, scaling_factor 0.18215 and sample_size 512 are the SD 1.x/2.x defaults, not visible in weights.");
+  const vaeCfg = inferVaeConfig(file, vl, vae);
+  notes.push(VAE_NOTE);
 
   const t = (k: string) => shapeOf(text, k, file);
   const emb = t("text_model.embeddings.token_embedding.weight");
@@ -434,11 +423,83 @@ function inferConfigs(
     tokenizer: { pad_token: family === "sd1" ? "<|endoftext|>" : "!", model_max_length: textCfg.max_position_embeddings as number },
     assumed: {
       unet: unetAssumed.filter((k) => k in unetCfg),
-      vae: ["norm_num_groups", "scaling_factor", "sample_size"],
+      vae: [...VAE_ASSUMED],
       textEncoder: ["hidden_act", "num_attention_heads"].filter((k) => k in textCfg),
       scheduler: schedAssumed,
     },
     notes,
+  };
+}
+
+const VAE_ASSUMED = ["norm_num_groups", "scaling_factor", "sample_size"];
+const VAE_NOTE = "VAE norm_num_groups 32, scaling_factor 0.18215 and sample_size 512 are the SD 1.x/2.x defaults, not visible in weights.";
+
+function inferVaeConfig(file: string, vl: VaeLayout, vae: Mapped): Record<string, unknown> {
+  const v = (k: string) => shapeOf(vae, k, file);
+  return {
+    in_channels: v("encoder.conv_in.weight")[1],
+    out_channels: v("decoder.conv_out.weight")[0],
+    latent_channels: v("post_quant_conv.weight")[0],
+    block_out_channels: Array.from({ length: vl.levels }, (_, i) => v(`encoder.down_blocks.${i}.resnets.0.conv2.weight`)[0]),
+    layers_per_block: vl.layersPerBlock,
+    down_block_types: Array.from({ length: vl.levels }, () => "DownEncoderBlock2D"),
+    up_block_types: Array.from({ length: vl.levels }, () => "UpDecoderBlock2D"),
+    norm_num_groups: 32,
+    scaling_factor: 0.18215,
+    sample_size: 512,
+  };
+}
+
+export interface StandaloneVae {
+  vae: WeightSet;
+  /** diffusers AutoencoderKL config keys read from the weights, plus the defaults listed in `assumed`. */
+  inferred: Record<string, unknown>;
+  assumed: string[];
+  /** The naming the file uses. */
+  naming: "ldm" | "diffusers";
+}
+
+/**
+ * A VAE shipped on its own (e.g. the fine-tuned `vae-ft-mse-840000-ema-pruned.safetensors` the UIs
+ * pair with checkpoints): LDM naming with or without `first_stage_model.`, or diffusers naming.
+ */
+export function loadVaeFile(file: string): StandaloneVae {
+  const ext = path.extname(file).toLowerCase();
+  if (PICKLE_EXT.includes(ext)) {
+    fail(`${ext} files are Python pickles; sdc reads only .safetensors`, { subject: file, hint: CONVERT_HINT });
+  }
+  const st = SafetensorsFile.open(file);
+  const all = [...st.tensors.values()];
+  const prefix = all.some((t) => t.name.startsWith(LDM_PREFIXES.vae)) ? LDM_PREFIXES.vae : "";
+  const tensors = all.filter((t) => t.name.startsWith(prefix) && !LDM_SCHEDULE_BUFFERS.has(t.name));
+  const keys = tensors.map((t) => t.name.slice(prefix.length));
+  const ignored = new Map(all.filter((t) => !tensors.includes(t)).map((t) => [t.name, "not part of the VAE"] as [string, string]));
+  const diffusersNaming = keys.some((k) => k.startsWith("encoder.down_blocks."));
+  let layout: VaeLayout;
+  let mapped: Mapped;
+  if (diffusersNaming) {
+    const levels = indices(keys, /^encoder\.down_blocks\.(\d+)\./).length;
+    const lpb = indices(keys, /^encoder\.down_blocks\.0\.resnets\.(\d+)\./).length;
+    layout = { levels, layersPerBlock: lpb };
+    // diffusers naming: identity, checked against the rules so stray keys are still reported
+    const identity: PrefixRule[] = vaeRules(layout).map((r) => ({ ldm: r.diffusers, diffusers: r.diffusers }));
+    mapped = mapGroup(file, "vae", tensors, prefix, identity, () => null);
+    mapped.refs = mapped.refs.map((r) => ({ ...r, key: currentDiffusersVaeKey(r.key) }));
+    mapped.byKey = new Map(mapped.refs.map((r) => [r.key, r]));
+  } else {
+    if (!keys.some((k) => k.startsWith("encoder.down."))) {
+      fail("has no VAE encoder tensors (encoder.down.N... or encoder.down_blocks.N...)", { subject: file, hint: "is this a VAE file?" });
+    }
+    layout = inferVaeLayout(file, keys);
+    mapped = mapGroup(file, "vae", tensors, prefix, vaeRules(layout), (key, t) =>
+      isVaeAttentionLinear(key) && t.shape.length === 4 ? t.shape.slice(0, 2) : null,
+    );
+  }
+  return {
+    vae: new WeightSet("vae", mapped.refs, [file], ignored),
+    inferred: inferVaeConfig(file, layout, mapped),
+    assumed: [...VAE_ASSUMED],
+    naming: diffusersNaming ? "diffusers" : "ldm",
   };
 }
 

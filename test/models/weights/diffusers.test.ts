@@ -79,6 +79,29 @@ describe("loadDiffusersComponent on the tiny-sd1 fixture", () => {
   });
 });
 
+describe("a VAE saved by diffusers before 0.15 (query/key/value/proj_attn)", () => {
+  it("gets today's names, as diffusers renames them on load", () => {
+    const src = SafetensorsFile.open(path.join(SD1, "vae", "diffusion_pytorch_model.safetensors"));
+    const root = path.join(dir, "legacy-vae");
+    const legacy: Record<string, string> = { to_q: "query", to_k: "key", to_v: "value", "to_out.0": "proj_attn" };
+    writeSafetensors(
+      path.join(root, "vae", "diffusion_pytorch_model.safetensors"),
+      [...src.tensors.values()].map((t) => ({
+        name: t.name.replace(/attentions\.0\.(to_q|to_k|to_v|to_out\.0)\./, (_, p: string) => `attentions.0.${legacy[p]}.`),
+        dtype: t.dtype,
+        shape: t.shape,
+        data: () => src.readRaw(t.name),
+      })),
+    );
+    const ws = loadDiffusersComponent(root, "vae");
+    const ref = loadDiffusersComponent(SD1, "vae");
+    expect(ws.keys().sort()).toEqual(ref.keys().sort());
+    const r = ws.get("decoder.mid_block.attentions.0.to_out.0.weight");
+    expect(r.sourceKey).toBe("decoder.mid_block.attentions.0.proj_attn.weight");
+    expect(bytesEqual(readWeightRaw(r), readWeightRaw(ref.get("decoder.mid_block.attentions.0.to_out.0.weight")))).toBe(true);
+  });
+});
+
 describe("sharded weights", () => {
   /** Copy tiny-sd1's unet into `n` shards with an index named `indexName` and shard names `shard(i)`. */
   function shard(name: string, indexName: string, shardName: (i: number) => string, n = 2): string {

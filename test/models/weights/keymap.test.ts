@@ -2,9 +2,13 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   applyRules,
+  currentDiffusersVaeKey,
   kohyaName,
+  openClipIgnoredReason,
+  openClipToDiffusers,
   parseLoraKey,
   SD_UNET_LAYOUT,
+  sd1TextToDiffusers,
   unetLayoutFromConfig,
   unetRules,
   unflattenKohya,
@@ -65,6 +69,31 @@ describe("U-Net LDM <-> diffusers rules", () => {
   });
 });
 
+describe("text encoder and legacy names", () => {
+  it("SD1 single files from old transformers lack the text_model level", () => {
+    expect(sd1TextToDiffusers("embeddings.token_embedding.weight")).toBe("text_model.embeddings.token_embedding.weight");
+    expect(sd1TextToDiffusers("text_model.final_layer_norm.bias")).toBe("text_model.final_layer_norm.bias");
+  });
+
+  it("OpenCLIP names", () => {
+    expect(openClipToDiffusers("transformer.resblocks.3.mlp.c_fc.weight")).toEqual([{ key: "text_model.encoder.layers.3.mlp.fc1.weight" }]);
+    expect(openClipToDiffusers("transformer.resblocks.0.attn.in_proj_bias")?.map((t) => [t.key, t.part?.index])).toEqual([
+      ["text_model.encoder.layers.0.self_attn.q_proj.bias", 0],
+      ["text_model.encoder.layers.0.self_attn.k_proj.bias", 1],
+      ["text_model.encoder.layers.0.self_attn.v_proj.bias", 2],
+    ]);
+    expect(openClipToDiffusers("transformer.resblocks.0.attn.in_proj")).toBeNull();
+    expect(openClipIgnoredReason("transformer.resblocks.23.ln_1.weight", 23)).toMatch(/penultimate/);
+    expect(openClipIgnoredReason("transformer.resblocks.22.ln_1.weight", 23)).toBeNull();
+  });
+
+  it("diffusers' pre-0.15 VAE attention names", () => {
+    expect(currentDiffusersVaeKey("decoder.mid_block.attentions.0.proj_attn.bias")).toBe("decoder.mid_block.attentions.0.to_out.0.bias");
+    expect(currentDiffusersVaeKey("encoder.mid_block.attentions.0.query.weight")).toBe("encoder.mid_block.attentions.0.to_q.weight");
+    expect(currentDiffusersVaeKey("encoder.mid_block.attentions.0.group_norm.weight")).toBe("encoder.mid_block.attentions.0.group_norm.weight");
+  });
+});
+
 describe("kohya names", () => {
   it("unflattening restores every module name of the fixtures and of SD 1.5 / SD 2.1", () => {
     const modules: [string, "unet" | "text_encoder", string[]][] = [];
@@ -116,6 +145,7 @@ describe("parseLoraKey dialects", () => {
     ["unet.down_blocks.0.resnets.0.conv1.alpha", { component: "unet", module: "down_blocks.0.resnets.0.conv1", part: "alpha", dialect: "diffusers" }],
     ["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", null],
     ["down_blocks.0.resnets.0.conv1.hada_w1_a", null],
+    ["base_model.model.up_blocks.1.attentions.0.proj_out.lora_B.weight", { component: "unet", module: "up_blocks.1.attentions.0.proj_out", part: "up", dialect: "peft" }],
     ["some.random.weight", null],
   ];
   it.each(cases)("%s", (key, want) => {

@@ -3,7 +3,7 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadDiffusersComponent, readComponentConfig } from "../../../src/models/weights/diffusers.js";
 import { SafetensorsFile, writeSafetensors } from "../../../src/models/weights/safetensors.js";
-import { loadSingleFile, type SingleFileCheckpoint } from "../../../src/models/weights/single-file.js";
+import { loadSingleFile, loadVaeFile, type SingleFileCheckpoint } from "../../../src/models/weights/single-file.js";
 import { readWeightRaw, type WeightSet } from "../../../src/models/weights/weight-set.js";
 import { bytesEqual, FIX, problemsOf, readJson, tmpDir } from "./helpers.js";
 
@@ -208,5 +208,55 @@ describe("files sdc refuses, each with a clear message", () => {
     const [p] = problemsOf(() => ck.unet.get("down_blocks.0.attentions.0.proj_in.weight", [16, 16]));
     expect(p!.message).toBe("has shape [16, 16, 1, 1], but the model expects [16, 16]");
     expect(p!.hint).toContain("(model.diffusion_model.input_blocks.1.1.proj_in.weight)");
+  });
+});
+
+describe("a VAE file on its own", () => {
+  const ldm = SafetensorsFile.open(path.join(FIX, "tiny-sd2.ldm.safetensors"));
+  const folderVae = loadDiffusersComponent(path.join(FIX, "tiny-sd2"), "vae");
+  function extract(name: string, rename: (k: string) => string | null): string {
+    const file = path.join(dir, name);
+    const entries = [...ldm.tensors.values()].flatMap((t) => {
+      const k = rename(t.name);
+      return k === null ? [] : [{ name: k, dtype: t.dtype, shape: t.shape, data: () => ldm.readRaw(t.name) }];
+    });
+    writeSafetensors(file, entries);
+    return file;
+  }
+
+  it("in LDM naming, with or without first_stage_model., like the UIs' fine-tuned VAEs", () => {
+    const withPrefix = extract("vae-prefixed.safetensors", (k) => (k.startsWith("first_stage_model.") ? k : null));
+    const bare = extract("vae-bare.safetensors", (k) => (k.startsWith("first_stage_model.") ? k.slice("first_stage_model.".length) : null));
+    for (const f of [withPrefix, bare]) {
+      const v = loadVaeFile(f);
+      expect(v.naming).toBe("ldm");
+      expectSameWeights(v.vae, folderVae);
+      expectInferred(v.inferred, v.assumed, readComponentConfig(path.join(FIX, "tiny-sd2"), "vae"));
+    }
+  });
+
+  it("in diffusers naming, including the pre-0.15 attention names", () => {
+    const folder = SafetensorsFile.open(path.join(FIX, "tiny-sd2", "vae", "diffusion_pytorch_model.safetensors"));
+    const legacy = { to_q: "query", to_k: "key", to_v: "value", "to_out.0": "proj_attn" } as Record<string, string>;
+    const file = path.join(dir, "vae-diffusers-legacy.safetensors");
+    writeSafetensors(
+      file,
+      [...folder.tensors.values()].map((t) => ({
+        name: t.name.replace(/attentions\.0\.(to_q|to_k|to_v|to_out\.0)\./, (_, p: string) => `attentions.0.${legacy[p]}.`),
+        dtype: t.dtype,
+        shape: t.shape,
+        data: () => folder.readRaw(t.name),
+      })),
+    );
+    const v = loadVaeFile(file);
+    expect(v.naming).toBe("diffusers");
+    expect(v.vae.get("encoder.mid_block.attentions.0.to_q.weight").sourceKey).toBe("encoder.mid_block.attentions.0.query.weight");
+    expectSameWeights(v.vae, folderVae);
+  });
+
+  it("refuses a file without VAE tensors", () => {
+    expect(problemsOf(() => loadVaeFile(path.join(FIX, "lora", "tiny-sd1.peft.safetensors")))[0]!.message).toBe(
+      "has no VAE encoder tensors (encoder.down.N... or encoder.down_blocks.N...)",
+    );
   });
 });
