@@ -30,22 +30,12 @@ export type {
 export type { Where } from "./config/origins.js";
 export type { Path } from "./config/source.js";
 export * from "./models/arch.js";
+export { compile, compileKeys, readPlan, resolvePrecision, COMPILER_VERSION, SDC_VERSION } from "./compiler/compile.js";
+export type { CompileOptions, CompileResult } from "./compiler/compile.js";
+export { PlanSchema, PLAN_FORMAT, GRAPH_NAMES } from "./plan/schema.js";
+export type { Plan, GraphName } from "./plan/schema.js";
 export { fail, isUserError, renderProblem, renderProblems, UserError } from "./util/errors.js";
 export type { Problem, SourcePosition } from "./util/errors.js";
-
-export interface CompileOptions {
-  /** Output folder (default: compiled/<name>). */
-  outDir?: string;
-  /** Rewrite every graph even when its content hash is unchanged. */
-  force?: boolean;
-}
-
-export interface CompileResult {
-  /** The compiled folder (ONNX graphs + plan.json). */
-  dir: string;
-  /** One or more lines for a person. */
-  summary: string;
-}
 
 export interface RunOptions {
   /** Recompile before running even if the compiled folder is up to date. */
@@ -78,12 +68,6 @@ function notYetBuilt(what: string, issue: string): never {
   throw new Error(`${what} is not yet built (it comes with the ${issue})`);
 }
 
-/** Compile a loaded pipeline to ONNX graphs + plan.json. */
-export async function compile(pipeline: LoadedPipeline, opts: CompileOptions = {}): Promise<CompileResult> {
-  void pipeline;
-  void opts;
-  return notYetBuilt("compile", "compiler");
-}
 
 /** Run a loaded pipeline (sampling or training), compiling it first when needed. */
 export async function run(pipeline: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {

@@ -74,6 +74,22 @@ function refuseUnsupported(c: UNetArch): void {
   for (const t of c.down_block_types) if (t !== "CrossAttnDownBlock2D" && t !== "DownBlock2D") refuse("down_block_types", `block type "${t}"`);
   for (const t of c.up_block_types) if (t !== "CrossAttnUpBlock2D" && t !== "UpBlock2D") refuse("up_block_types", `block type "${t}"`);
   if (Array.isArray(c.cross_attention_dim)) refuse("cross_attention_dim", "a per-block cross_attention_dim");
+  // keys of later U-Nets whose non-default values change the computation
+  const defaults: Record<string, unknown> = {
+    time_embedding_act_fn: null,
+    timestep_post_act: null,
+    resnet_skip_time_act: false,
+    resnet_out_scale_factor: 1,
+    cross_attention_norm: null,
+    attention_type: "default",
+    mid_block_only_cross_attention: null,
+    reverse_transformer_layers_per_block: null,
+    class_embeddings_concat: false,
+  };
+  for (const [k, d] of Object.entries(defaults)) {
+    const v = c[k];
+    if (v !== undefined && v !== d && !(d === null && v === undefined)) refuse(k, `${k}: ${JSON.stringify(v)}`);
+  }
 }
 
 export interface UNetGraphOptions {

@@ -11,6 +11,7 @@ import { type Api, main } from "../../src/cli/main.js";
 import { pipelineJsonSchemaText } from "../../src/config/json-schema.js";
 import * as lib from "../../src/index.js";
 import { HEAD, P, project, REPO } from "../config/helpers.js";
+import type { CompileResult } from "../../src/compiler/compile.js";
 
 async function sdc(argv: string[], cwd: string, api?: Partial<Api>) {
   let stdout = "";
@@ -116,7 +117,7 @@ describe("commands over the library API", () => {
     const api: Partial<Api> = {
       compile: async (p, opts) => {
         seen.push(["compile", p.config.scheduler.steps, p.config.sample.prompt, opts]);
-        return { dir: "compiled/p", summary: "compiled 4 graphs" };
+        return { dir: "compiled/p", summary: "compiled 4 graphs" } as CompileResult;
       },
       run: async (p, opts) => {
         seen.push(["run", p.config.sample.seed, opts]);
@@ -137,7 +138,7 @@ describe("commands over the library API", () => {
   it("a user error from compile exits 2 before compiling", async () => {
     const cwd = project({ [P]: BAD });
     let called = false;
-    const r = await sdc(["compile", P], cwd, { compile: async () => ((called = true), { dir: "", summary: "" }) });
+    const r = await sdc(["compile", P], cwd, { compile: async () => ((called = true), { dir: "", summary: "" } as CompileResult) });
     expect(r.code).toBe(2);
     expect(called).toBe(false);
     expect(r.stderr).toContain("pipelines/p.yaml:5:3: unknown key");

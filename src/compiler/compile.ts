@@ -1,0 +1,304 @@
+/**
+ * `sdc compile`: a loaded pipeline → `compiled/<name>/`, in the ONNX layout of diffusers'
+ * OnnxStableDiffusionPipeline (model_index.json, text_encoder/, unet/, vae_decoder/, vae_encoder/,
+ * tokenizer/, scheduler/) plus sdc's plan.json.
+ *
+ * Incremental: each graph's build hash covers its architecture, compile options and the identity
+ * of its weight files. A graph whose hash is unchanged is not rebuilt (its files are hard-linked
+ * from the previous output); an edit that touches only scheduler, guidance or sampling settings
+ * rewrites plan.json alone. The folder is written to a temporary sibling and renamed, so a failed
+ * compile leaves the previous output intact.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { LoadedPipeline } from "../config/load.js";
+import { dimStr } from "../ir/dims.js";
+import type { Graph } from "../ir/graph.js";
+import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
+import { GRAPH_NAMES, PLAN_FORMAT, PlanSchema, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
+import { tokenizerFiles, readTokenizerConfig } from "../runtime/tokenizer.js";
+import { createScheduler, schedulerConfigJson, withStableDiffusionPipelineFixups } from "../schedulers/index.js";
+import { UserError } from "../util/errors.js";
+import { writeDirAtomic } from "../util/fs.js";
+import { canonicalJson, fileIdentity, hashValue, sha256, sha256File } from "../util/hash.js";
+import { buildAndWrite, graphJobs } from "./graphs.js";
+import { openModelWeights, providerFor, unusedLora } from "./weights.js";
+
+export const SDC_VERSION = "0.1.0";
+/** Bump when generated graphs change for the same inputs: every build hash changes with it. */
+export const COMPILER_VERSION = "sdc-compiler/1";
+
+export interface CompileOptions {
+  /** Output folder (default: compiled/<name> under cwd). */
+  outDir?: string;
+  /** Rebuild every graph even when its build hash is unchanged. */
+  force?: boolean;
+  /** Working directory for the default output folder. */
+  cwd?: string;
+  /** Progress lines for a person. */
+  log?: (line: string) => void;
+}
+
+export interface CompileResult {
+  dir: string;
+  plan: Plan;
+  rebuilt: GraphName[];
+  reused: GraphName[];
+  /** Nothing changed: the folder was left as it was. */
+  upToDate: boolean;
+  seconds: number;
+  summary: string;
+}
+
+/** fp16 graphs for CUDA, fp32 on the CPU (fp16 on onnxruntime's CPU provider is slower, not faster). */
+export function resolvePrecision(rt: { device: string; precision: string }): "fp32" | "fp16" {
+  if (rt.precision === "fp16") return "fp16";
+  if (rt.precision === "fp32") return "fp32";
+  return rt.device === "cuda" ? "fp16" : "fp32";
+}
+
+export function defaultCompiledDir(p: LoadedPipeline, cwd = process.cwd()): string {
+  return path.resolve(cwd, "compiled", p.name);
+}
+
+/** The project's bundled files (models/ folder), found from this module's location. */
+export function packageRoot(): string {
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+}
+
+export function readPlan(dir: string): Plan | null {
+  const file = path.join(dir, "plan.json");
+  if (!fs.existsSync(file)) return null;
+  try {
+    return PlanSchema.parse(JSON.parse(fs.readFileSync(file, "utf8")));
+  } catch {
+    return null; // an older or damaged plan is rebuilt, not trusted
+  }
+}
+
+/** Hashes that decide what must be rebuilt, computed without building anything. */
+export function compileKeys(p: LoadedPipeline): { graphs: Record<GraphName, string>; compileHash: string; pipelineHash: string; sources: Plan["sources"] } {
+  if (p.model.kind === "inline") {
+    throw new UserError({
+      message: "an inline architecture has no weights, so there is nothing to compile for inference",
+      ...p.where(["model"], "key"),
+      hint: "point model.from at a diffusers folder or a .safetensors checkpoint (training from scratch comes with the train section)",
+    });
+  }
+  const precision = resolvePrecision(p.config.runtime);
+  const target = lowerTarget(p);
+  const jobs = graphJobs(p.model, precision, target);
+  const ids = weightIdentities(p);
+  const graphs = Object.fromEntries(jobs.map((j) => [j.name, hashValue({ v: COMPILER_VERSION, graph: j.name, options: j.options, weights: ids[j.component] })])) as Record<GraphName, string>;
+  const compileHash = hashValue(graphs);
+  const sources = [...new Set([...p.sources, ...p.model.files, ...allWeightFiles(p), ...p.model.lora.map((l) => l.file)])].filter((f) => fs.existsSync(f)).map(fileIdentity);
+  const pipelineHash = hashValue({ compileHash, config: p.config, scheduler: p.model.schedulerConfig, sdc: SDC_VERSION });
+  return { graphs, compileHash, pipelineHash, sources };
+}
+
+function lowerTarget(p: LoadedPipeline): LowerTarget {
+  return { ep: p.config.runtime.device === "cuda" ? "cuda" : "cpu", training: false };
+}
+
+function allWeightFiles(p: LoadedPipeline): string[] {
+  if (p.model.kind === "single-file") return [p.model.path!];
+  return Object.values(p.model.weights).flatMap((w) => (w ? [...w.files, ...(w.index ? [w.index] : [])] : []));
+}
+
+function weightIdentities(p: LoadedPipeline): Record<"unet" | "vae" | "text_encoder", unknown> {
+  const lora = p.model.lora.map((l) => ({ ...fileIdentity(l.file), scale: l.scale }));
+  if (p.model.kind === "single-file") {
+    const f = fileIdentity(p.model.path!);
+    return { unet: { f, lora }, vae: { f }, text_encoder: { f, lora } };
+  }
+  const w = p.model.weights;
+  const id = (c: "unet" | "vae" | "text_encoder") => (w[c]?.files ?? []).map(fileIdentity);
+  return { unet: { f: id("unet"), lora }, vae: { f: id("vae") }, text_encoder: { f: id("text_encoder"), lora } };
+}
+
+export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Promise<CompileResult> {
+  const t0 = performance.now();
+  const log = opts.log ?? (() => {});
+  const dir = opts.outDir ?? defaultCompiledDir(p, opts.cwd);
+  const keys = compileKeys(p);
+  const old = readPlan(dir);
+  const graphFilesPresent = (name: GraphName) => old !== null && [old.graphs[name].file, ...old.graphs[name].externalData.map((f) => path.join(path.dirname(old.graphs[name].file), f))].every((f) => fs.existsSync(path.join(dir, f)));
+  const reusable = (name: GraphName) => !opts.force && old !== null && old.graphs[name].buildHash === keys.graphs[name] && graphFilesPresent(name);
+
+  if (!opts.force && old && old.pipelineHash === keys.pipelineHash && GRAPH_NAMES.every(reusable)) {
+    const seconds = (performance.now() - t0) / 1000;
+    return { dir, plan: old, rebuilt: [], reused: [...GRAPH_NAMES], upToDate: true, seconds, summary: `${rel(dir)} is up to date` };
+  }
+
+  const precision = resolvePrecision(p.config.runtime);
+  const target = lowerTarget(p);
+  const jobs = graphJobs(p.model, precision, target);
+  const needBuild = jobs.filter((j) => !reusable(j.name));
+  const weights = needBuild.length ? openModelWeights(p.model) : null;
+  const rebuilt: GraphName[] = [];
+  const reused: GraphName[] = [];
+  const specs = {} as Record<GraphName, GraphSpecT>;
+  let plan!: Plan;
+
+  await writeDirAtomic(dir, async (tmp) => {
+    for (const job of jobs) {
+      if (reusable(job.name)) {
+        linkGraphFolder(path.join(dir, job.name), path.join(tmp, job.name));
+        specs[job.name] = old!.graphs[job.name];
+        reused.push(job.name);
+        continue;
+      }
+      const t = performance.now();
+      const built = buildAndWrite(job, providerFor(weights!, job.component), precision === "fp16" ? "float16" : "float32", target, tmp);
+      const file = `${job.name}/model.onnx`;
+      specs[job.name] = {
+        file,
+        sha256: sha256File(path.join(tmp, file)),
+        externalData: built.write.externalFiles,
+        buildHash: keys.graphs[job.name],
+        inputs: ioSpecs(built.graph, "inputs"),
+        outputs: ioSpecs(built.graph, "outputs"),
+        requirements: built.requirements,
+        parameters: built.graph.paramCount(),
+        nodes: built.graph.nodes.length,
+        bytesLinked: built.write.bytesLinked,
+        bytesWritten: built.write.bytesWritten,
+        precision,
+        notes: built.graph.notes,
+      };
+      rebuilt.push(job.name);
+      log(`  built ${job.name}: ${built.graph.nodes.length} nodes, ${(built.graph.paramCount() / 1e6).toFixed(2)} M parameters (${((performance.now() - t) / 1000).toFixed(2)} s)`);
+    }
+    if (weights) {
+      const unused = [
+        ...weights.sets.unet.unused().map((k) => `unet.${k}`),
+        ...weights.sets.vae.unused().map((k) => `vae.${k}`),
+        ...weights.sets.text_encoder.unused().map((k) => `text_encoder.${k}`),
+        ...unusedLora(weights),
+      ];
+      if (unused.length) log(`  note: ${unused.length} tensors in the checkpoint were not used: ${unused.slice(0, 5).join(", ")}${unused.length > 5 ? ", …" : ""}`);
+    }
+    plan = writeSupportFiles(p, tmp, dir, specs, keys, old);
+  });
+
+  const seconds = (performance.now() - t0) / 1000;
+  const what = rebuilt.length ? `rebuilt ${rebuilt.join(", ")}` : "graphs unchanged, plan rewritten";
+  return { dir, plan, rebuilt, reused, upToDate: false, seconds, summary: `compiled ${rel(dir)} in ${seconds.toFixed(2)} s (${what})` };
+}
+
+function rel(p: string): string {
+  const r = path.relative(process.cwd(), p);
+  return r && !r.startsWith("..") ? r : p;
+}
+
+function ioSpecs(g: Graph, which: "inputs" | "outputs"): GraphSpecT["inputs"] {
+  return g[which].map((io) => ({ name: io.name, dtype: io.value.dtype, shape: io.value.shape.map((d) => (typeof d === "number" ? d : dimStr(d))) }));
+}
+
+/** Hard-link every file of a previous graph folder (no copy; the old folder is replaced after). */
+function linkGraphFolder(from: string, to: string): void {
+  fs.mkdirSync(to, { recursive: true });
+  for (const f of fs.readdirSync(from)) {
+    try {
+      fs.linkSync(path.join(from, f), path.join(to, f));
+    } catch {
+      fs.copyFileSync(path.join(from, f), path.join(to, f));
+    }
+  }
+}
+
+const BUNDLED_TOKENIZER = "models/clip-tokenizer";
+
+function tokenizerDir(p: LoadedPipeline): string {
+  return p.model.tokenizerDir ?? path.join(packageRoot(), BUNDLED_TOKENIZER);
+}
+
+function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, graphs: Record<GraphName, GraphSpecT>, keys: ReturnType<typeof compileKeys>, old: Plan | null): Plan {
+  const c = p.config;
+  // tokenizer/: tokenizer.json (built) and the original files, for other runners
+  const tokDir = tokenizerDir(p);
+  const tokOut = path.join(tmp, "tokenizer");
+  fs.mkdirSync(tokOut, { recursive: true });
+  for (const [name, text] of tokenizerFiles(tokDir)) fs.writeFileSync(path.join(tokOut, name), text);
+  const tokCfg = readTokenizerConfig(tokDir);
+
+  // scheduler/: the scheduler this pipeline runs, as diffusers would write it
+  const overrides = schedulerOverrides(p);
+  const className = String(p.model.schedulerConfig._class_name);
+  const sched = withStableDiffusionPipelineFixups(createScheduler(className, p.model.schedulerConfig, overrides));
+  fs.mkdirSync(path.join(tmp, "scheduler"), { recursive: true });
+  fs.writeFileSync(path.join(tmp, "scheduler", "scheduler_config.json"), schedulerConfigJson(sched));
+
+  fs.writeFileSync(
+    path.join(tmp, "model_index.json"),
+    JSON.stringify(
+      {
+        _class_name: "OnnxStableDiffusionPipeline",
+        _diffusers_version: "0.24.0",
+        feature_extractor: [null, null],
+        requires_safety_checker: false,
+        safety_checker: [null, null],
+        scheduler: ["diffusers", sched.className],
+        text_encoder: ["diffusers", "OnnxRuntimeModel"],
+        tokenizer: ["transformers", "CLIPTokenizer"],
+        unet: ["diffusers", "OnnxRuntimeModel"],
+        vae_decoder: ["diffusers", "OnnxRuntimeModel"],
+        vae_encoder: ["diffusers", "OnnxRuntimeModel"],
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+
+  const relToPlan = (f: string | undefined) => (f ? path.relative(finalDir, f).split(path.sep).join("/") : null);
+  const asList = (v: string | string[]) => (Array.isArray(v) ? v : [v]);
+  const modelFile = p.model.kind === "single-file" ? p.model.path! : p.model.weights.unet?.files[0];
+  const modelHash = old && old.graphs.unet.buildHash === graphs.unet.buildHash ? old.model.hash : modelFile ? sha256File(modelFile).slice(0, 10) : sha256(canonicalJson(keys.graphs)).slice(0, 10);
+  const plan: Plan = PlanSchema.parse({
+    format: PLAN_FORMAT,
+    name: p.name,
+    sdcVersion: SDC_VERSION,
+    compileHash: keys.compileHash,
+    pipelineHash: keys.pipelineHash,
+    sources: keys.sources.map((s) => ({ ...s, path: relToPlan(s.path)! })),
+    model: { kind: p.model.kind, name: path.basename(p.model.path ?? p.name).replace(/\.safetensors$/, ""), hash: modelHash },
+    graphs,
+    tokenizer: { dir: "tokenizer", modelMaxLength: tokCfg.modelMaxLength, padToken: tokCfg.padToken },
+    scheduler: { type: c.scheduler.type ?? className, className: sched.className, steps: c.scheduler.steps, config: encodeNonFinite(sched.config) },
+    vae: { scalingFactor: p.model.vae.scaling_factor, scaleFactor: 2 ** (p.model.vae.block_out_channels.length - 1), latentChannels: p.model.vae.latent_channels },
+    guidance: { scale: c.guidance.scale, rescale: c.guidance.rescale, negativePrompt: asList(c.guidance.negative_prompt) },
+    sample: {
+      prompt: asList(c.sample.prompt),
+      width: c.sample.width,
+      height: c.sample.height,
+      batch: c.sample.batch,
+      seed: c.sample.seed,
+      initImage: relToPlan(c.sample.init_image),
+      strength: c.sample.strength,
+      latents: relToPlan(c.sample.latents),
+    },
+    output: { dir: relToPlan(c.output.dir)!, format: c.output.format, grid: c.output.grid },
+    runtime: { device: c.runtime.device, precision: resolvePrecision(c.runtime), threads: c.runtime.threads },
+  });
+  fs.writeFileSync(path.join(tmp, "plan.json"), JSON.stringify(plan, null, 2) + "\n");
+  return plan;
+}
+
+/** JSON has no ±Infinity/NaN (diffusers writes them anyway): store them as strings in the plan. */
+export function encodeNonFinite(o: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "number" && !Number.isFinite(v) ? String(v) : v]));
+}
+
+export function decodeNonFinite(o: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const special: Record<string, number> = { Infinity: Infinity, "-Infinity": -Infinity, NaN: NaN };
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "string" && v in special ? special[v] : v]));
+}
+
+/** Scheduler options the pipeline file (or --set) gave explicitly: checked against the class. */
+function schedulerOverrides(p: LoadedPipeline): Record<string, unknown> {
+  const { type: _t, steps: _s, ...rest } = p.config.scheduler as Record<string, unknown>;
+  return Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
+}
+
+export { lowerComposites };

@@ -1,0 +1,79 @@
+/**
+ * The graphs a Stable Diffusion pipeline compiles to, and the pass pipeline each goes through:
+ * build (shape-checked) → lower composites → fold known shapes → DCE → verify → write ONNX.
+ */
+import * as path from "node:path";
+import type { ResolvedModel } from "../config/model.js";
+import { Builder, type WeightProvider } from "../ir/builder.js";
+import { dimRequirement, sym, type Dim } from "../ir/dims.js";
+import type { DType, Graph } from "../ir/graph.js";
+import { writeOnnx, type WriteResult } from "../ir/onnx/writer.js";
+import { dce } from "../ir/passes/dce.js";
+import { foldKnown } from "../ir/passes/fold.js";
+import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
+import { verify } from "../ir/verify.js";
+import { buildClipText, type ClipTextArch } from "../models/clip-text.js";
+import { buildUNet, type UNetArch } from "../models/unet.js";
+import { buildVaeDecoder, buildVaeEncoder, type VaeArch } from "../models/vae.js";
+import type { GraphName } from "../plan/schema.js";
+import type { Component } from "./weights.js";
+
+export interface GraphJob {
+  name: GraphName;
+  component: Component;
+  /** Everything besides weights that the graph depends on (part of its build hash). */
+  options: Record<string, unknown>;
+  build(b: Builder): void;
+}
+
+export function graphJobs(model: ResolvedModel, precision: "fp32" | "fp16", target: LowerTarget): GraphJob[] {
+  const unet = model.unet as unknown as UNetArch;
+  const vae = model.vae as unknown as VaeArch;
+  const text = model.textEncoder as unknown as ClipTextArch;
+  const clipSkip = model.textEncoder.clip_skip ?? 0;
+  const common = { precision, target };
+  const h = sym("height");
+  const w = sym("width");
+  return [
+    { name: "text_encoder", component: "text_encoder", options: { ...common, arch: model.textEncoder, clipSkip }, build: (b) => void buildClipText(b, text, { clipSkip }) },
+    { name: "unet", component: "unet", options: { ...common, arch: model.unet }, build: (b) => void buildUNet(b, unet, { height: h, width: w, sequence: sym("sequence") }) },
+    { name: "vae_decoder", component: "vae", options: { ...common, arch: model.vae }, build: (b) => void buildVaeDecoder(b, vae, { height: h, width: w }) },
+    { name: "vae_encoder", component: "vae", options: { ...common, arch: model.vae }, build: (b) => void buildVaeEncoder(b, vae, { height: h, width: w }) },
+  ];
+}
+
+export interface BuiltGraph {
+  graph: Graph;
+  write: WriteResult;
+  requirements: { dim: string; multipleOf: number }[];
+}
+
+/** Build one graph, run the passes and write it into `dir/<name>/model.onnx`. */
+export function buildAndWrite(job: GraphJob, weights: WeightProvider, floatType: DType, target: LowerTarget, outDir: string): BuiltGraph {
+  const b = new Builder(job.name, weights, floatType);
+  job.build(b);
+  verify(b.graph);
+  lowerComposites(b.graph, target);
+  foldKnown(b.graph);
+  dce(b.graph);
+  verify(b.graph, { final: true });
+  const write = writeOnnx(b.graph, { dir: path.join(outDir, job.name), docString: `sdc ${job.name}` });
+  return { graph: b.graph, write, requirements: requirements(b.graph) };
+}
+
+/** Divisibility each symbolic input dimension needs, from every shape in the graph. */
+function requirements(g: Graph): { dim: string; multipleOf: number }[] {
+  const req = new Map<string, number>();
+  const note = (d: Dim) => {
+    const r = dimRequirement(d);
+    // products (height*width/64) follow from the single-symbol requirements
+    if (r && !r.expr.includes("*")) req.set(r.expr, lcm(req.get(r.expr) ?? 1, r.multipleOf));
+  };
+  for (const n of g.nodes) for (const v of n.outputs) v.shape.forEach(note);
+  return [...req].map(([dim, multipleOf]) => ({ dim, multipleOf })).sort((a, b) => a.dim.localeCompare(b.dim));
+}
+
+function lcm(a: number, b: number): number {
+  const g = (x: number, y: number): number => (y ? g(y, x % y) : x);
+  return (a * b) / g(a, b);
+}

@@ -1,0 +1,96 @@
+/**
+ * Where each graph's weights come from: a diffusers folder, or a single-file checkpoint, with
+ * LoRAs folded in. A weight the graph needs unchanged is handed to the ONNX writer as a byte range
+ * of its source file (no copy); a weight with a LoRA delta, or in another dtype, is produced when
+ * written. Identities (file, size, mtime) feed the graphs' build hashes.
+ */
+import type { ResolvedModel } from "../config/model.js";
+import type { WeightProvider } from "../ir/builder.js";
+import type { DType, TensorData } from "../ir/graph.js";
+import { materialize } from "../ir/onnx/writer.js";
+import { loadDiffusersComponent, loadSingleFile, loraDelta, moduleNames, readLora, type LoraEntry, type StDtype, type WeightRef, type WeightSet } from "../models/weights/index.js";
+import { fileIdentity } from "../util/hash.js";
+import { f32ToF16 } from "../util/half.js";
+
+export type Component = "unet" | "vae" | "text_encoder";
+
+const ST_TO_IR: Partial<Record<StDtype, DType>> = { F32: "float32", F16: "float16", BF16: "bfloat16", F64: "float64" };
+
+export interface ModelWeights {
+  sets: Record<Component, WeightSet>;
+  /** LoRA deltas by component and weight key (`<module>.weight`), with their scale. */
+  lora: Record<Component, Map<string, { entry: LoraEntry; scale: number }[]>>;
+  /** Identity of every file read, per component (for build hashes). */
+  identity: Record<Component, unknown>;
+}
+
+export function openModelWeights(model: ResolvedModel): ModelWeights {
+  let sets: Record<Component, WeightSet>;
+  if (model.kind === "diffusers") {
+    const variant = model.variant === "fp16" ? "fp16" : undefined;
+    sets = {
+      unet: loadDiffusersComponent(model.path!, "unet", { variant }),
+      vae: loadDiffusersComponent(model.path!, "vae", { variant }),
+      text_encoder: loadDiffusersComponent(model.path!, "text_encoder", { variant }),
+    };
+  } else if (model.kind === "single-file") {
+    const ck = loadSingleFile(model.path!);
+    sets = { unet: ck.unet, vae: ck.vae, text_encoder: ck.textEncoder };
+  } else {
+    throw new Error("inline architectures have no weights to compile");
+  }
+  const lora: ModelWeights["lora"] = { unet: new Map(), vae: new Map(), text_encoder: new Map() };
+  const loraIds: unknown[] = [];
+  for (const l of model.lora) {
+    const entries = readLora(l.file, { modules: { unet: moduleNames(sets.unet), text_encoder: moduleNames(sets.text_encoder) } });
+    loraIds.push({ ...fileIdentity(l.file), scale: l.scale });
+    for (const e of entries) {
+      const key = `${e.module}.weight`;
+      const m = lora[e.component as Component];
+      m.set(key, [...(m.get(key) ?? []), { entry: e, scale: l.scale }]);
+    }
+  }
+  const ids = (c: Component) => ({ files: sets[c].files.map(fileIdentity), lora: c === "vae" ? [] : loraIds });
+  return { sets, lora, identity: { unet: ids("unet"), vae: ids("vae"), text_encoder: ids("text_encoder") } };
+}
+
+/** The WeightProvider a graph builder asks for `key` (diffusers naming, without component prefix). */
+export function providerFor(w: ModelWeights, c: Component): WeightProvider {
+  const set = w.sets[c];
+  const loras = w.lora[c];
+  return (key, shape, dtype): TensorData => {
+    const ref = set.get(key, shape);
+    const deltas = loras.get(key);
+    const src = refData(ref);
+    if (!deltas) return src;
+    return {
+      kind: "lazy",
+      identity: `${ref.file}:${ref.offset}+lora`,
+      produce: () => {
+        // W' = W + Σ scale · (alpha/rank) · up @ down, in float32, then to the graph's dtype
+        const base = new Float32Array(materialize(src, "float32").slice().buffer);
+        for (const { entry, scale } of deltas) {
+          const d = loraDelta(entry, scale);
+          for (let i = 0; i < base.length; i++) base[i]! += d[i]!;
+        }
+        if (dtype === "float32") return new Uint8Array(base.buffer);
+        if (dtype === "float16") return new Uint8Array(f32ToF16(base).buffer);
+        throw new Error(`${key}: cannot produce ${dtype}`);
+      },
+    };
+  };
+}
+
+function refData(ref: WeightRef): TensorData {
+  const storageDtype = ST_TO_IR[ref.dtype];
+  if (!storageDtype) throw new Error(`${ref.key}: unsupported dtype ${ref.dtype}`);
+  return { kind: "file", file: ref.file, offset: ref.offset, byteLength: ref.byteLength, storageDtype, source: ref.sourceKey };
+}
+
+/** LoRA modules that matched no weight the graphs asked for. */
+export function unusedLora(w: ModelWeights): string[] {
+  const out: string[] = [];
+  for (const c of ["unet", "text_encoder"] as Component[])
+    for (const key of w.lora[c].keys()) if (!w.sets[c].has(key)) out.push(`${c}.${key}`);
+  return out;
+}
