@@ -32,21 +32,12 @@ export type { Path } from "./config/source.js";
 export * from "./models/arch.js";
 export { compile, compileKeys, readPlan, resolvePrecision, COMPILER_VERSION, SDC_VERSION } from "./compiler/compile.js";
 export type { CompileOptions, CompileResult } from "./compiler/compile.js";
+export { run, runPlan } from "./runtime/run.js";
+export type { RunOptions, RunResult } from "./runtime/run.js";
 export { PlanSchema, PLAN_FORMAT, GRAPH_NAMES } from "./plan/schema.js";
 export type { Plan, GraphName } from "./plan/schema.js";
 export { fail, isUserError, renderProblem, renderProblems, UserError } from "./util/errors.js";
 export type { Problem, SourcePosition } from "./util/errors.js";
-
-export interface RunOptions {
-  /** Recompile before running even if the compiled folder is up to date. */
-  recompile?: boolean;
-}
-
-export interface RunResult {
-  /** Files written (images, checkpoints). */
-  outputs: string[];
-  summary: string;
-}
 
 export interface WatchOptions extends LoadOptions {
   /** Re-run the pipeline after each successful recompile. */
@@ -69,12 +60,6 @@ function notYetBuilt(what: string, issue: string): never {
 }
 
 
-/** Run a loaded pipeline (sampling or training), compiling it first when needed. */
-export async function run(pipeline: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {
-  void pipeline;
-  void opts;
-  return notYetBuilt("run", "runtime");
-}
 
 /** Watch a pipeline file and its bases; recompile (and optionally re-run) on change. */
 export async function watch(file: string, opts: WatchOptions = {}): Promise<void> {
