@@ -129,13 +129,16 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
       .option("--recompile", "recompile even when the compiled pipeline is up to date")
       .option("--latents <file>", "initial latents (.safetensors, tensor 'latents' [batch, 4, h, w]) instead of seeded noise")
       .option("--init-image <file>", "img2img: start from this image (shortcut for --set sample.init_image=<file>)")
+      .option("--prompts-file <file>", "prompts from a text file, one per line (shortcut for --set sample.prompts_file=<file>)")
       .option("--strength <x>", "img2img strength in (0, 1] (shortcut for --set sample.strength=<x>)")
       .option("--json", "print the result as JSON"),
-  ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean; latents?: string; initImage?: string; strength?: string }) => {
+  ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean; latents?: string; initImage?: string; strength?: string; promptsFile?: string }) => {
+    // command-line paths are relative to the working directory (the config layer resolves them)
     const extra = [
-      ...(flags.latents !== undefined ? [`sample.latents=${path.resolve(cwd, flags.latents)}`] : []),
-      ...(flags.initImage !== undefined ? [`sample.init_image=${path.resolve(cwd, flags.initImage)}`] : []),
+      ...(flags.latents !== undefined ? [`sample.latents=${flags.latents}`] : []),
+      ...(flags.initImage !== undefined ? [`sample.init_image=${flags.initImage}`] : []),
       ...(flags.strength !== undefined ? [`sample.strength=${flags.strength}`] : []),
+      ...(flags.promptsFile !== undefined ? [`sample.prompts_file=${flags.promptsFile}`] : []),
     ];
     const opts = loadOptions(flags, cwd);
     const p = await impl.loadPipeline(file, { ...opts, overrides: [...(opts.overrides ?? []), ...extra] });

@@ -213,7 +213,8 @@ export async function runPlan(dir: string, opts: RunOptions = {}): Promise<RunRe
     }
     const seconds = (performance.now() - t0) / 1000;
     for (const f of outputs) log(`wrote ${displayPath(f)}`);
-    return { outputs, summary: `wrote ${outputs.length} image${outputs.length === 1 ? "" : "s"} to ${displayPath(outDir)} in ${seconds.toFixed(1)} s (${itPerSec.toFixed(2)} it/s on ${te.ep.toUpperCase()})`, cancelled: false, ep: te.ep, seconds, itPerSec };
+    const what = `${total} image${total === 1 ? "" : "s"}${outputs.length > total ? " and a grid" : ""}`;
+    return { outputs, summary: `wrote ${what} to ${displayPath(outDir)} in ${seconds.toFixed(1)} s (${itPerSec.toFixed(2)} it/s on ${te.ep.toUpperCase()})`, cancelled: false, ep: te.ep, seconds, itPerSec };
   } finally {
     await sessions.release();
   }
