@@ -10,6 +10,7 @@ import { dimStr, shapeStr, type Dim } from "./dims.js";
 import { DTYPE_SIZE, Graph, Node, Value, type Attrs, type DType, type TensorData, type TensorType } from "./graph.js";
 import { getOp, ShapeError } from "./ops/index.js";
 import { ONNX_DTYPE } from "./ops/elementwise.js";
+import { f32ToF16 } from "../util/half.js";
 
 /** Supplies a weight's bytes (or a view into a file) for a key and the shape the model expects. */
 export type WeightProvider = (key: string, shape: number[], dtype: DType) => TensorData;
@@ -115,14 +116,23 @@ export class Builder {
     return this.constant({ dtype: "int64", shape: Array.isArray(values) ? [arr.length] : [] }, new Uint8Array(buf.buffer), name, arr);
   }
 
+  /** A constant in the graph's float type (float16 graphs store it as float16). */
   float(values: number[] | Float32Array | number, shape?: number[], name?: string): Value {
     const arr = typeof values === "number" ? [values] : values;
     const f = arr instanceof Float32Array ? arr : new Float32Array(arr);
     const s = shape ?? (typeof values === "number" ? [] : [f.length]);
     if (this.floatType === "float16") {
-      // parameters follow the graph's float type; keep small constants in it too
-      return this.cast(this.constant({ dtype: "float32", shape: s }, new Uint8Array(f.buffer.slice(f.byteOffset, f.byteOffset + f.byteLength)), name), "float16");
+      const h = f32ToF16(f);
+      return this.constant({ dtype: "float16", shape: s }, new Uint8Array(h.buffer), name);
     }
+    return this.float32(f, s, name);
+  }
+
+  /** A float32 constant whatever the graph's float type (for computations kept in float32). */
+  float32(values: number[] | Float32Array | number, shape?: number[], name?: string): Value {
+    const arr = typeof values === "number" ? [values] : values;
+    const f = arr instanceof Float32Array ? arr : new Float32Array(arr);
+    const s = shape ?? (typeof values === "number" ? [] : [f.length]);
     return this.constant({ dtype: "float32", shape: s }, new Uint8Array(f.buffer.slice(f.byteOffset, f.byteOffset + f.byteLength)), name);
   }
 
@@ -283,7 +293,7 @@ export class Builder {
   }
 
   upsampleNearest2x(x: Value): Value {
-    const scales = this.float([1, 1, 2, 2]);
+    const scales = this.float32([1, 1, 2, 2]);
     return this.op1("Resize", [x, null, scales], { mode: "nearest", coordinate_transformation_mode: "asymmetric", nearest_mode: "floor" });
   }
 

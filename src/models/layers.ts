@@ -34,7 +34,7 @@ export function timestepFeatures(b: Builder, t: Value, dim: number, flipSinToCos
   const f = Math.fround;
   const c = f(-Math.log(10000));
   for (let i = 0; i < half; i++) freqs[i] = f(Math.exp(f(f(c * i) / f(half - freqShift))));
-  const args = b.mul(b.unsqueeze(t, [1]), b.float(freqs, [1, half])); // [B, half]
+  const args = b.mul(b.unsqueeze(t, [1]), b.float32(freqs, [1, half])); // [B, half], float32 as diffusers
   const sin = b.op1("Sin", [args]);
   const cos = b.op1("Cos", [args]);
   let emb = b.concat(flipSinToCos ? [cos, sin] : [sin, cos], 1);

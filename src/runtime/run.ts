@@ -22,7 +22,7 @@ import { Cancelled, denoise } from "./denoise.js";
 import { formatParameters, imageToTensor, loadImage, makeGrid, samplerName, savePng, tensorToImages } from "./image.js";
 import { progressBar } from "./progress.js";
 import { TorchGenerator } from "./rng.js";
-import { openSession, type Device, type OpenedSession } from "./session.js";
+import { CUDA_HINT, cudaUnavailableReason, openSession, type Device, type OpenedSession } from "./session.js";
 import { ClipTokenizer, truncationWarning } from "./tokenizer.js";
 
 export interface RunOptions {
@@ -58,6 +58,9 @@ export interface RunResult {
 export async function run(p: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {
   const cwd = opts.cwd ?? process.cwd();
   const log = opts.log ?? (() => {});
+  // say so before compiling: a CUDA run without the CUDA provider cannot start
+  const noCuda = p.config.runtime.device === "cuda" ? cudaUnavailableReason() : null;
+  if (noCuda) throw new UserError({ message: `runtime.device is cuda, but ${noCuda}`, ...p.where(["runtime", "device"]), hint: CUDA_HINT });
   const c = await compile(p, { outDir: opts.compiledDir, cwd, force: opts.recompile, log });
   if (!c.upToDate) log(c.summary);
   return runPlan(c.dir, opts);

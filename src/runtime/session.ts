@@ -46,7 +46,7 @@ export function cudaUnavailableReason(): string | null {
   return null;
 }
 
-const CUDA_HINT =
+export const CUDA_HINT =
   "install onnxruntime-node's CUDA provider: copy libonnxruntime_providers_cuda.so and libonnxruntime_providers_shared.so " +
   "built for onnxruntime 1.29.0 (CUDA 13, cuDNN 9) into node_modules/onnxruntime-node/bin/napi-v6/linux/x64/ (see the README's GPU section), " +
   "or set runtime.device: cpu";
@@ -69,14 +69,14 @@ export async function openSession(modelPath: string, o: SessionOptions): Promise
   let fallback: string | undefined;
   if (wantCuda) {
     const missing = cudaFailure ?? cudaUnavailableReason();
-    if (missing && o.device === "cuda") throw new UserError({ message: `runtime.device is cuda, but ${missing}`, subject: "runtime.device", hint: CUDA_HINT });
+    if (missing && o.device === "cuda") throw new UserError({ message: `the CUDA device was asked for, but ${missing}`, subject: modelPath, hint: CUDA_HINT });
     if (!missing) {
       try {
         const session = await ort.InferenceSession.create(modelPath, { ...baseOptions(o), executionProviders: ["cuda", "cpu"] });
         return { session, ep: "cuda" };
       } catch (e) {
         cudaFailure = `creating a CUDA session failed: ${firstLine((e as Error).message)}`;
-        if (o.device === "cuda") throw new UserError({ message: `runtime.device is cuda, but ${cudaFailure}`, subject: "runtime.device", hint: CUDA_HINT });
+        if (o.device === "cuda") throw new UserError({ message: `the CUDA device was asked for, but ${cudaFailure}`, subject: modelPath, hint: CUDA_HINT });
       }
     }
     fallback = cudaFailure ?? missing ?? undefined;

@@ -7,7 +7,9 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as ort from "onnxruntime-node";
 import { afterAll, describe, expect, it } from "vitest";
+import { f16ToF32, f32ToF16 } from "../../src/util/half.js";
 import { SafetensorsFile } from "../../src/models/weights/safetensors.js";
 import { relErr } from "../helpers/ort.js";
 import { compileFixture, FIXTURES, refTensor, session } from "../helpers/pipeline.js";
@@ -67,5 +69,37 @@ describe.each(["tiny-sd1", "tiny-sd2", "tiny-x"])("%s", (fixture) => {
     errors.push(`${fixture} text_encoder clip_skip=1: ${e.toExponential(2)}`);
     expect(e).toBeLessThan(TOL);
     await s.release();
+  });
+});
+
+/**
+ * fp16 graphs (runtime.precision: fp16, meant for CUDA; run here on the CPU provider): weights
+ * converted at write time, float16 activations. Against the float32 references the error is
+ * float16's: < 1e-2 relative.
+ */
+describe("fp16 graphs", () => {
+  const refJson = JSON.parse(fs.readFileSync(path.join(FIXTURES, "models", "tiny-sd1.reference.json"), "utf8")) as { cases: Case[] };
+  const ref = SafetensorsFile.open(path.join(FIXTURES, "models", "tiny-sd1.reference.safetensors"));
+  it("tiny-sd1 text encoder, U-Net and VAE decoder within 1e-2 of float32 diffusers", async () => {
+    const { r } = await compileFixture("tiny-sd1", "runtime:\n  device: cpu\n  precision: fp16\n");
+    expect(r.plan.graphs.unet.inputs.find((i) => i.name === "sample")!.dtype).toBe("float16");
+    for (const model of ["text_encoder", "unet", "vae_decoder"] as const) {
+      const c = refJson.cases.find((x) => x.model === model)!;
+      const s = await session(r.dir, model);
+      const feeds = Object.fromEntries(
+        Object.entries(c.inputs).map(([name, t]) => {
+          const x = refTensor(ref, t, name === "input_ids" ? "int32" : "float32");
+          return [name, x.type === "float32" ? new ort.Tensor("float16", f32ToF16(x.data as Float32Array), x.dims) : x];
+        }),
+      );
+      const out = await s.run(feeds);
+      const name = model === "text_encoder" ? "last_hidden_state" : model === "unet" ? "out_sample" : "sample";
+      const want = c.outputs[name === "last_hidden_state" ? "last_hidden_state" : name === "out_sample" ? "out_sample" : "sample"] as string;
+      const got = f16ToF32(new Uint8Array((out[name]!.data as Uint16Array).buffer));
+      const e = relErr(got, ref.readFloat32(want));
+      errors.push(`tiny-sd1 fp16 ${model}: ${e.toExponential(2)}`);
+      expect(e).toBeLessThan(1e-2);
+      await s.release();
+    }
   });
 });
