@@ -191,8 +191,9 @@ export class Builder {
   silu(x: Value): Value {
     return this.mul(x, this.sigmoid(x));
   }
-  gelu(x: Value, approximate: "none" | "tanh" = "none"): Value {
-    return this.op1("Gelu", [x], approximate === "none" ? {} : { approximate });
+  /** GELU (erf form), a composite: Gelu-20 or x·½·(1 + erf(x/√2)) depending on the target. */
+  gelu(x: Value): Value {
+    return this.op1("Gelu", [x], {}, "sdc");
   }
   softmax(x: Value, axis = -1): Value {
     return this.op1("Softmax", [x], { axis });

@@ -184,7 +184,7 @@ async function runRow(row: Row, primitivesOnly: boolean): Promise<{ got: Float32
 
 describe("ops against float64 references", () => {
   for (const row of rows) {
-    const composite = ["GroupNorm", "LayerNorm", "Attention"].some((c) => row.name.startsWith(c));
+    const composite = ["GroupNorm", "LayerNorm", "Attention", "Gelu"].some((c) => row.name.startsWith(c));
     for (const prim of composite ? [false, true] : [false]) {
       it(`${row.name}${composite ? (prim ? " (primitives)" : " (fused)") : ""}`, async () => {
         const { got, dims, want } = await runRow(row, prim);

@@ -43,6 +43,14 @@ defineOps(
     },
   },
   {
+    op: "Gelu",
+    domain: "sdc",
+    infer([d]) {
+      const x = need(d, "X");
+      return [{ dtype: x.dtype, shape: [...x.shape] }];
+    },
+  },
+  {
     op: "Attention",
     domain: "sdc",
     infer([qv, kv, vv, mv], attrs) {
@@ -93,6 +101,17 @@ export const EXPANSIONS: Record<string, Expansion> = {
     primitive(b, n) {
       const [x, s, bias] = n.inputs as Value[];
       return b.add(b.mul(normalizeLast(b, x!, num(n, "epsilon")), s!), bias!);
+    },
+  },
+  Gelu: {
+    fused(b, n) {
+      return b.op1("Gelu", [n.inputs[0]!]);
+    },
+    primitive(b, n) {
+      // written with Div(x, √2): the form onnxruntime's GELU fusion recognises
+      const x = n.inputs[0]!;
+      const e = b.op1("Erf", [b.div(x, b.float(Math.SQRT2))]);
+      return b.mul(b.mul(x, b.add(e, b.float(1))), b.float(0.5));
     },
   },
   Attention: {

@@ -15,6 +15,8 @@ export interface LowerTarget {
   training: boolean;
   /** Force primitives everywhere (tests compare the two lowerings). */
   primitivesOnly?: boolean;
+  /** Force primitives for these composites only (measurements of one fusion at a time). */
+  unfused?: string[];
 }
 
 interface Rule {
@@ -24,6 +26,7 @@ interface Rule {
 }
 
 const RULES: Rule[] = [
+  { op: "Gelu", whyNot: () => null },
   { op: "GroupNorm", whyNot: (_n, t) => (t.training ? "gradients are taken through it" : null) },
   { op: "LayerNorm", whyNot: (_n, t) => (t.training ? "gradients are taken through it" : null) },
   {
@@ -46,7 +49,7 @@ export function lowerComposites(g: Graph, target: LowerTarget): { fused: number;
     const rule = RULES.find((r) => r.op === n.op);
     const exp = EXPANSIONS[n.op];
     if (!rule || !exp) throw new Error(`${n.name}: no lowering for composite ${n.op}`);
-    const why = target.primitivesOnly ? "primitives requested" : rule.whyNot(n, target);
+    const why = target.primitivesOnly || target.unfused?.includes(n.op) ? "primitives requested" : rule.whyNot(n, target);
     replaceNode(g, n, (b) => [why === null ? exp.fused(b, n) : exp.primitive(b, n)]);
     if (why === null) fused++;
     else {
