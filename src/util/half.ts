@@ -3,7 +3,12 @@
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
+/** The exact float value of half-precision bits `h` (0..65535). */
 export function halfToFloat(h: number): number {
+  return (table ??= buildTable())[h & 0xffff]!;
+}
+
+function halfToFloatSlow(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const m = h & 0x3ff;
@@ -44,11 +49,22 @@ export function floatToHalf(x: number): number {
   return sign | (e << 10) | r;
 }
 
+let table: Float32Array | null = null;
+
+function buildTable(): Float32Array {
+  const t = new Float32Array(65536);
+  for (let i = 0; i < 65536; i++) t[i] = halfToFloatSlow(i);
+  return t;
+}
+
+/** float16 bytes → float32 values, through a table of all 65,536 halves (exact). */
 export function f16ToF32(src: Uint8Array): Float32Array {
+  table ??= buildTable();
   const n = src.byteLength >> 1;
-  const h = new Uint16Array(src.buffer.slice(src.byteOffset, src.byteOffset + n * 2));
+  const h = src.byteOffset % 2 === 0 ? new Uint16Array(src.buffer, src.byteOffset, n) : new Uint16Array(src.buffer.slice(src.byteOffset, src.byteOffset + n * 2));
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = halfToFloat(h[i]!);
+  const t = table;
+  for (let i = 0; i < n; i++) out[i] = t[h[i]!]!;
   return out;
 }
 
@@ -61,8 +77,21 @@ export function bf16ToF32(src: Uint8Array): Float32Array {
   return out;
 }
 
+/** float32 → float16 bits, round to nearest even; normal values take a fast path. */
 export function f32ToF16(src: Float32Array): Uint16Array {
   const out = new Uint16Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = floatToHalf(src[i]!);
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < src.length; i++) {
+    const b = bits[i]!;
+    const e = (b >>> 23) & 0xff;
+    // exponents 113..141 give normal halves: round the mantissa to 10 bits (ties to even)
+    if (e > 112 && e < 142) {
+      const m = b & 0x7fffff;
+      let r = ((b >>> 16) & 0x8000) | ((e - 112) << 10) | (m >>> 13);
+      const rem = m & 0x1fff;
+      if (rem > 0x1000 || (rem === 0x1000 && r & 1)) r++; // a carry into the exponent is still right
+      out[i] = r;
+    } else out[i] = floatToHalf(src[i]!);
+  }
   return out;
 }

@@ -11,6 +11,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { floatToHalf, halfToFloat } from "../../util/half.js";
 import { fail, UserError, type Problem } from "../../util/errors.js";
 import { tempSibling } from "../../util/fs.js";
 
@@ -309,19 +310,6 @@ function parseHeader(
 
 const LITTLE_ENDIAN = os.endianness() === "LE";
 
-const f16Table = (() => {
-  // All 65536 half values, built once (256 kB): conversion is then one lookup per element.
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const s = h & 0x8000 ? -1 : 1;
-    const e = (h >> 10) & 0x1f;
-    const m = h & 0x3ff;
-    if (e === 0) t[h] = s * m * 2 ** -24;
-    else if (e === 31) t[h] = m ? NaN : s * Infinity;
-    else t[h] = s * (1 + m / 1024) * 2 ** (e - 15);
-  }
-  return t;
-})();
 
 /** Little-endian bytes of a float dtype → Float32Array. */
 export function toFloat32(raw: Uint8Array, dtype: StDtype, what: string): Float32Array {
@@ -334,7 +322,7 @@ export function toFloat32(raw: Uint8Array, dtype: StDtype, what: string): Float3
       for (let i = 0; i < n; i++) out[i] = dv.getFloat32(4 * i, true);
       return out;
     case "F16":
-      for (let i = 0; i < n; i++) out[i] = f16Table[dv.getUint16(2 * i, true)]!;
+      for (let i = 0; i < n; i++) out[i] = halfToFloat(dv.getUint16(2 * i, true));
       return out;
     case "BF16": {
       const u = new Uint32Array(out.buffer);
@@ -364,7 +352,7 @@ export function fromFloat32(values: Float32Array, dtype: "F32" | "F16" | "BF16")
   const bits = new Uint32Array(values.buffer, values.byteOffset, n);
   for (let i = 0; i < n; i++) {
     const x = bits[i]!;
-    dv.setUint16(2 * i, dtype === "BF16" ? f32BitsToBf16(x) : f32BitsToF16(x), true);
+    dv.setUint16(2 * i, dtype === "BF16" ? f32BitsToBf16(x) : floatToHalf(values[i]!), true);
   }
   return out;
 }
@@ -374,28 +362,6 @@ function f32BitsToBf16(x: number): number {
   return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-function f32BitsToF16(x: number): number {
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rest = mant & ((1 << shift) - 1);
-    let h = mant >>> shift;
-    if (rest > half || (rest === half && h & 1)) h++;
-    return sign | h;
-  }
-  const rest = mant & 0x1fff;
-  let h = (e << 10) | (mant >>> 13);
-  if (rest > 0x1000 || (rest === 0x1000 && h & 1)) h++; // may carry into the exponent: still correct
-  return sign | h;
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Writer
