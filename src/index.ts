@@ -34,7 +34,7 @@ export { compile, compileKeys, readPlan, resolvePrecision, COMPILER_VERSION, SDC
 export type { CompileOptions, CompileResult } from "./compiler/compile.js";
 export { run, runPlan } from "./runtime/run.js";
 export type { RunOptions, RunResult } from "./runtime/run.js";
-export { PlanSchema, PLAN_FORMAT, GRAPH_NAMES } from "./plan/schema.js";
+export { PlanSchema, PLAN_FORMAT, GRAPH_NAMES, PLAN_SCHEMA_FILE, planJsonSchemaText } from "./plan/schema.js";
 export type { Plan, GraphName } from "./plan/schema.js";
 export { fail, isUserError, renderProblem, renderProblems, UserError } from "./util/errors.js";
 export type { Problem, SourcePosition } from "./util/errors.js";

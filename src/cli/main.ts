@@ -173,9 +173,10 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     .command("schema")
     .description("print the JSON Schema of pipeline files (editors use it through the $schema modeline)")
     .option("--out <file>", `write it to a file instead, e.g. ${api.PIPELINE_SCHEMA_FILE}`)
+    .option("--plan", `the schema of compiled plans (plan.json) instead, e.g. for ${api.PLAN_SCHEMA_FILE}`)
     .option("--debug", "print stack traces of internal errors")
-    .action((flags: { out?: string }) => {
-      const text = api.pipelineJsonSchemaText();
+    .action((flags: { out?: string; plan?: boolean }) => {
+      const text = flags.plan ? api.planJsonSchemaText() : api.pipelineJsonSchemaText();
       if (flags.out) {
         writeFileAtomic(path.resolve(cwd, flags.out), text);
         out(`wrote ${show(flags.out)}`);

@@ -15,7 +15,7 @@ import type { LoadedPipeline } from "../config/load.js";
 import { dimStr } from "../ir/dims.js";
 import type { Graph } from "../ir/graph.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
-import { GRAPH_NAMES, PLAN_FORMAT, PlanSchema, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
+import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, PlanSchema, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
 import { tokenizerFiles, readTokenizerConfig } from "../runtime/tokenizer.js";
 import { createScheduler, schedulerConfigJson, withStableDiffusionPipelineFixups } from "../schedulers/index.js";
 import { UserError } from "../util/errors.js";
@@ -276,16 +276,6 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
   });
   fs.writeFileSync(path.join(tmp, "plan.json"), JSON.stringify(plan, null, 2) + "\n");
   return plan;
-}
-
-/** JSON has no ±Infinity/NaN (diffusers writes them anyway): store them as strings in the plan. */
-export function encodeNonFinite(o: Readonly<Record<string, unknown>>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "number" && !Number.isFinite(v) ? String(v) : v]));
-}
-
-export function decodeNonFinite(o: Readonly<Record<string, unknown>>): Record<string, unknown> {
-  const special: Record<string, number> = { Infinity: Infinity, "-Infinity": -Infinity, NaN: NaN };
-  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "string" && v in special ? special[v] : v]));
 }
 
 /** Scheduler options the pipeline file (or --set) gave explicitly: checked against the class. */

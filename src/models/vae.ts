@@ -39,11 +39,6 @@ function checkArch(c: VaeArch): void {
     throw new UserError({ message: `vae has ${n} block_out_channels but ${c.down_block_types.length} down and ${c.up_block_types.length} up block types`, subject: "vae config" });
 }
 
-/** Spatial downsampling factor of the VAE: 2^(levels − 1). */
-export function vaeScaleFactor(c: Pick<VaeArch, "block_out_channels">): number {
-  return 2 ** (c.block_out_channels.length - 1);
-}
-
 /** UNetMidBlock2D of the VAE: resnet, single-head self-attention over H×W, resnet. */
 function midBlock(b: Builder, x: Value, ch: number, c: VaeArch): Value {
   return b.scope("mid_block", () => {

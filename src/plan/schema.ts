@@ -108,3 +108,21 @@ export type Plan = z.infer<typeof PlanSchema>;
 export type GraphName = keyof Plan["graphs"];
 export type GraphSpecT = z.infer<typeof GraphSpec>;
 export const GRAPH_NAMES: GraphName[] = ["text_encoder", "unet", "vae_decoder", "vae_encoder"];
+
+/** JSON has no ±Infinity/NaN (diffusers writes them anyway): store them as strings in the plan. */
+export function encodeNonFinite(o: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "number" && !Number.isFinite(v) ? String(v) : v]));
+}
+
+export function decodeNonFinite(o: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const special: Record<string, number> = { Infinity: Infinity, "-Infinity": -Infinity, NaN: NaN };
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "string" && v in special ? special[v] : v]));
+}
+
+export const PLAN_SCHEMA_FILE = "schemas/plan.schema.json";
+
+/** The JSON Schema of plan.json, for other tools that read compiled folders. */
+export function planJsonSchemaText(): string {
+  const schema = z.toJSONSchema(PlanSchema, { target: "draft-7" }) as Record<string, unknown>;
+  return `${JSON.stringify({ ...schema, title: "sdc plan (plan.json)" }, null, 2)}\n`;
+}

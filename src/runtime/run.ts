@@ -14,8 +14,8 @@ import * as ort from "onnxruntime-node";
 import { compile, readPlan } from "../compiler/compile.js";
 import type { LoadedPipeline } from "../config/load.js";
 import { SafetensorsFile } from "../models/weights/safetensors.js";
-import type { GraphName, Plan } from "../plan/schema.js";
-import { createScheduler, img2imgTimesteps, withStableDiffusionPipelineFixups, type Scheduler } from "../schedulers/index.js";
+import { decodeNonFinite, type GraphName, type Plan } from "../plan/schema.js";
+import { createScheduler, img2imgTimesteps, schedulerDefinition, withStableDiffusionPipelineFixups, type Scheduler } from "../schedulers/index.js";
 import { UserError } from "../util/errors.js";
 import { f16ToF32, f32ToF16 } from "../util/half.js";
 import { Cancelled, denoise } from "./denoise.js";
@@ -58,6 +58,12 @@ export interface RunResult {
 export async function run(p: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {
   const cwd = opts.cwd ?? process.cwd();
   const log = opts.log ?? (() => {});
+  if (p.config.train)
+    throw new UserError({
+      message: "this pipeline has a train section, and sdc does not train yet: the section is checked, but training graphs and optimizers are not built",
+      ...p.where(["train"], "key"),
+      hint: "remove the train section to sample from the model",
+    });
   // say so before compiling: a CUDA run without the CUDA provider cannot start
   const noCuda = p.config.runtime.device === "cuda" ? cudaUnavailableReason() : null;
   if (noCuda) throw new UserError({ message: `runtime.device is cuda, but ${noCuda}`, ...p.where(["runtime", "device"]), hint: CUDA_HINT });
@@ -193,7 +199,7 @@ export async function runPlan(dir: string, opts: RunOptions = {}): Promise<RunRe
         prompt,
         negativePrompt: cfg ? negatives[negatives.length === 1 ? 0 : Math.floor(i / perPrompt)] : undefined,
         steps: plan.scheduler.steps,
-        sampler: samplerName(shortName(plan.scheduler.type), { karras }),
+        sampler: samplerName(schedulerDefinition(plan.scheduler.className).shortName, { karras }),
         cfgScale: plan.guidance.scale,
         seed: s.latents ? "from latents file" : (s.seed ?? 0),
         width: s.width,
@@ -237,26 +243,6 @@ function nextIndex(dir: string): number {
     if (m) n = Math.max(n, Number(m[1]) + 1);
   }
   return n;
-}
-
-function shortName(type: string): string {
-  const map: Record<string, string> = {
-    DDPMScheduler: "ddpm",
-    DDIMScheduler: "ddim",
-    PNDMScheduler: "pndm",
-    LMSDiscreteScheduler: "lms",
-    EulerDiscreteScheduler: "euler",
-    EulerAncestralDiscreteScheduler: "euler-ancestral",
-    HeunDiscreteScheduler: "heun",
-    DPMSolverMultistepScheduler: "dpm-solver++",
-    UniPCMultistepScheduler: "unipc",
-  };
-  return map[type] ?? type;
-}
-
-function decodeNonFinite(o: Record<string, unknown>): Record<string, unknown> {
-  const special: Record<string, number> = { Infinity: Infinity, "-Infinity": -Infinity, NaN: NaN };
-  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "string" && v in special ? special[v] : v]));
 }
 
 /** Width/height against the U-Net's and VAE's divisibility requirements (in pixels). */

@@ -8,7 +8,18 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { PIPELINE_SCHEMA_FILE, pipelineJsonSchema, pipelineJsonSchemaText } from "../../src/config/json-schema.js";
 import { PipelineSchema, SCHEDULER_CLASS_NAMES, SCHEDULER_TYPES, schedulerClassName } from "../../src/config/schema.js";
+import { PLAN_SCHEMA_FILE, planJsonSchemaText } from "../../src/plan/schema.js";
 import { REPO } from "./helpers.js";
+
+describe("schemas/plan.schema.json", () => {
+  it("is what the plan's zod schema generates (not stale)", () => {
+    const file = path.join(REPO, PLAN_SCHEMA_FILE);
+    const want = planJsonSchemaText();
+    if (process.env.SDC_UPDATE_SCHEMAS === "1") fs.writeFileSync(file, want);
+    const have = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "";
+    expect(have === want, `${PLAN_SCHEMA_FILE} is stale: run npx sdc schema --plan --out ${PLAN_SCHEMA_FILE}`).toBe(true);
+  });
+});
 
 describe("schemas/pipeline.schema.json", () => {
   it("is what the zod schema generates (not stale)", () => {
