@@ -6,10 +6,9 @@
  *   await run(p);
  *
  * The CLI (src/cli/main.ts) only parses arguments, calls these functions and prints their results.
- * `run` and `inspect` belong to the runtime and compiler modules; until they are merged, the
- * functions here say so instead of pretending to work.
+ * `inspect` belongs to the compiler module; until it is merged, the function here says so instead
+ * of pretending to work.
  */
-import type { LoadedPipeline } from "./config/load.js";
 
 export { DEFAULT_PIPELINE, deepMerge, displayPath, loadPipeline, validate } from "./config/load.js";
 export type { LoadedPipeline, LoadOptions, ValidationResult } from "./config/load.js";
@@ -32,6 +31,8 @@ export type { Path } from "./config/source.js";
 export * from "./models/arch.js";
 export { compile, compileKeys, readPlan, resolvePrecision, COMPILER_VERSION, SDC_VERSION } from "./compiler/compile.js";
 export type { CompileOptions, CompileResult } from "./compiler/compile.js";
+export { run, runPlan } from "./runtime/run.js";
+export type { RunOptions, RunResult } from "./runtime/run.js";
 export { PlanSchema, PLAN_FORMAT, GRAPH_NAMES } from "./plan/schema.js";
 export type { Plan, GraphName } from "./plan/schema.js";
 export { DEFAULT_DEBOUNCE_MS, startWatch, watch, watchedFiles } from "./watch/watch.js";
@@ -40,17 +41,6 @@ export { eventJson, formatEvent } from "./watch/events.js";
 export type { CancelReason, FileChange, WatchEvent, WatchEventType } from "./watch/events.js";
 export { fail, isUserError, renderProblem, renderProblems, UserError } from "./util/errors.js";
 export type { Problem, SourcePosition } from "./util/errors.js";
-
-export interface RunOptions {
-  /** Recompile before running even if the compiled folder is up to date. */
-  recompile?: boolean;
-}
-
-export interface RunResult {
-  /** Files written (images, checkpoints). */
-  outputs: string[];
-  summary: string;
-}
 
 export interface InspectResult {
   /** The plan as data (plan.json). */
@@ -61,14 +51,6 @@ export interface InspectResult {
 
 function notYetBuilt(what: string, issue: string): never {
   throw new Error(`${what} is not yet built (it comes with the ${issue})`);
-}
-
-
-/** Run a loaded pipeline (sampling or training), compiling it first when needed. */
-export async function run(pipeline: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {
-  void pipeline;
-  void opts;
-  return notYetBuilt("run", "runtime");
 }
 
 /** Describe a compiled plan (a compiled folder, its plan.json, or a pipeline file). */

@@ -71,6 +71,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
   const err = (t: string) => io.stderr(t.endsWith("\n") ? t : `${t}\n`);
   const show = (file: string) => api.displayPath(path.resolve(cwd, file), cwd);
 
+  let exitCode = 0;
   const program = new Command()
     .name("sdc")
     .description("Declarative pipeline compiler and runner for Stable Diffusion 1.x/2.x on ONNX Runtime.")
@@ -116,8 +117,8 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
       .option("--json", "print the result as JSON"),
   ).action(async (file: string, flags: PipelineFlags & { force?: boolean }) => {
     const p = await impl.loadPipeline(file, loadOptions(flags, cwd));
-    const r = await impl.compile(p, { force: flags.force === true });
-    out(flags.json ? json(r) : r.summary);
+    const r = await impl.compile(p, { force: flags.force === true, cwd, log: flags.json ? undefined : (l) => err(l) });
+    out(flags.json ? json({ dir: r.dir, rebuilt: r.rebuilt, reused: r.reused, upToDate: r.upToDate, seconds: r.seconds, summary: r.summary }) : r.summary);
   });
 
   pipelineOptions(
@@ -126,11 +127,36 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
       .description("run a pipeline (generate images, or train), compiling it first when needed")
       .argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)
       .option("--recompile", "recompile even when the compiled pipeline is up to date")
+      .option("--latents <file>", "initial latents (.safetensors, tensor 'latents' [batch, 4, h, w]) instead of seeded noise")
+      .option("--init-image <file>", "img2img: start from this image (shortcut for --set sample.init_image=<file>)")
+      .option("--prompts-file <file>", "prompts from a text file, one per line (shortcut for --set sample.prompts_file=<file>)")
+      .option("--strength <x>", "img2img strength in (0, 1] (shortcut for --set sample.strength=<x>)")
       .option("--json", "print the result as JSON"),
-  ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean }) => {
-    const p = await impl.loadPipeline(file, loadOptions(flags, cwd));
-    const r = await impl.run(p, { recompile: flags.recompile === true });
-    out(flags.json ? json(r) : r.summary);
+  ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean; latents?: string; initImage?: string; strength?: string; promptsFile?: string }) => {
+    // command-line paths are relative to the working directory (the config layer resolves them)
+    const extra = [
+      ...(flags.latents !== undefined ? [`sample.latents=${flags.latents}`] : []),
+      ...(flags.initImage !== undefined ? [`sample.init_image=${flags.initImage}`] : []),
+      ...(flags.strength !== undefined ? [`sample.strength=${flags.strength}`] : []),
+      ...(flags.promptsFile !== undefined ? [`sample.prompts_file=${flags.promptsFile}`] : []),
+    ];
+    const opts = loadOptions(flags, cwd);
+    const p = await impl.loadPipeline(file, { ...opts, overrides: [...(opts.overrides ?? []), ...extra] });
+    // Ctrl-C stops between denoising steps; a second Ctrl-C quits at once
+    const ac = new AbortController();
+    const onSigint = () => {
+      if (ac.signal.aborted) process.exit(130);
+      ac.abort();
+      err("stopping after the current step (Ctrl-C again to quit now)");
+    };
+    process.on("SIGINT", onSigint);
+    try {
+      const r = await impl.run(p, { recompile: flags.recompile === true, cwd, signal: ac.signal, log: flags.json ? undefined : (l) => err(l), progress: !flags.json });
+      out(flags.json ? json(r) : r.summary);
+      if (r.cancelled) exitCode = 130;
+    } finally {
+      process.off("SIGINT", onSigint);
+    }
   });
 
   pipelineOptions(
@@ -141,11 +167,15 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
       .option("--run", "re-run the pipeline after each successful compile")
       .option("--json", "print one JSON event per line"),
   ).action(async (file: string, flags: PipelineFlags & { run?: boolean }) => {
-    // Ctrl-C (or SIGTERM) stops watching cleanly: exit 0. Only the first: a second one kills as usual.
+    // Ctrl-C (or SIGTERM) stops watching cleanly, exit 0: a compile in progress finishes, a run
+    // stops between steps. A second Ctrl-C quits at once.
     const stop = new AbortController();
-    const onSignal = () => stop.abort();
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
+    const onSignal = () => {
+      if (stop.signal.aborted) process.exit(130);
+      stop.abort();
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
     try {
       await impl.watch(file, { ...loadOptions(flags, cwd), run: flags.run === true, json: flags.json === true, signal: stop.signal, log: (line) => out(line) });
     } finally {
@@ -180,7 +210,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
 
   try {
     await program.parseAsync(argv, { from: "user" });
-    return 0;
+    return exitCode;
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.code === "commander.helpDisplayed" || e.code === "commander.version") return 0;

@@ -11,7 +11,6 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 import type { LoadedPipeline } from "../config/load.js";
 import { dimStr } from "../ir/dims.js";
 import type { Graph } from "../ir/graph.js";
@@ -60,11 +59,6 @@ export function resolvePrecision(rt: { device: string; precision: string }): "fp
 
 export function defaultCompiledDir(p: LoadedPipeline, cwd = process.cwd()): string {
   return path.resolve(cwd, "compiled", p.name);
-}
-
-/** The project's bundled files (models/ folder), found from this module's location. */
-export function packageRoot(): string {
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 }
 
 export function readPlan(dir: string): Plan | null {
@@ -208,10 +202,9 @@ function linkGraphFolder(from: string, to: string): void {
   }
 }
 
-const BUNDLED_TOKENIZER = "models/clip-tokenizer";
-
 function tokenizerDir(p: LoadedPipeline): string {
-  return p.model.tokenizerDir ?? path.join(packageRoot(), BUNDLED_TOKENIZER);
+  if (!p.model.tokenizerDir) throw new Error("the resolved model has no tokenizer folder");
+  return p.model.tokenizerDir;
 }
 
 function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, graphs: Record<GraphName, GraphSpecT>, keys: ReturnType<typeof compileKeys>, old: Plan | null): Plan {

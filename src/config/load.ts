@@ -16,6 +16,7 @@ import { checkPipeline } from "./checks.js";
 import { issuesToProblems } from "./issues.js";
 import { type ModelContext, type ResolvedModel, resolveModel } from "./model.js";
 import { isPlainObject, Origins, type Where } from "./origins.js";
+import { readPromptsFile } from "./prompts.js";
 import { type ParsedPipelineConfig, pathFields, type PipelineConfig, PipelineSchema } from "./schema.js";
 import { objectShape, unwrap } from "./schema-walk.js";
 import { MAX_ALIAS_COUNT, parseSource, type Path, type SourceDoc } from "./source.js";
@@ -71,6 +72,10 @@ export async function loadPipeline(file: string, opts: LoadOptions = {}): Promis
 
   const config = completeConfig(cfg, model, abs, cwd);
   const problems = checkPipeline(config, model, ctx, resolved.json);
+  if (config.sample.prompts_file) {
+    const prompts = readPromptsFile(config.sample.prompts_file, origins, display, problems);
+    if (prompts) config.sample = { ...config.sample, prompt: prompts };
+  }
   if (problems.length) throw new UserError(sortProblems(problems, sources, display));
 
   return {

@@ -20,7 +20,9 @@ import {
   type UNet2DConditionConfig,
   UNet2DConditionConfigSchema,
 } from "../models/arch.js";
-import type { Problem } from "../util/errors.js";
+import { loadSingleFile } from "../models/weights/single-file.js";
+import { isUserError, type Problem } from "../util/errors.js";
+import { packageRoot } from "../util/paths.js";
 import { issuesToProblems } from "./issues.js";
 import { isPlainObject, type Origins, type Where, whereInSource } from "./origins.js";
 import { type ParsedPipelineConfig, SCHEDULER_CLASS_NAMES, SCHEDULER_TYPES, SchedulerConfigFileSchema, schedulerClassName } from "./schema.js";
@@ -149,8 +151,18 @@ export function resolveModel(cfg: ParsedPipelineConfig, ctx: ModelContext): Mode
         });
         return { problems, json };
       }
-      base = { unet: { ...SD15.unet }, vae: { ...SD15.vae }, text_encoder: { ...SD15.text_encoder } };
-      baseScheduler = { ...SD15.scheduler };
+      // The architecture comes from the checkpoint's tensors (names and shapes; the header only).
+      try {
+        const inferred = loadSingleFile(target).inferred;
+        base = { unet: inferred.unet, vae: inferred.vae, text_encoder: inferred.textEncoder };
+        baseScheduler = { ...inferred.scheduler };
+        tokenizerDir = path.join(packageRoot(), "models", "clip-tokenizer", inferred.family);
+      } catch (e) {
+        if (!isUserError(e)) throw e;
+        for (const p of e.problems) problems.push({ ...p, message: `model.from: ${p.subject ? `${ctx.display(p.subject)}: ` : ""}${p.message}`, subject: undefined, ...at(["model", "from"]) });
+        return { problems, json };
+      }
+      files.push(target);
     }
   }
 

@@ -167,6 +167,7 @@ const imageSide = z.int().min(8).max(8192);
 
 const SampleSection = z.strictObject({
   prompt: textOrList.default("").describe("The prompt, or a list of prompts."),
+  prompts_file: pathString("file", "A UTF-8 text file of prompts, one per line (blank lines and lines starting with '#' are skipped); used instead of sample.prompt.").optional(),
   width: imageSide.optional().describe("Image width in pixels. Default: the model's sample size."),
   height: imageSide.optional().describe("Image height in pixels. Default: the model's sample size."),
   batch: posInt.max(64).default(1).describe("Images per prompt."),

@@ -85,16 +85,31 @@ describe("a valid pipeline", () => {
     });
   });
 
-  it("takes a single .safetensors file as SD 1.5 unless the YAML says otherwise", async () => {
-    const { cwd, p } = await load({ [P]: "version: 1\nmodel:\n  from: ../ckpt/sd.safetensors\n  unet:\n    upcast_attention: true\n", "ckpt/sd.safetensors": "x" });
+  it("infers a single .safetensors file's architecture from its tensors, under the YAML's keys", async () => {
+    const ckpt = path.join(REPO, "test/fixtures/models/tiny-sd2.ldm.safetensors");
+    // group counts and head counts are not visible in weights: a tiny model states them
+    const yaml = `version: 1\nmodel:\n  from: ${JSON.stringify(ckpt)}\n  unet:\n    upcast_attention: false\n    norm_num_groups: 4\n    attention_head_dim: [2, 4, 4]\n  vae:\n    norm_num_groups: 4\n  text_encoder:\n    num_attention_heads: 4\n`;
+    const { p } = await load({ [P]: yaml });
+    const folder = JSON.parse(fs.readFileSync(path.join(REPO, "test/fixtures/models/tiny-sd2/unet/config.json"), "utf8"));
     expect(p.model.kind).toBe("single-file");
-    expect(p.model.path).toBe(path.join(cwd, "ckpt", "sd.safetensors"));
-    expect(p.model.unet.cross_attention_dim).toBe(768);
-    expect(p.model.unet.upcast_attention).toBe(true);
-    expect(p.model.textEncoder.hidden_size).toBe(768);
-    expect(p.model.schedulerConfig._class_name).toBe("PNDMScheduler");
-    expect(p.model.tokenizerDir).toBeUndefined();
-    expect([p.config.sample.width, p.config.sample.height]).toEqual([512, 512]);
+    expect(p.model.path).toBe(ckpt);
+    expect(p.model.unet.block_out_channels).toEqual(folder.block_out_channels);
+    expect(p.model.unet.cross_attention_dim).toBe(folder.cross_attention_dim);
+    expect(p.model.unet.use_linear_projection).toBe(true);
+    expect(p.model.unet.upcast_attention).toBe(false); // the YAML wins
+    expect(p.model.textEncoder.hidden_act).toBe("gelu");
+    expect(p.model.tokenizerDir).toBe(path.join(REPO, "models", "clip-tokenizer", "sd2"));
+    expect(p.model.files).toContain(ckpt);
+  });
+
+  it("reports a single file that is not a Stable Diffusion checkpoint at model.from", async () => {
+    const r = await validate(path.join(project({ [P]: "version: 1\nmodel:\n  from: ../ckpt/sd.safetensors\n", "ckpt/sd.safetensors": "x" }), P));
+    expect(r.ok).toBe(false);
+    if (!r.ok) {
+      expect(r.problems).toHaveLength(1);
+      expect(r.problems[0]!.at).toMatchObject({ line: 3, col: 9 });
+      expect(r.problems[0]!.message).toMatch(/^model\.from: .*sd\.safetensors: /);
+    }
   });
 
   it("builds an inline architecture from the YAML and diffusers' defaults", async () => {

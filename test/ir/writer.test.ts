@@ -3,12 +3,16 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ort from "onnxruntime-node";
-import { onnx } from "onnx-proto";
+import onnxProto from "onnx-proto";
+import type { onnx as OnnxT } from "onnx-proto";
 import { afterAll, describe, expect, it } from "vitest";
 import { Builder } from "../../src/ir/builder.js";
 import { writeOnnx } from "../../src/ir/onnx/writer.js";
 import { f32ToF16 } from "../../src/util/half.js";
 import { randomFloats, tempDir } from "../helpers/ort.js";
+
+// onnx-proto is CommonJS: its namespace comes through the default export under Node's ESM loader
+const { onnx } = onnxProto;
 
 const dir = tempDir();
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -38,7 +42,7 @@ describe("writeOnnx", () => {
 
     const model = onnx.ModelProto.decode(fs.readFileSync(path.join(out, "model.onnx")));
     const init = Object.fromEntries(model.graph!.initializer!.map((t) => [t.name, t]));
-    expect(init.w1!.externalData!.map((e: onnx.IStringStringEntryProto) => [e.key, e.value])).toEqual([["location", "weights.bin"], ["offset", "16"], ["length", "256"]]);
+    expect(init.w1!.externalData!.map((e: OnnxT.IStringStringEntryProto) => [e.key, e.value])).toEqual([["location", "weights.bin"], ["offset", "16"], ["length", "256"]]);
     expect(init.w2!.externalData![0]!.value).toBe("model.onnx_data");
     expect(Number(model.irVersion)).toBe(10);
     expect(model.opsetImport!.map((o) => [o.domain, Number(o.version)])).toEqual([["", 21]]);
