@@ -5,6 +5,7 @@
  * Events are the only way the session talks: the CLI prints them, tests wait for them, and a
  * library user can react to them, so nothing the user should see is hidden in a log string alone.
  */
+import * as path from "node:path";
 import type { CompileResult } from "../compiler/compile.js";
 import { displayPath } from "../config/load.js";
 import type { RunResult } from "../runtime/run.js";
@@ -17,8 +18,20 @@ export interface FileChange {
 }
 
 export type WatchEvent =
-  /** The watched set changed (first: the initial set). `skipped`: named files left out, and why. */
-  | { type: "watching"; files: string[]; added: string[]; removed: string[]; skipped: { file: string; reason: string }[]; first: boolean }
+  /**
+   * The watched set changed (first: the initial set). `pipeline`: the YAML chain; `model`: the
+   * model folder or file, when loaded; `skipped`: named files left out, and why.
+   */
+  | {
+      type: "watching";
+      files: string[];
+      added: string[];
+      removed: string[];
+      skipped: { file: string; reason: string }[];
+      first: boolean;
+      pipeline: string[];
+      model?: string;
+    }
   /** Saves settled (debounced): a rebuild starts. */
   | { type: "change"; files: FileChange[] }
   /**
@@ -52,7 +65,13 @@ export function formatEvent(e: WatchEvent, cwd: string): string | null {
   switch (e.type) {
     case "watching": {
       const skipped = e.skipped.map((s) => `\n  not watching ${show(s.file)}: ${s.reason}`).join("");
-      if (e.first) return `watching ${plural(e.files.length, "file")}: ${list(e.files)}${skipped}`;
+      if (e.first) {
+        const model = e.model;
+        const ofModel = model ? e.files.filter((f) => f === model || f.startsWith(model + path.sep)) : [];
+        const others = e.files.filter((f) => !e.pipeline.includes(f) && !ofModel.includes(f));
+        const modelPart = ofModel.length ? ` and ${plural(ofModel.length, "model file")} in ${show(model!)}` : "";
+        return `watching ${list(e.pipeline)}${modelPart}${others.length ? `; also ${list(others)}` : ""}${skipped}`;
+      }
       const parts = [...(e.added.length ? [`now also watching ${list(e.added)}`] : []), ...(e.removed.length ? [`stopped watching ${list(e.removed)}`] : [])];
       return parts.length || skipped ? `${parts.join("; ")}${skipped}` : null;
     }
@@ -96,7 +115,15 @@ export function eventJson(e: WatchEvent, cwd: string): string {
   const body = ((): Record<string, unknown> => {
     switch (e.type) {
       case "watching":
-        return { ...e, files: e.files.map(show), added: e.added.map(show), removed: e.removed.map(show), skipped: e.skipped.map((s) => ({ ...s, file: show(s.file) })) };
+        return {
+          ...e,
+          files: e.files.map(show),
+          added: e.added.map(show),
+          removed: e.removed.map(show),
+          skipped: e.skipped.map((s) => ({ ...s, file: show(s.file) })),
+          pipeline: e.pipeline.map(show),
+          ...(e.model ? { model: show(e.model) } : {}),
+        };
       case "change":
         return { type: e.type, files: changes(e.files) };
       case "compiled": {

@@ -267,7 +267,11 @@ class Session implements WatchSession {
     if (added.length) this.fsw.add(added);
     this.files = next;
     await this.settled(added);
-    if (first || added.length || removed.length) this.emit({ type: "watching", files: [...next], added, removed, skipped, first });
+    if (first || added.length || removed.length) {
+      const pipeline = loaded ? loaded.p.sources : [this.file];
+      const model = loaded?.p.model.path;
+      this.emit({ type: "watching", files: [...next], added, removed, skipped, first, pipeline, ...(model ? { model } : {}) });
+    }
   }
 
   private async settled(files: string[]): Promise<void> {

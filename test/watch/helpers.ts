@@ -75,8 +75,8 @@ export class Recorder {
     for (;;) {
       const hit = this.events.slice(from).find((e): e is Of<T> => (wanted as string[]).includes(e.type) && where(e as Of<T>));
       if (hit) return hit;
-      // waiting for a success that an error has already ruled out: say what it was
-      const err = this.events.slice(from).find((e) => e.type === "error" && !(wanted as string[]).includes("error"));
+      // waiting for a compile that an error has already ruled out: say what it was
+      const err = wanted.length === 1 && wanted[0] === "compiled" ? this.events.slice(from).find((e) => e.type === "error") : undefined;
       if (err?.type === "error") throw new Error(`expected ${wanted.join("/")}, got an error:\n${renderProblems(err.problems)}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`no ${wanted.join("/")} event within ${timeoutMs} ms; got: ${this.typesSince(from).join(", ")}`);
@@ -132,9 +132,15 @@ export interface FakeRunCall {
 /**
  * A runner that takes `steps(index)` steps of `stepMs` each, checks its signal between steps like
  * the real sampling loop, and writes one file per run into the pipeline's output folder, named by
- * the run counter. `fail(index)` makes a run throw that error instead.
+ * the run counter. `hold(index)`: the run keeps stepping until that promise resolves (so a test
+ * decides when it ends); `fail(index)` makes a run throw that error instead.
  */
-export function fakeRunner(opts: { steps: (index: number) => number; stepMs?: number; fail?: (index: number) => Error | undefined }) {
+export function fakeRunner(opts: {
+  steps: (index: number) => number;
+  stepMs?: number;
+  hold?: (index: number) => Promise<void> | undefined;
+  fail?: (index: number) => Error | undefined;
+}) {
   const calls: FakeRunCall[] = [];
   const runner = async (p: LoadedPipeline, o: RunOptions = {}): Promise<RunResult> => {
     const index = o.runIndex ?? 0;
@@ -143,7 +149,10 @@ export function fakeRunner(opts: { steps: (index: number) => number; stepMs?: nu
     const t0 = performance.now();
     const err = opts.fail?.(index);
     if (err) throw err;
-    for (let i = 0; i < call.steps; i++) {
+    const hold = opts.hold?.(index);
+    let released = hold === undefined;
+    void hold?.then(() => (released = true));
+    for (let i = 0; i < call.steps || !released; i++) {
       if (o.signal?.aborted) {
         call.stoppedAt = i;
         return { outputs: [], summary: "cancelled", cancelled: true, ep: "cpu", seconds: (performance.now() - t0) / 1000, itPerSec: 0 };
