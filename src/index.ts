@@ -6,10 +6,9 @@
  *   await run(p);
  *
  * The CLI (src/cli/main.ts) only parses arguments, calls these functions and prints their results.
- * `compile`, `run`, `watch` and `inspect` belong to the compiler and runtime modules; until they are
- * merged, the functions here say so instead of pretending to work.
+ * `inspect` belongs to the compiler module; until it is merged, the function here says so instead
+ * of pretending to work.
  */
-import type { LoadedPipeline, LoadOptions } from "./config/load.js";
 
 export { DEFAULT_PIPELINE, deepMerge, displayPath, loadPipeline, validate } from "./config/load.js";
 export type { LoadedPipeline, LoadOptions, ValidationResult } from "./config/load.js";
@@ -36,17 +35,12 @@ export { run, runPlan } from "./runtime/run.js";
 export type { RunOptions, RunResult } from "./runtime/run.js";
 export { PlanSchema, PLAN_FORMAT, GRAPH_NAMES, PLAN_SCHEMA_FILE, planJsonSchemaText } from "./plan/schema.js";
 export type { Plan, GraphName } from "./plan/schema.js";
+export { DEFAULT_DEBOUNCE_MS, startWatch, watch, watchedFiles } from "./watch/watch.js";
+export type { WatchOptions, WatchSession } from "./watch/watch.js";
+export { eventJson, formatEvent } from "./watch/events.js";
+export type { CancelReason, FileChange, WatchEvent, WatchEventType } from "./watch/events.js";
 export { fail, isUserError, renderProblem, renderProblems, UserError } from "./util/errors.js";
 export type { Problem, SourcePosition } from "./util/errors.js";
-
-export interface WatchOptions extends LoadOptions {
-  /** Re-run the pipeline after each successful recompile. */
-  run?: boolean;
-  /** Called with a line to show the user (recompiled, errors, ...). */
-  log?: (line: string) => void;
-  /** Stops watching when aborted. */
-  signal?: AbortSignal;
-}
 
 export interface InspectResult {
   /** The plan as data (plan.json). */
@@ -57,15 +51,6 @@ export interface InspectResult {
 
 function notYetBuilt(what: string, issue: string): never {
   throw new Error(`${what} is not yet built (it comes with the ${issue})`);
-}
-
-
-
-/** Watch a pipeline file and its bases; recompile (and optionally re-run) on change. */
-export async function watch(file: string, opts: WatchOptions = {}): Promise<void> {
-  void file;
-  void opts;
-  return notYetBuilt("watch", "watcher");
 }
 
 /** Describe a compiled plan (a compiled folder, its plan.json, or a pipeline file). */
