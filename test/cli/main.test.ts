@@ -176,11 +176,11 @@ describe("commands over the library API", () => {
     ]);
   });
 
-  it("the library's compile/run/watch/inspect placeholders say they are not built (exit 1)", async () => {
+  it("the library's remaining placeholders (run, watch) say they are not built (exit 1)", async () => {
     const cwd = project({ [P]: GOOD });
-    const r = await sdc(["compile", P], cwd, { compile: async () => lib.compile(undefined as never) });
+    const r = await sdc(["run", P], cwd, { run: async () => lib.run(undefined as never) });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("internal error: compile is not yet built");
+    expect(r.stderr).toContain("internal error: run is not yet built");
   });
 });
 

@@ -8,12 +8,15 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { onnx } from "onnx-proto";
+// onnx-proto is CommonJS: Node's ESM loader exposes only its default export (vitest hid this).
+import onnxProto, { type onnx as P } from "onnx-proto";
 import { dimStr } from "../dims.js";
 import { DTYPE_SIZE, type Attrs, type DType, type Graph, type TensorData, type Value } from "../graph.js";
 import { ONNX_DTYPE } from "../ops/elementwise.js";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "../../util/half.js";
 import { bytesOfType } from "../builder.js";
+
+const { onnx } = onnxProto;
 
 export const OPSET = 21;
 export const IR_VERSION = 10;
@@ -81,7 +84,7 @@ export function materialize(data: TensorData, dtype: DType): Uint8Array {
   throw new Error(`cannot convert ${from} to ${dtype}`);
 }
 
-function valueInfo(name: string, v: Value): onnx.IValueInfoProto {
+function valueInfo(name: string, v: Value): P.IValueInfoProto {
   return {
     name,
     type: {
@@ -93,7 +96,7 @@ function valueInfo(name: string, v: Value): onnx.IValueInfoProto {
   };
 }
 
-function attribute(name: string, v: Attrs[string]): onnx.IAttributeProto {
+function attribute(name: string, v: Attrs[string]): P.IAttributeProto {
   const T = onnx.AttributeProto.AttributeType;
   if (typeof v === "string") return { name, type: T.STRING, s: new TextEncoder().encode(v) };
   if (typeof v === "boolean") return { name, type: T.INT, i: v ? 1 : 0 };
@@ -145,10 +148,10 @@ export function writeOnnx(g: Graph, opts: WriteOptions): WriteResult {
   };
 
   try {
-    const initializers: onnx.ITensorProto[] = [];
+    const initializers: P.ITensorProto[] = [];
     for (const [name, v] of g.constants) {
       const data = v.data!;
-      const t: onnx.ITensorProto = { name, dims: v.shape as number[], dataType: ONNX_DTYPE[v.dtype] };
+      const t: P.ITensorProto = { name, dims: v.shape as number[], dataType: ONNX_DTYPE[v.dtype] };
       const size = bytesOfType(v.type);
       let ext: { location: string; offset: number } | null = null;
       if (data.kind === "file" && data.storageDtype === v.dtype) {
@@ -177,7 +180,7 @@ export function writeOnnx(g: Graph, opts: WriteOptions): WriteResult {
       initializers.push(t);
     }
 
-    const nodes: onnx.INodeProto[] = g.nodes.map((n) => ({
+    const nodes: P.INodeProto[] = g.nodes.map((n) => ({
       name: n.name,
       opType: n.op,
       domain: n.domain,
@@ -195,7 +198,7 @@ export function writeOnnx(g: Graph, opts: WriteOptions): WriteResult {
       return valueInfo(io.name, io.value);
     });
     const domains = new Set(g.nodes.map((n) => n.domain));
-    const model: onnx.IModelProto = {
+    const model: P.IModelProto = {
       irVersion: IR_VERSION,
       producerName: "sdc",
       producerVersion: "0.1.0",
