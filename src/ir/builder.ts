@@ -283,7 +283,8 @@ export class Builder {
   }
 
   upsampleNearest2x(x: Value): Value {
-    const scales = this.float([1, 1, 2, 2]);
+    // Resize takes its scales as float32 whatever the data type (this.float would cast them to fp16)
+    const scales = this.constant({ dtype: "float32", shape: [4] }, new Uint8Array(new Float32Array([1, 1, 2, 2]).buffer));
     return this.op1("Resize", [x, null, scales], { mode: "nearest", coordinate_transformation_mode: "asymmetric", nearest_mode: "floor" });
   }
 

@@ -34,7 +34,9 @@ export function timestepFeatures(b: Builder, t: Value, dim: number, flipSinToCos
   const f = Math.fround;
   const c = f(-Math.log(10000));
   for (let i = 0; i < half; i++) freqs[i] = f(Math.exp(f(f(c * i) / f(half - freqShift))));
-  const args = b.mul(b.unsqueeze(t, [1]), b.float(freqs, [1, half])); // [B, half]
+  // float32 whatever the graph's float type, like diffusers (fp16 cannot hold t · freq to 1e-3 near t = 999)
+  const freqConst = b.constant({ dtype: "float32", shape: [1, half] }, new Uint8Array(freqs.buffer));
+  const args = b.mul(b.unsqueeze(b.cast(t, "float32"), [1]), freqConst); // [B, half]
   const sin = b.op1("Sin", [args]);
   const cos = b.op1("Cos", [args]);
   let emb = b.concat(flipSinToCos ? [cos, sin] : [sin, cos], 1);
