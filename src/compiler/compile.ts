@@ -22,6 +22,7 @@ import { createScheduler, schedulerConfigJson, withStableDiffusionPipelineFixups
 import { UserError } from "../util/errors.js";
 import { writeDirAtomic } from "../util/fs.js";
 import { canonicalJson, fileIdentity, hashValue, sha256, sha256File } from "../util/hash.js";
+import { LDM_PREFIXES, SafetensorsFile } from "../models/weights/index.js";
 import { buildAndWrite, graphJobs } from "./graphs.js";
 import { openModelWeights, providerFor, unusedLora } from "./weights.js";
 
@@ -208,10 +209,16 @@ function linkGraphFolder(from: string, to: string): void {
   }
 }
 
-const BUNDLED_TOKENIZER = "models/clip-tokenizer";
+/**
+ * A single file carries no tokenizer: SD 1.x files get CLIP ViT-L/14's, SD 2.x (OpenCLIP text tower)
+ * files the same vocabulary padded with "!", both bundled under models/.
+ */
+const BUNDLED_TOKENIZERS = { sd1: "models/clip-tokenizer", sd2: "models/openclip-tokenizer" } as const;
 
 function tokenizerDir(p: LoadedPipeline): string {
-  return p.model.tokenizerDir ?? path.join(packageRoot(), BUNDLED_TOKENIZER);
+  if (p.model.tokenizerDir) return p.model.tokenizerDir;
+  const sd2 = p.model.kind === "single-file" && [...SafetensorsFile.open(p.model.path!).tensors.keys()].some((k) => k.startsWith(LDM_PREFIXES.openClip));
+  return path.join(packageRoot(), BUNDLED_TOKENIZERS[sd2 ? "sd2" : "sd1"]);
 }
 
 function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, graphs: Record<GraphName, GraphSpecT>, keys: ReturnType<typeof compileKeys>, old: Plan | null): Plan {
