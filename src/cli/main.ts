@@ -116,7 +116,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
       .option("--json", "print the result as JSON"),
   ).action(async (file: string, flags: PipelineFlags & { force?: boolean }) => {
     const p = await impl.loadPipeline(file, loadOptions(flags, cwd));
-    const r = await impl.compile(p, { force: flags.force === true });
+    const r = await impl.compile(p, { force: flags.force === true, cwd });
     out(flags.json ? json(r) : r.summary);
   });
 

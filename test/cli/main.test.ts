@@ -130,7 +130,7 @@ describe("commands over the library API", () => {
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({ outputs: ["out/p/0.png"], summary: "wrote out/p/0.png" });
     expect(seen).toEqual([
-      ["compile", 7, "a dog", { force: true }],
+      ["compile", 7, "a dog", { force: true, cwd }],
       ["run", 3, { recompile: false }],
     ]);
   });

@@ -25,13 +25,14 @@ async function sdcCompile(from: string, extraYaml = ""): Promise<{ code: number;
   return { code, stdout, stderr };
 }
 
-/** A failed compile: exit 2, no stack trace, no output folder; returns stderr. */
+/** A failed compile: exit 2, no stack trace, nothing in compiled/; returns stderr. */
 async function expectUserError(from: string, extraYaml = ""): Promise<string> {
   const r = await sdcCompile(from, extraYaml);
   expect(r.stdout).toBe("");
   expect(r.stderr).not.toMatch(/internal error|\n\s+at /);
   expect(r.code, r.stderr).toBe(2);
-  expect(fs.existsSync(path.join(work, "compiled"))).toBe(false);
+  const compiled = path.join(work, "compiled");
+  expect(fs.existsSync(compiled) ? fs.readdirSync(compiled) : []).toEqual([]); // neither output nor temporary folder
   return r.stderr;
 }
 
@@ -42,6 +43,7 @@ describe("sdc compile on bad checkpoints exits 2 with a named error", () => {
     copyFixture("tiny-sd1", work);
     const r = await sdcCompile("tiny-sd1");
     expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(fs.existsSync(path.join(work, "compiled", "p", "plan.json"))).toBe(true); // under the CLI's working directory
     expect(r.stdout).toMatch(/^compiled compiled\/p in [\d.]+ s \(rebuilt text_encoder, unet, vae_decoder, vae_encoder\)\n$/);
   });
 
