@@ -6,8 +6,8 @@
  *   await run(p);
  *
  * The CLI (src/cli/main.ts) only parses arguments, calls these functions and prints their results.
- * `compile`, `run`, `watch` and `inspect` belong to the compiler and runtime modules; until they are
- * merged, the functions here say so instead of pretending to work.
+ * `run` and `watch` belong to the runtime and watcher modules; until they are merged, the functions
+ * here say so instead of pretending to work.
  */
 import type { LoadedPipeline, LoadOptions } from "./config/load.js";
 
@@ -32,6 +32,8 @@ export type { Path } from "./config/source.js";
 export * from "./models/arch.js";
 export { compile, compileKeys, readPlan, resolvePrecision, COMPILER_VERSION, SDC_VERSION } from "./compiler/compile.js";
 export type { CompileOptions, CompileResult } from "./compiler/compile.js";
+export { inspect, readPlanFile } from "./compiler/inspect.js";
+export type { InspectOptions, InspectResult, Staleness } from "./compiler/inspect.js";
 export { PlanSchema, PLAN_FORMAT, GRAPH_NAMES } from "./plan/schema.js";
 export type { Plan, GraphName } from "./plan/schema.js";
 export { fail, isUserError, renderProblem, renderProblems, UserError } from "./util/errors.js";
@@ -57,13 +59,6 @@ export interface WatchOptions extends LoadOptions {
   signal?: AbortSignal;
 }
 
-export interface InspectResult {
-  /** The plan as data (plan.json). */
-  plan: unknown;
-  /** Graphs, parameter counts and sizes, for a person. */
-  summary: string;
-}
-
 function notYetBuilt(what: string, issue: string): never {
   throw new Error(`${what} is not yet built (it comes with the ${issue})`);
 }
@@ -81,11 +76,4 @@ export async function watch(file: string, opts: WatchOptions = {}): Promise<void
   void file;
   void opts;
   return notYetBuilt("watch", "watcher");
-}
-
-/** Describe a compiled plan (a compiled folder, its plan.json, or a pipeline file). */
-export async function inspect(target: string, opts: { cwd?: string } = {}): Promise<InspectResult> {
-  void target;
-  void opts;
-  return notYetBuilt("inspect", "compiler");
 }
