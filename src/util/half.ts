@@ -44,11 +44,23 @@ export function floatToHalf(x: number): number {
   return sign | (e << 10) | r;
 }
 
+/** Every half's float value (256 KiB): a lookup is ~100× faster than halfToFloat's pow, which made an fp32 compile of an fp16 SD 1.5 take minutes. */
+let HALF_TABLE: Float32Array | null = null;
+
+function halfTable(): Float32Array {
+  if (!HALF_TABLE) {
+    HALF_TABLE = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) HALF_TABLE[h] = halfToFloat(h);
+  }
+  return HALF_TABLE;
+}
+
 export function f16ToF32(src: Uint8Array): Float32Array {
   const n = src.byteLength >> 1;
   const h = new Uint16Array(src.buffer.slice(src.byteOffset, src.byteOffset + n * 2));
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = halfToFloat(h[i]!);
+  const table = halfTable();
+  for (let i = 0; i < n; i++) out[i] = table[h[i]!]!;
   return out;
 }
 
