@@ -52,6 +52,12 @@ if (free < need) {
 }
 
 const work = tempDir("sdc-bench-compile-");
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.on(sig, () => {
+    fs.rmSync(work, { recursive: true, force: true }); // gigabytes: never leave them behind
+    process.exit(130);
+  });
+}
 try {
   await main(work);
 } finally {
