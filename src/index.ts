@@ -6,8 +6,6 @@
  *   await run(p);
  *
  * The CLI (src/cli/main.ts) only parses arguments, calls these functions and prints their results.
- * `inspect` belongs to the compiler module; until it is merged, the function here says so instead
- * of pretending to work.
  */
 
 export { DEFAULT_PIPELINE, deepMerge, displayPath, loadPipeline, validate } from "./config/load.js";
@@ -31,6 +29,8 @@ export type { Path } from "./config/source.js";
 export * from "./models/arch.js";
 export { compile, compileKeys, readPlan, resolvePrecision, COMPILER_VERSION, SDC_VERSION } from "./compiler/compile.js";
 export type { CompileOptions, CompileResult } from "./compiler/compile.js";
+export { inspect, readPlanFile } from "./compiler/inspect.js";
+export type { InspectOptions, InspectResult, Staleness } from "./compiler/inspect.js";
 export { run, runPlan } from "./runtime/run.js";
 export type { RunOptions, RunResult } from "./runtime/run.js";
 export { PlanSchema, PLAN_FORMAT, GRAPH_NAMES, PLAN_SCHEMA_FILE, planJsonSchemaText } from "./plan/schema.js";
@@ -41,21 +41,3 @@ export { eventJson, formatEvent } from "./watch/events.js";
 export type { CancelReason, FileChange, WatchEvent, WatchEventType } from "./watch/events.js";
 export { fail, isUserError, renderProblem, renderProblems, UserError } from "./util/errors.js";
 export type { Problem, SourcePosition } from "./util/errors.js";
-
-export interface InspectResult {
-  /** The plan as data (plan.json). */
-  plan: unknown;
-  /** Graphs, parameter counts and sizes, for a person. */
-  summary: string;
-}
-
-function notYetBuilt(what: string, issue: string): never {
-  throw new Error(`${what} is not yet built (it comes with the ${issue})`);
-}
-
-/** Describe a compiled plan (a compiled folder, its plan.json, or a pipeline file). */
-export async function inspect(target: string, opts: { cwd?: string } = {}): Promise<InspectResult> {
-  void target;
-  void opts;
-  return notYetBuilt("inspect", "compiler");
-}

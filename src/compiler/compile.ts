@@ -122,7 +122,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
 
   if (!opts.force && old && old.pipelineHash === keys.pipelineHash && GRAPH_NAMES.every(reusable)) {
     const seconds = (performance.now() - t0) / 1000;
-    return { dir, plan: old, rebuilt: [], reused: [...GRAPH_NAMES], upToDate: true, seconds, summary: `${rel(dir)} is up to date` };
+    return { dir, plan: old, rebuilt: [], reused: [...GRAPH_NAMES], upToDate: true, seconds, summary: `${rel(dir, opts.cwd)} is up to date` };
   }
 
   const precision = resolvePrecision(p.config.runtime);
@@ -178,11 +178,11 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
 
   const seconds = (performance.now() - t0) / 1000;
   const what = rebuilt.length ? `rebuilt ${rebuilt.join(", ")}` : "graphs unchanged, plan rewritten";
-  return { dir, plan, rebuilt, reused, upToDate: false, seconds, summary: `compiled ${rel(dir)} in ${seconds.toFixed(2)} s (${what})` };
+  return { dir, plan, rebuilt, reused, upToDate: false, seconds, summary: `compiled ${rel(dir, opts.cwd)} in ${seconds.toFixed(2)} s (${what})` };
 }
 
-function rel(p: string): string {
-  const r = path.relative(process.cwd(), p);
+function rel(p: string, cwd = process.cwd()): string {
+  const r = path.relative(cwd, p);
   return r && !r.startsWith("..") ? r : p;
 }
 
