@@ -42,7 +42,8 @@ describe("sdc compile on bad checkpoints exits 2 with a named error", () => {
   it("compiles the intact copy (exit 0), so the failures below come from the damage", async () => {
     copyFixture("tiny-sd1", work);
     const r = await sdcCompile("tiny-sd1");
-    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(r.code).toBe(0);
+    expect(r.stderr).not.toMatch(/error|warning/i); // progress lines only
     expect(fs.existsSync(path.join(work, "compiled", "p", "plan.json"))).toBe(true); // under the CLI's working directory
     expect(r.stdout).toMatch(/^compiled compiled\/p in [\d.]+ s \(rebuilt text_encoder, unet, vae_decoder, vae_encoder\)\n$/);
   });
@@ -116,7 +117,8 @@ describe("sdc compile on bad checkpoints exits 2 with a named error", () => {
     const file = copyFixture("tiny-sd1.ldm.safetensors", work);
     rewriteSafetensors(file, (name, t) => (name.startsWith("first_stage_model.") ? null : t));
     const err = await expectUserError("tiny-sd1.ldm.safetensors");
-    expect(err).toContain(`${file}: has no VAE (first_stage_model.* tensors)`);
+    // found while resolving the model, so it points at model.from in the pipeline
+    expect(err).toMatch(/^p\.yaml:\d+:\d+: model\.from: .*tiny-sd1\.ldm\.safetensors: has no VAE \(first_stage_model\.\* tensors\)/);
   });
 
   it("an inline architecture has nothing to compile", async () => {
