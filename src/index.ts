@@ -6,10 +6,7 @@
  *   await run(p);
  *
  * The CLI (src/cli/main.ts) only parses arguments, calls these functions and prints their results.
- * `compile`, `run`, `watch` and `inspect` belong to the compiler and runtime modules; until they are
- * merged, the functions here say so instead of pretending to work.
  */
-import type { LoadedPipeline, LoadOptions } from "./config/load.js";
 
 export { DEFAULT_PIPELINE, deepMerge, displayPath, loadPipeline, validate } from "./config/load.js";
 export type { LoadedPipeline, LoadOptions, ValidationResult } from "./config/load.js";
@@ -32,45 +29,15 @@ export type { Path } from "./config/source.js";
 export * from "./models/arch.js";
 export { compile, compileKeys, readPlan, resolvePrecision, COMPILER_VERSION, SDC_VERSION } from "./compiler/compile.js";
 export type { CompileOptions, CompileResult } from "./compiler/compile.js";
+export { inspect, readPlanFile } from "./compiler/inspect.js";
+export type { InspectOptions, InspectResult, Staleness } from "./compiler/inspect.js";
 export { run, runPlan } from "./runtime/run.js";
 export type { RunOptions, RunResult } from "./runtime/run.js";
 export { PlanSchema, PLAN_FORMAT, GRAPH_NAMES, PLAN_SCHEMA_FILE, planJsonSchemaText } from "./plan/schema.js";
 export type { Plan, GraphName } from "./plan/schema.js";
+export { DEFAULT_DEBOUNCE_MS, startWatch, watch, watchedFiles } from "./watch/watch.js";
+export type { WatchOptions, WatchSession } from "./watch/watch.js";
+export { eventJson, formatEvent } from "./watch/events.js";
+export type { CancelReason, FileChange, WatchEvent, WatchEventType } from "./watch/events.js";
 export { fail, isUserError, renderProblem, renderProblems, UserError } from "./util/errors.js";
 export type { Problem, SourcePosition } from "./util/errors.js";
-
-export interface WatchOptions extends LoadOptions {
-  /** Re-run the pipeline after each successful recompile. */
-  run?: boolean;
-  /** Called with a line to show the user (recompiled, errors, ...). */
-  log?: (line: string) => void;
-  /** Stops watching when aborted. */
-  signal?: AbortSignal;
-}
-
-export interface InspectResult {
-  /** The plan as data (plan.json). */
-  plan: unknown;
-  /** Graphs, parameter counts and sizes, for a person. */
-  summary: string;
-}
-
-function notYetBuilt(what: string, issue: string): never {
-  throw new Error(`${what} is not yet built (it comes with the ${issue})`);
-}
-
-
-
-/** Watch a pipeline file and its bases; recompile (and optionally re-run) on change. */
-export async function watch(file: string, opts: WatchOptions = {}): Promise<void> {
-  void file;
-  void opts;
-  return notYetBuilt("watch", "watcher");
-}
-
-/** Describe a compiled plan (a compiled folder, its plan.json, or a pipeline file). */
-export async function inspect(target: string, opts: { cwd?: string } = {}): Promise<InspectResult> {
-  void target;
-  void opts;
-  return notYetBuilt("inspect", "compiler");
-}

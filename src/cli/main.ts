@@ -164,9 +164,24 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
       .command("watch")
       .description("recompile when the pipeline (or a file it extends) changes; with --run, re-run too")
       .argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)
-      .option("--run", "re-run the pipeline after each successful compile"),
+      .option("--run", "re-run the pipeline after each successful compile")
+      .option("--json", "print one JSON event per line"),
   ).action(async (file: string, flags: PipelineFlags & { run?: boolean }) => {
-    await impl.watch(file, { ...loadOptions(flags, cwd), run: flags.run === true, log: (line) => out(line) });
+    // Ctrl-C (or SIGTERM) stops watching cleanly, exit 0: a compile in progress finishes, a run
+    // stops between steps. A second Ctrl-C quits at once.
+    const stop = new AbortController();
+    const onSignal = () => {
+      if (stop.signal.aborted) process.exit(130);
+      stop.abort();
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    try {
+      await impl.watch(file, { ...loadOptions(flags, cwd), run: flags.run === true, json: flags.json === true, signal: stop.signal, log: (line) => out(line) });
+    } finally {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    }
   });
 
   program

@@ -122,7 +122,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
 
   if (!opts.force && old && old.pipelineHash === keys.pipelineHash && GRAPH_NAMES.every(reusable)) {
     const seconds = (performance.now() - t0) / 1000;
-    return { dir, plan: old, rebuilt: [], reused: [...GRAPH_NAMES], upToDate: true, seconds, summary: `${rel(dir)} is up to date` };
+    return { dir, plan: old, rebuilt: [], reused: [...GRAPH_NAMES], upToDate: true, seconds, summary: `${rel(dir, opts.cwd)} is up to date` };
   }
 
   const precision = resolvePrecision(p.config.runtime);
@@ -178,11 +178,11 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
 
   const seconds = (performance.now() - t0) / 1000;
   const what = rebuilt.length ? `rebuilt ${rebuilt.join(", ")}` : "graphs unchanged, plan rewritten";
-  return { dir, plan, rebuilt, reused, upToDate: false, seconds, summary: `compiled ${rel(dir)} in ${seconds.toFixed(2)} s (${what})` };
+  return { dir, plan, rebuilt, reused, upToDate: false, seconds, summary: `compiled ${rel(dir, opts.cwd)} in ${seconds.toFixed(2)} s (${what})` };
 }
 
-function rel(p: string): string {
-  const r = path.relative(process.cwd(), p);
+function rel(p: string, cwd = process.cwd()): string {
+  const r = path.relative(cwd, p);
   return r && !r.startsWith("..") ? r : p;
 }
 
@@ -247,7 +247,13 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
   const relToPlan = (f: string | undefined) => (f ? path.relative(finalDir, f).split(path.sep).join("/") : null);
   const asList = (v: string | string[]) => (Array.isArray(v) ? v : [v]);
   const modelFile = p.model.kind === "single-file" ? p.model.path! : p.model.weights.unet?.files[0];
-  const modelHash = old && old.graphs.unet.buildHash === graphs.unet.buildHash ? old.model.hash : modelFile ? sha256File(modelFile).slice(0, 10) : sha256(canonicalJson(keys.graphs)).slice(0, 10);
+  // the model hash (A1111's: sha256 of the whole file) reads every byte, 4 s for SD 1.5's U-Net:
+  // keep the previous one while that file is unchanged (same path, size and mtime), e.g. a U-Net edit
+  const unchanged = (f: string) => {
+    const id = fileIdentity(f);
+    return old?.sources.some((s) => s.path === relToPlan(f) && s.size === id.size && s.mtimeMs === id.mtimeMs) ?? false;
+  };
+  const modelHash = old && (old.graphs.unet.buildHash === graphs.unet.buildHash || (modelFile !== undefined && unchanged(modelFile))) ? old.model.hash : modelFile ? sha256File(modelFile).slice(0, 10) : sha256(canonicalJson(keys.graphs)).slice(0, 10);
   const plan: Plan = PlanSchema.parse({
     format: PLAN_FORMAT,
     name: p.name,

@@ -8,7 +8,7 @@ import type { ResolvedModel } from "../config/model.js";
 import type { WeightProvider } from "../ir/builder.js";
 import type { DType, TensorData } from "../ir/graph.js";
 import { materialize } from "../ir/onnx/writer.js";
-import { loadDiffusersComponent, loadSingleFile, loraDelta, moduleNames, readLora, type LoraEntry, type StDtype, type WeightRef, type WeightSet } from "../models/weights/index.js";
+import { loadDiffusersComponent, loadSingleFile, loraDelta, moduleNames, readLora, unetLayoutFromConfig, type LoraEntry, type StDtype, type WeightRef, type WeightSet } from "../models/weights/index.js";
 import { fileIdentity } from "../util/hash.js";
 import { f32ToF16 } from "../util/half.js";
 
@@ -41,8 +41,14 @@ export function openModelWeights(model: ResolvedModel): ModelWeights {
   }
   const lora: ModelWeights["lora"] = { unet: new Map(), vae: new Map(), text_encoder: new Map() };
   const loraIds: unknown[] = [];
+  // LDM-named kohya keys (lora_unet_input_blocks_4_1_...) name blocks by position: they need this U-Net's layout
+  // (LDM names exist only for a uniform layers_per_block)
+  const lpb = model.unet.layers_per_block;
+  const uniform = typeof lpb === "number" ? lpb : lpb.every((n) => n === lpb[0]) ? lpb[0] : undefined;
+  const unetLayout = uniform === undefined ? undefined : unetLayoutFromConfig({ ...model.unet, layers_per_block: uniform });
   for (const l of model.lora) {
-    const entries = readLora(l.file, { modules: { unet: moduleNames(sets.unet), text_encoder: moduleNames(sets.text_encoder) } });
+    const modules = { unet: moduleNames(sets.unet), text_encoder: moduleNames(sets.text_encoder) };
+    const entries = readLora(l.file, { modules, ...(unetLayout ? { unetLayout } : {}) });
     loraIds.push({ ...fileIdentity(l.file), scale: l.scale });
     for (const e of entries) {
       const key = `${e.module}.weight`;

@@ -162,7 +162,7 @@ describe("commands over the library API", () => {
       watch: async (file, opts = {}) => void calls.push(["watch", file, opts.run, opts.overrides, opts.cwd]),
       inspect: async (target) => {
         calls.push(["inspect", target]);
-        return { plan: { format: "sdc-plan/1", graphs: [] }, summary: "0 graphs" };
+        return { plan: { format: "sdc-plan/1", graphs: [] }, summary: "0 graphs" } as unknown as lib.InspectResult;
       },
     };
     expect((await sdc(["watch", P, "--run", "--set", "sample.seed=2"], cwd, api)).code).toBe(0);

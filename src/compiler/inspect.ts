@@ -1,0 +1,234 @@
+/**
+ * `sdc inspect`: what a compiled pipeline holds, for a person. The target is a compiled folder, its
+ * plan.json, or a pipeline YAML (then its compiled folder, and whether the plan is stale against
+ * the file). Per graph: file, nodes, parameters, weights linked from the checkpoint vs written by
+ * the compiler, inputs and outputs with symbolic shapes, divisibility requirements, fusion notes;
+ * then the scheduler, guidance and sampling settings. Nothing is written; a missing or damaged plan
+ * is a located UserError that says to run `sdc compile`.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { issuesToProblems } from "../config/issues.js";
+import { displayPath, loadPipeline } from "../config/load.js";
+import { whereInSource } from "../config/origins.js";
+import { parseSource } from "../config/source.js";
+import { GRAPH_NAMES, PLAN_FORMAT, PlanSchema, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
+import { UserError, type Problem } from "../util/errors.js";
+import { sha256File } from "../util/hash.js";
+import { compileKeys, defaultCompiledDir } from "./compile.js";
+
+export interface InspectOptions {
+  /** Working directory for a relative target and for the paths shown (default: process.cwd()). */
+  cwd?: string;
+}
+
+export interface Staleness {
+  /** Graphs whose build hash differs from what the pipeline file asks for now (rebuilt by the next compile). */
+  graphs: GraphName[];
+  /** Settings (scheduler, guidance, sample, output, runtime) differ: the next compile rewrites plan.json. */
+  plan: boolean;
+}
+
+export interface InspectResult {
+  /** The plan as data (plan.json). */
+  plan: Plan;
+  /** The compiled folder, absolute. */
+  dir: string;
+  /** Graphs, parameter counts and sizes, settings, for a person. */
+  summary: string;
+  /** Given a pipeline file: what the next compile would redo; null for a folder or plan.json target. */
+  stale: Staleness | null;
+  /** Sources (pipeline, model configs, weights) whose size or mtime changed since the compile. */
+  changedSources: string[];
+  /** Files of the folder that are missing or differ from the plan's sha256. */
+  damaged: string[];
+}
+
+const RECOMPILE = "run `sdc compile <pipeline.yaml>` to (re)build it";
+
+/** Describe a compiled pipeline (a compiled folder, its plan.json, or a pipeline file). */
+export async function inspect(target: string, opts: InspectOptions = {}): Promise<InspectResult> {
+  const cwd = opts.cwd ?? process.cwd();
+  const abs = path.resolve(cwd, target);
+  const show = (p: string) => displayPath(p, cwd);
+  const st = fs.statSync(abs, { throwIfNoEntry: false });
+  if (!st) {
+    throw new UserError({
+      message: "does not exist",
+      subject: show(abs),
+      hint: "give a compiled folder (compiled/<name>), its plan.json, or the pipeline YAML file it was compiled from",
+    });
+  }
+
+  let dir: string;
+  let planFile: string;
+  let pipeline: Awaited<ReturnType<typeof loadPipeline>> | null = null;
+  if (st.isDirectory()) {
+    dir = abs;
+    planFile = path.join(dir, "plan.json");
+    if (!fs.existsSync(planFile)) {
+      throw new UserError({ message: "no plan.json: this is not a compiled pipeline folder (or its compile never finished)", subject: show(dir), hint: RECOMPILE });
+    }
+  } else if (/\.ya?ml$/i.test(abs)) {
+    pipeline = await loadPipeline(abs, { cwd });
+    dir = defaultCompiledDir(pipeline, cwd);
+    planFile = path.join(dir, "plan.json");
+    if (!fs.existsSync(planFile)) {
+      throw new UserError({ message: `has not been compiled: ${show(planFile)} does not exist`, subject: show(abs), hint: `run \`sdc compile ${show(abs)}\`` });
+    }
+  } else if (/\.json$/i.test(abs)) {
+    planFile = abs;
+    dir = path.dirname(abs);
+  } else {
+    throw new UserError({ message: "is neither a compiled folder, a plan.json nor a pipeline YAML file", subject: show(abs), hint: "e.g. sdc inspect compiled/<name>, or sdc inspect pipelines/<name>.yaml" });
+  }
+
+  const plan = readPlanFile(planFile, show);
+  let stale: Staleness | null = null;
+  if (pipeline) {
+    const keys = compileKeys(pipeline);
+    stale = { graphs: GRAPH_NAMES.filter((g) => plan.graphs[g].buildHash !== keys.graphs[g]), plan: plan.pipelineHash !== keys.pipelineHash };
+  }
+  const from = pipeline ? show(pipeline.file) : null;
+  const changedSources = plan.sources.filter((s) => !sameIdentity(path.resolve(dir, s.path), s)).map((s) => show(path.resolve(dir, s.path)));
+  const damaged = damagedFiles(dir, plan).map((f) => show(f));
+  const summary = describe(plan, {
+    dir: show(dir),
+    from,
+    stale,
+    changedSources,
+    damaged,
+    onnxSize: (g) => fs.statSync(path.join(dir, plan.graphs[g].file), { throwIfNoEntry: false })?.size ?? 0,
+    // the plan's paths are relative to the compiled folder; a person reads them from the working directory
+    path: (rel) => show(path.resolve(dir, rel)),
+  });
+  return { plan, dir, summary, stale, changedSources, damaged };
+}
+
+/** plan.json, parsed and validated; every problem located in the file. */
+export function readPlanFile(file: string, show: (p: string) => string = (p) => p): Plan {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new UserError({ message: `cannot read plan.json (${(e as NodeJS.ErrnoException).code ?? String(e)})`, subject: show(file), hint: RECOMPILE });
+  }
+  const parsed = parseSource(file, show(file), text);
+  const withHint = (p: Problem): Problem => ({ ...p, hint: p.hint ? `${p.hint}; or ${RECOMPILE}` : RECOMPILE });
+  if (parsed.problems.length) throw new UserError(parsed.problems.map(withHint));
+  const value = parsed.value as Record<string, unknown> | undefined;
+  if (value && typeof value === "object" && "format" in value && value.format !== PLAN_FORMAT) {
+    throw new UserError({
+      message: `plan.json has format ${JSON.stringify(value.format)}; this sdc reads ${PLAN_FORMAT}`,
+      ...whereInSource(parsed.source, ["format"], "value"),
+      hint: `it was written by another version of sdc; ${RECOMPILE}`,
+    });
+  }
+  const r = PlanSchema.safeParse(value);
+  if (!r.success) {
+    const problems = issuesToProblems(PlanSchema, value, r.error.issues, (p, mode) => whereInSource(parsed.source, p, mode));
+    throw new UserError(problems.map((p) => withHint({ ...p, message: `plan.json is damaged: ${p.message}` })));
+  }
+  return r.data;
+}
+
+function sameIdentity(file: string, id: { size: number; mtimeMs: number }): boolean {
+  const st = fs.statSync(file, { throwIfNoEntry: false });
+  return !!st && st.size === id.size && Math.floor(st.mtimeMs) === id.mtimeMs;
+}
+
+/** Graph files that are missing or whose content differs from the plan (model.onnx is small: hashing it is cheap). */
+function damagedFiles(dir: string, plan: Plan): string[] {
+  const out: string[] = [];
+  for (const g of GRAPH_NAMES) {
+    const spec = plan.graphs[g];
+    const file = path.join(dir, spec.file);
+    if (!fs.existsSync(file) || sha256File(file) !== spec.sha256) out.push(file);
+    for (const f of spec.externalData) {
+      const ext = path.join(path.dirname(file), f);
+      if (!fs.existsSync(ext)) out.push(ext);
+    }
+  }
+  return out;
+}
+
+interface DescribeContext {
+  dir: string;
+  from: string | null;
+  stale: Staleness | null;
+  changedSources: string[];
+  damaged: string[];
+  onnxSize: (g: GraphName) => number;
+  path: (planPath: string) => string;
+}
+
+function describe(plan: Plan, c: DescribeContext): string {
+  const lines: string[] = [];
+  const row = (label: string, text: string, indent = "  ") => lines.push(`${indent}${label.padEnd(11)}${text}`);
+  lines.push(`${c.dir}: ${plan.name} (${plan.format}, sdc ${plan.sdcVersion})`);
+  row("model", `${plan.model.kind} ${plan.model.name} [${plan.model.hash}]`);
+  row("precision", `${plan.runtime.precision}, device ${plan.runtime.device}${plan.runtime.threads ? `, ${plan.runtime.threads} threads` : ""}`);
+  if (c.stale) {
+    const what = [...(c.stale.graphs.length ? [`rebuilds ${c.stale.graphs.join(", ")}`] : []), ...(c.stale.plan ? ["rewrites plan.json"] : [])];
+    row("status", what.length ? `stale against ${c.from}: the next compile ${what.join(" and ")}` : `up to date with ${c.from}`);
+  }
+  if (c.changedSources.length) row("changed", `since the compile: ${c.changedSources.join(", ")}`);
+  if (c.damaged.length) row("damaged", `missing or modified: ${c.damaged.join(", ")} (sdc compile --force rebuilds them)`);
+
+  const s = plan.scheduler;
+  row("scheduler", `${s.className}${s.type !== s.className ? ` (${s.type})` : ""}, ${s.steps} steps, ${String(s.config.prediction_type ?? "epsilon")}, ${String(s.config.timestep_spacing ?? "leading")} spacing`);
+  const g = plan.guidance;
+  row("guidance", `scale ${g.scale}${g.rescale ? `, rescale ${g.rescale}` : ""}${g.negativePrompt.some((n) => n) ? `, negative ${g.negativePrompt.map((n) => JSON.stringify(n)).join(", ")}` : ""}`);
+  const p = plan.sample;
+  row(
+    "sample",
+    `${p.width}×${p.height}, batch ${p.batch}, seed ${p.seed ?? "random"}${p.initImage ? `, img2img from ${c.path(p.initImage)} (strength ${p.strength})` : ""}${p.latents ? `, latents ${c.path(p.latents)}` : ""}`,
+  );
+  row("prompt", p.prompt.map((x) => JSON.stringify(x)).join(", "));
+  row("vae", `scaling factor ${plan.vae.scalingFactor}, ${plan.vae.scaleFactor} pixels per latent, ${plan.vae.latentChannels} latent channels`);
+  row("tokenizer", `${plan.tokenizer.dir}/, ${plan.tokenizer.modelMaxLength} tokens, pad ${JSON.stringify(plan.tokenizer.padToken)}`);
+  row("output", `${c.path(plan.output.dir)} (${plan.output.format}${plan.output.grid ? ", grid" : ""})`);
+
+  let params = 0;
+  let linked = 0;
+  let written = 0;
+  for (const name of GRAPH_NAMES) {
+    const spec = plan.graphs[name];
+    params += spec.parameters;
+    linked += spec.bytesLinked;
+    written += spec.bytesWritten;
+    lines.push("", `  ${name}  ${spec.file}`);
+    graphLines(spec, c.onnxSize(name)).forEach(([label, text]) => row(label, text, "    "));
+  }
+  lines.push(
+    "",
+    `  ${GRAPH_NAMES.length} graphs, ${millions(params)} parameters; weights ${bytes(linked)} linked from the checkpoint, ${bytes(written)} written by the compiler`,
+  );
+  return lines.join("\n");
+}
+
+function graphLines(spec: GraphSpecT, onnxSize: number): [string, string][] {
+  const io = (v: GraphSpecT["inputs"][number]) => `${v.name} ${v.dtype}[${v.shape.join(", ")}]`;
+  const out: [string, string][] = [
+    ["graph", `${spec.nodes} nodes, ${millions(spec.parameters)} parameters, ${spec.precision}`],
+    ["on disk", `model.onnx ${bytes(onnxSize)}; weights ${bytes(spec.bytesLinked)} linked (in the checkpoint), ${bytes(spec.bytesWritten)} written${spec.externalData.length ? ` (${spec.externalData.join(", ")})` : ""}`],
+  ];
+  spec.inputs.forEach((v, i) => out.push([i === 0 ? "inputs" : "", io(v)]));
+  spec.outputs.forEach((v, i) => out.push([i === 0 ? "outputs" : "", io(v)]));
+  if (spec.requirements.length) out.push(["requires", spec.requirements.map((r) => `${r.dim} a multiple of ${r.multipleOf}`).join(", ")]);
+  spec.notes.forEach((n, i) => out.push([i === 0 ? "notes" : "", n]));
+  return out;
+}
+
+function millions(n: number): string {
+  return `${(n / 1e6).toFixed(n < 1e7 ? 2 : 1)} M`;
+}
+
+function bytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let v = n;
+  let u = -1;
+  while (v >= 1000 && u < units.length - 1) [v, u] = [v / 1000, u + 1];
+  return `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`;
+}
