@@ -11,6 +11,7 @@
  * config from YAML (there without defaults, and strict).
  */
 import { z } from "zod";
+import { PRESETS } from "./presets.js";
 
 const posInt = z.int().min(1);
 const intOrList = z.union([posInt, z.array(posInt).min(1)]);
@@ -149,59 +150,10 @@ export function unetHeads(unet: UNet2DConditionConfig): number[] {
   return perBlock(unet.num_attention_heads ?? unet.attention_head_dim, unet.down_block_types.length);
 }
 
-/**
- * Stable Diffusion 1.5's component configs (runwayml/stable-diffusion-v1-5), the architecture a
- * single-file checkpoint is taken to have until the weights module infers it from the tensors.
- */
+/** Stable Diffusion 1.5's component configs (runwayml/stable-diffusion-v1-5) under diffusers' folder names. */
 export const SD15 = {
-  unet: {
-    sample_size: 64,
-    in_channels: 4,
-    out_channels: 4,
-    down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    block_out_channels: [320, 640, 1280, 1280],
-    layers_per_block: 2,
-    cross_attention_dim: 768,
-    attention_head_dim: 8,
-    norm_num_groups: 32,
-  },
-  vae: {
-    in_channels: 3,
-    out_channels: 3,
-    down_block_types: ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-    up_block_types: ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
-    block_out_channels: [128, 256, 512, 512],
-    layers_per_block: 2,
-    latent_channels: 4,
-    norm_num_groups: 32,
-    sample_size: 512,
-    scaling_factor: 0.18215,
-  },
-  text_encoder: {
-    vocab_size: 49408,
-    hidden_size: 768,
-    intermediate_size: 3072,
-    projection_dim: 768,
-    num_hidden_layers: 12,
-    num_attention_heads: 12,
-    max_position_embeddings: 77,
-    hidden_act: "quick_gelu",
-    layer_norm_eps: 1e-5,
-    pad_token_id: 1,
-    bos_token_id: 0,
-    eos_token_id: 2,
-  },
-  scheduler: {
-    _class_name: "PNDMScheduler",
-    num_train_timesteps: 1000,
-    beta_start: 0.00085,
-    beta_end: 0.012,
-    beta_schedule: "scaled_linear",
-    trained_betas: null,
-    set_alpha_to_one: false,
-    skip_prk_steps: true,
-    steps_offset: 1,
-    clip_sample: false,
-  },
-} as const;
+  unet: PRESETS["sd1.5"].unet,
+  vae: PRESETS["sd1.5"].vae,
+  text_encoder: PRESETS["sd1.5"].textEncoder,
+  scheduler: PRESETS["sd1.5"].scheduler,
+};
