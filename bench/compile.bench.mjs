@@ -147,8 +147,7 @@ async function generate(dir) {
   json(path.join(dir, "vae", "config.json"), { _class_name: "AutoencoderKL", _diffusers_version: "0.24.0", ...sd15.vae });
   json(path.join(dir, "text_encoder", "config.json"), { architectures: ["CLIPTextModel"], model_type: "clip_text_model", torch_dtype: "float16", ...sd15.textEncoder });
   json(path.join(dir, "scheduler", "scheduler_config.json"), { _diffusers_version: "0.24.0", ...sd15.scheduler });
-  fs.cpSync(path.join(root, "models", "clip-tokenizer"), path.join(dir, "tokenizer"), { recursive: true });
-  fs.rmSync(path.join(dir, "tokenizer", "README.md"), { force: true });
+  fs.cpSync(path.join(root, "models", "clip-tokenizer", "sd1"), path.join(dir, "tokenizer"), { recursive: true });
 
   // One block of random halfs, |x| in [2^-10, 2^-3), sign random; each tensor takes a slice at its own offset.
   const block = new Uint16Array(48 * 2 ** 20);
