@@ -53,8 +53,11 @@ export function buildAndWrite(job: GraphJob, weights: WeightProvider, floatType:
   const b = new Builder(job.name, weights, floatType);
   job.build(b);
   verify(b.graph);
+  // the checker runs after every pass, so a broken rewrite is named where it happened
   lowerComposites(b.graph, target);
+  verify(b.graph, { final: true });
   foldKnown(b.graph);
+  verify(b.graph, { final: true });
   dce(b.graph);
   verify(b.graph, { final: true });
   const write = writeOnnx(b.graph, { dir: path.join(outDir, job.name), docString: `sdc ${job.name}` });
