@@ -9,7 +9,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { perBlock, unetDownFactor, unetHeads, vaeScaleFactor } from "../models/arch.js";
+import { perBlock, unetHeads, vaeScaleFactor } from "../models/arch.js";
 import type { Problem } from "../util/errors.js";
 import { archWhere, type ComponentName, type ComponentSources, type ModelContext, type ResolvedModel } from "./model.js";
 import { missingTargets } from "./modules.js";
@@ -159,12 +159,11 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
 
   // --- Image size --------------------------------------------------------------------------------
   if (unetShapeOk && vaeShapeOk) {
-    const vf = vaeScaleFactor(vae);
-    const uf = unetDownFactor(unet);
-    const f = vf * uf;
+    // the VAE needs whole latents; the U-Net takes any latent size (it upsamples to its skips' sizes)
+    const f = vaeScaleFactor(vae);
     const sizeHint = (v: number) => {
       const [lo, hi] = nearestMultiples(v, f);
-      return `the VAE downsamples by ${vf} and the U-Net by ${uf} more, so sizes must be multiples of ${f}: try ${lo} or ${hi}`;
+      return `the VAE turns every ${f}×${f} pixels into one latent, so sizes must be multiples of ${f}: try ${lo} or ${hi}`;
     };
     for (const side of ["width", "height"] as const) {
       const v = cfg.sample[side];

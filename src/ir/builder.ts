@@ -293,6 +293,12 @@ export class Builder {
     return this.op1("Attention", [q, k, v, mask], { num_heads: heads, scale }, "sdc");
   }
 
+  /** Nearest-neighbour resize of x [N, C, h, w] to the spatial size of `like` (PyTorch's F.interpolate(size=…)). */
+  upsampleNearestTo(x: Value, like: Value): Value {
+    const sizes = this.concat([this.slice(this.op1("Shape", [x]), [0], [0], [2]), this.slice(this.op1("Shape", [like]), [0], [2], [4])], 0);
+    return this.op1("Resize", [x, null, null, sizes], { mode: "nearest", coordinate_transformation_mode: "asymmetric", nearest_mode: "floor" });
+  }
+
   upsampleNearest2x(x: Value): Value {
     const scales = this.float32([1, 1, 2, 2]);
     return this.op1("Resize", [x, null, scales], { mode: "nearest", coordinate_transformation_mode: "asymmetric", nearest_mode: "floor" });

@@ -8,6 +8,11 @@
  * H×W) while keeping equality a string comparison. A coefficient with a denominator records a
  * divisibility requirement (`height/8` needs height to be a multiple of 8): graphs collect those,
  * and the plan states them so a runner can check image sizes before running.
+ *
+ * Strided convolutions round: a 3×3 stride-2 conv with padding 1 maps H to ⌈H/2⌉ for every H.
+ * Such a rounded quotient is a new atom (`⌈height/2⌉`), nested ones collapse (⌈⌈h/2⌉/2⌉ = ⌈h/4⌉),
+ * and an atom compares equal only to itself: a U-Net that upsamples back to its skip connections'
+ * sizes then works for any size, as diffusers' does.
  */
 
 export interface SymDim {
@@ -42,6 +47,29 @@ function make(num: number, den: number, syms: Record<string, number>): Dim {
   const body = names.map((n) => (clean[n] === 1 ? n : `${n}^${clean[n]}`)).join("*");
   const key = `${num === 1 ? "" : `${num}*`}${body}${den === 1 ? "" : `/${den}`}`;
   return Object.freeze({ num, den, syms: Object.freeze(clean), key });
+}
+
+/** Rounded quotients: atom name → what it stands for. */
+const ROUNDED = new Map<string, { base: Dim; div: number; mode: "ceil" | "floor" }>();
+
+/** ⌈d/s⌉ or ⌊d/s⌋: a number for numbers, an exact monomial when s divides its coefficient, else an atom. */
+export function dimDivRound(d: Dim, s: number, mode: "ceil" | "floor"): Dim {
+  if (typeof d === "number") return mode === "ceil" ? Math.ceil(d / s) : Math.floor(d / s);
+  if (s === 1) return d;
+  if (d.den === 1 && d.num % s === 0) return make(d.num / s, 1, { ...d.syms });
+  let base: Dim = d;
+  let div = s;
+  const names = Object.keys(d.syms);
+  if (d.num === 1 && d.den === 1 && names.length === 1 && d.syms[names[0]!] === 1) {
+    const inner = ROUNDED.get(names[0]!);
+    if (inner && inner.mode === mode) {
+      base = inner.base;
+      div = inner.div * s;
+    }
+  }
+  const name = mode === "ceil" ? `⌈${dimStr(base)}/${div}⌉` : `⌊${dimStr(base)}/${div}⌋`;
+  ROUNDED.set(name, { base, div, mode });
+  return make(1, 1, { [name]: 1 });
 }
 
 export function sym(name: string): SymDim {
@@ -117,7 +145,8 @@ export function dimEval(d: Dim, env: Record<string, number>): number {
   if (typeof d === "number") return d;
   let v = d.num;
   for (const [k, e] of Object.entries(d.syms)) {
-    const x = env[k];
+    const r = ROUNDED.get(k);
+    const x = r ? (r.mode === "ceil" ? Math.ceil : Math.floor)(dimEval(r.base, env) / r.div) : env[k];
     if (x === undefined) throw new Error(`no value for symbol ${k}`);
     v *= x ** e;
   }

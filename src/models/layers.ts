@@ -78,9 +78,12 @@ export function downsample(b: Builder, name: string, x: Value, ch: number, paddi
   });
 }
 
-/** Upsample2D: nearest ×2 then 3×3 conv. */
-export function upsample(b: Builder, name: string, x: Value, ch: number): Value {
-  return b.scope(name, () => b.conv2d(b.upsampleNearest2x(x), "conv", ch, ch, 3));
+/**
+ * Upsample2D: nearest ×2 (or, given `like`, to its spatial size — the U-Net's skip connection,
+ * as diffusers' forward_upsample_size does for sizes that do not halve evenly), then 3×3 conv.
+ */
+export function upsample(b: Builder, name: string, x: Value, ch: number, like?: Value): Value {
+  return b.scope(name, () => b.conv2d(like ? b.upsampleNearestTo(x, like) : b.upsampleNearest2x(x), "conv", ch, ch, 3));
 }
 
 export interface AttnOpts {

@@ -195,7 +195,8 @@ export function buildUNet(b: Builder, c: UNetArch, o: UNetGraphOptions = {}): Va
         h = resnetBlock(b, `resnets.${j}`, h, temb, resIn + skipCh, cout, resnet);
         if (cross) h = transformer2d(b, `attentions.${j}`, h, ctx, cout, tx(rheadsIdx(i), cout));
       }
-      if (i < nBlocks - 1) h = upsample(b, "upsamplers.0", h, cout);
+      // to the size of the skip the next block concatenates first (any latent size works)
+      if (i < nBlocks - 1) h = upsample(b, "upsamplers.0", h, cout, skips[skips.length - 1]!.v);
       return h;
     });
     prev = cout;

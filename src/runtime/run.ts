@@ -245,14 +245,14 @@ function nextIndex(dir: string): number {
   return n;
 }
 
-/** Width/height against the U-Net's and VAE's divisibility requirements (in pixels). */
+/** Width/height against the VAE factor and any divisibility a graph states (in pixels). */
 function checkSize(plan: Plan): void {
   const f = plan.vae.scaleFactor;
   let need = f;
-  for (const r of plan.graphs.unet.requirements) need = Math.max(need, r.multipleOf * f);
+  for (const g of Object.values(plan.graphs)) for (const r of g.requirements) need = Math.max(need, r.multipleOf * f);
   for (const [k, v] of [["width", plan.sample.width], ["height", plan.sample.height]] as const)
     if (v % need !== 0)
-      throw new UserError({ message: `sample.${k} ${v} is not a multiple of ${need}`, subject: `sample.${k}`, hint: `this model needs image sides that are multiples of ${need} (VAE factor ${f} × U-Net factor ${need / f}); try ${Math.max(need, Math.round(v / need) * need)}` });
+      throw new UserError({ message: `sample.${k} ${v} is not a multiple of ${need}`, subject: `sample.${k}`, hint: `this model needs image sides that are multiples of ${need}; try ${Math.max(need, Math.round(v / need) * need)}` });
 }
 
 function readLatents(file: string, shape: number[]): Float32Array {

@@ -62,7 +62,9 @@ describe("sdc inspect describes the plan", () => {
     }
     expect(s).toContain("    inputs     sample float32[batch, 4, height, width]\n               timestep float32[batch]\n               encoder_hidden_states float32[batch, sequence, 32]\n");
     expect(s).toContain("    outputs    sample float32[batch, 3, 2*height, 2*width]\n"); // the VAE decoder
-    expect(s).toContain("    requires   height a multiple of 2, width a multiple of 2\n");
+    // an SD U-Net takes any latent size (odd ones round up and upsample to the skips): no requirements
+    expect(plan.graphs.unet.requirements).toEqual([]);
+    expect(s).not.toContain("    requires ");
     // sizes: what the plan says, split into linked (the checkpoint's bytes) and written
     expect(plan.graphs.unet.bytesLinked).toBe(773632);
     expect(s).toMatch(/\n {4}on disk {4}model\.onnx [\d.]+ kB; weights 774 kB linked \(in the checkpoint\), 0 B written \(diffusion_pytorch_model\.safetensors\)\n/);

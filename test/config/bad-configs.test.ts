@@ -405,11 +405,11 @@ describe("guidance, sample, output, runtime", () => {
     `);
   });
   it("width not a multiple of the latent factor", async () => {
-    expect(await problems({ [P]: `${HEAD}sample:\n  width: 30\n` })).toMatchInlineSnapshot(`
-      "pipelines/p.yaml:5:10: sample.width 30 is not a multiple of 4
-        5 |   width: 30
+    expect(await problems({ [P]: `${HEAD}sample:\n  width: 31\n` })).toMatchInlineSnapshot(`
+      "pipelines/p.yaml:5:10: sample.width 31 is not a multiple of 2
+        5 |   width: 31
           |          ^^
-        hint: the VAE downsamples by 2 and the U-Net by 2 more, so sizes must be multiples of 4: try 28 or 32"
+        hint: the VAE turns every 2×2 pixels into one latent, so sizes must be multiples of 2: try 30 or 32"
     `);
   });
   it("height out of range", async () => {

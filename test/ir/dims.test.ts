@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { dimDiv, dimEq, dimEval, dimMul, dimProd, dimRequirement, dimStr, sym } from "../../src/ir/dims.js";
+import { dimDiv, dimDivRound, dimEq, dimEval, dimMul, dimProd, dimRequirement, dimStr, sym } from "../../src/ir/dims.js";
 
 describe("symbolic dimensions", () => {
   const h = sym("height");
@@ -21,5 +21,18 @@ describe("symbolic dimensions", () => {
     expect(dimRequirement(h)).toBeNull();
     expect(dimEval(dimDiv(dimMul(h, w), 64), { height: 64, width: 96 })).toBe(96);
     expect(() => dimEval(dimDiv(h, 8), { height: 12 })).toThrow(/not an integer/);
+  });
+
+  it("rounds quotients into atoms that nest and evaluate like ⌈x/a⌉ and ⌊x/a⌋", () => {
+    const c2 = dimDivRound(h, 2, "ceil");
+    expect(dimStr(c2)).toBe("⌈height/2⌉");
+    expect(dimEq(dimDivRound(c2, 2, "ceil"), dimDivRound(h, 4, "ceil"))).toBe(true);
+    expect(dimEq(dimDivRound(h, 2, "floor"), c2)).toBe(false);
+    expect(dimDivRound(dimMul(h, 4), 2, "ceil")).toEqual(dimMul(h, 2)); // exact: no atom
+    expect(dimDivRound(9, 2, "ceil")).toBe(5);
+    for (const x of [8, 9, 10, 13, 85]) {
+      expect(dimEval(dimDivRound(dimDivRound(h, 2, "ceil"), 2, "ceil"), { height: x })).toBe(Math.ceil(Math.ceil(x / 2) / 2));
+      expect(dimEval(dimDivRound(h, 8, "floor"), { height: x })).toBe(Math.floor(x / 8));
+    }
   });
 });

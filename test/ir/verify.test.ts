@@ -28,23 +28,28 @@ describe("build-time shape checks", () => {
         inputs: x: float32[batch, 77, 32], down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q/Transpose_0:0: float32[64, 64]"
     `);
   });
-  it("rejects a stride that does not keep a symbolic size exact", () => {
+  it("rejects a strided conv whose output size has no closed form in a symbolic size", () => {
     const b = new Builder("vae");
     const x = b.input("x", "float32", [1, 4, sym("height"), sym("width")]);
-    expect(() => b.conv2d(x, "conv", 4, 4, 3, { stride: 2, pads: [0, 0, 0, 0] })).toThrow(/does not map symbolic size height to height\/2/);
+    expect(() => b.conv2d(x, "conv", 4, 4, 3, { stride: 2, pads: [0, 0, 0, 0] })).toThrow(/Conv with kernel 3, stride 2, pads \(0,0\) gives no closed form for symbolic size height/);
   });
   it("rejects channel counts GroupNorm cannot split", () => {
     const b = new Builder("g");
     const x = b.input("x", "float32", [1, 10, 4, 4]);
     expect(() => b.groupNorm(x, "norm", 10, 4, 1e-5)).toThrow(/10 channels are not divisible into 4 groups/);
   });
-  it("propagates symbolic sizes through strided convs and upsampling", () => {
+  it("propagates symbolic sizes through strided convs (rounding up) and upsampling", () => {
     const b = new Builder("g");
     const x = b.input("x", "float32", [sym("batch"), 4, sym("height"), sym("width")]);
-    const d = b.conv2d(b.conv2d(x, "a", 4, 4, 3, { stride: 2 }), "b", 4, 4, 3, { stride: 2 });
-    expect(b.describe(d)).toBe("b/Conv_0:0: float32[batch, 4, height/4, width/4]");
-    expect(b.describe(b.upsampleNearest2x(d))).toMatch(/float32\[batch, 4, height\/2, width\/2\]$/);
-    expect(b.describe(b.reshape(d, [0, 0, -1]))).toMatch(/float32\[batch, 4, height\*width\/16\]$/);
+    const d1 = b.conv2d(x, "a", 4, 4, 3, { stride: 2 });
+    const d = b.conv2d(d1, "b", 4, 4, 3, { stride: 2 });
+    expect(b.describe(d)).toBe("b/Conv_0:0: float32[batch, 4, ⌈height/4⌉, ⌈width/4⌉]");
+    expect(b.describe(b.upsampleNearest2x(d))).toMatch(/float32\[batch, 4, 2\*⌈height\/4⌉, 2\*⌈width\/4⌉\]$/);
+    // resizing to a skip connection's size gives exactly that size, so the U-Net's concat checks out
+    expect(b.describe(b.concat([b.upsampleNearestTo(d, d1), d1], 1))).toMatch(/float32\[batch, 8, ⌈height\/2⌉, ⌈width\/2⌉\]$/);
+    expect(b.describe(b.reshape(d, [0, 0, -1]))).toMatch(/float32\[batch, 4, ⌈height\/4⌉\*⌈width\/4⌉\]$/);
+    // the VAE encoder's asymmetric pad rounds down
+    expect(b.describe(b.conv2d(x, "v", 4, 4, 3, { stride: 2, pads: [0, 0, 1, 1] }))).toMatch(/⌊height\/2⌋, ⌊width\/2⌋\]$/);
   });
 });
 

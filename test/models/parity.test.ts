@@ -103,3 +103,26 @@ describe("fp16 graphs", () => {
     }
   });
 });
+
+/**
+ * Latent sizes that do not halve evenly through the U-Net's down blocks (tiny-sd1 at 7×9, tiny-x
+ * at 5×7 and 9×6): the down convs round up and each upsampler resizes to its skip connection's
+ * size, as diffusers does. Same tolerance.
+ */
+describe("U-Net at odd latent sizes", () => {
+  const json = JSON.parse(fs.readFileSync(path.join(FIXTURES, "models", "odd-latents.reference.json"), "utf8")) as { cases: { case: string; fixture: string }[] };
+  const ref = SafetensorsFile.open(path.join(FIXTURES, "models", "odd-latents.reference.safetensors"));
+  it.each(json.cases.map((c) => [c.case, c] as const))("%s", async (name, c) => {
+    const { r } = await compileFixture(c.fixture);
+    const s = await session(r.dir, "unet");
+    const out = await s.run({
+      sample: refTensor(ref, `${name}.sample`),
+      timestep: refTensor(ref, `${name}.timestep`),
+      encoder_hidden_states: refTensor(ref, `${name}.encoder_hidden_states`),
+    });
+    const e = relErr(out.out_sample!.data as Float32Array, ref.readFloat32(`${name}.out_sample`));
+    errors.push(`${name} unet (odd size): ${e.toExponential(2)}`);
+    expect(e).toBeLessThan(TOL);
+    await s.release();
+  });
+});

@@ -1,10 +1,11 @@
 /**
  * Conv (2-D and 1-D, NCHW) with strides, dilations, groups and explicit (possibly asymmetric)
- * pads. Symbolic spatial sizes stay symbolic when the kernel/stride/pad combination maps H to
- * H/stride exactly for H divisible by the stride (3×3 pad 1, 1×1 pad 0, the VAE's asymmetric
- * (0,1) pad with stride 2); other combinations need static sizes.
+ * pads. A symbolic size H becomes ⌊(H + P − span)/s⌋ + 1 = ⌊(H + r)/s⌋ with r = P − span + s:
+ * r = 0 is ⌊H/s⌋ (the VAE's asymmetric (0,1) pad), r = s − 1 is ⌈H/s⌉ (3×3 pad 1 stride 2,
+ * the U-Net's downsamplers); stride 1 with "same" padding keeps H. Other combinations need
+ * static sizes.
  */
-import { dimDiv, dimEq, dimStr, isSym, shapeStr, type Dim } from "../dims.js";
+import { dimDivRound, dimEq, dimStr, isSym, shapeStr, type Dim } from "../dims.js";
 import { attrInt, attrInts, check, checkRank, defineOps, need } from "./registry.js";
 
 function convOut(inp: Dim, k: number, stride: number, padBegin: number, padEnd: number, dil: number): Dim {
@@ -14,10 +15,10 @@ function convOut(inp: Dim, k: number, stride: number, padBegin: number, padEnd: 
     check(out > 0, `Conv output size ${out} for input ${inp}`);
     return out;
   }
-  // out = floor((H + P - span) / s) + 1 = H/s + floor((P - span)/s) + 1 when s | H.
-  const extra = Math.floor((padBegin + padEnd - span) / stride) + 1;
-  check(extra === 0, () => `Conv with kernel ${k}, stride ${stride}, pads (${padBegin},${padEnd}) does not map symbolic size ${dimStr(inp)} to ${dimStr(inp)}/${stride}`);
-  return stride === 1 ? inp : dimDiv(inp, stride);
+  const r = padBegin + padEnd - span + stride;
+  if (stride === 1 && r === 0) return inp;
+  check(stride > 1 && (r === 0 || r === stride - 1), () => `Conv with kernel ${k}, stride ${stride}, pads (${padBegin},${padEnd}) gives no closed form for symbolic size ${dimStr(inp)}`);
+  return dimDivRound(inp, stride, r === 0 ? "floor" : "ceil");
 }
 
 defineOps({

@@ -1,4 +1,7 @@
-/** Resize (opset 19+): sdc uses it for nearest-neighbour upsampling by integer scales. */
+/**
+ * Resize (opset 19+): nearest-neighbour upsampling by integer scales, or to given sizes known at
+ * build time (a U-Net upsampling to the size of its skip connection).
+ */
 import { dimMul, type Dim } from "../dims.js";
 import { check, defineOps, need } from "./registry.js";
 
@@ -7,7 +10,11 @@ defineOps({
   domain: "",
   infer([d, _roi, sc, sz]) {
     const x = need(d, "X");
-    check(!sz, "Resize by sizes is not supported: give integer scales");
+    if (sz) {
+      check(!sc, "Resize takes scales or sizes, not both");
+      check(sz.known !== null && sz.known.length === x.rank, `Resize sizes must be known at build time, one per dimension of ${x.rank}`);
+      return [{ dtype: x.dtype, shape: [...sz.known!] }];
+    }
     const s = need(sc, "scales");
     check(!!s.data && s.data.kind === "bytes" && s.dtype === "float32", "Resize scales must be a float32 constant");
     const bytes = (s.data as { bytes: Uint8Array }).bytes;
