@@ -15,8 +15,8 @@ import {
   timestepSpacing,
   type SchedulerDefinition,
 } from "./options.js";
-import { addNoiseSigma, checkInferenceSteps, checkTimestepsNonNegative, firstStepIndex, uniqueIndexOf } from "./sample-ops.js";
-import { f32, inputScaleDenominator, kInitNoiseSigma, kSigmas, noiseSchedule } from "./schedule.js";
+import { addNoiseSigma, scaleBySigma, sigmaSchedule, firstStepIndex, uniqueIndexOf } from "./sample-ops.js";
+import { f32, inputScaleDenominator, kInitNoiseSigma, noiseSchedule } from "./schedule.js";
 import type { NoiseSource, Scheduler, StepOutput } from "./types.js";
 
 const shape = {
@@ -59,16 +59,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
 
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    checkInferenceSteps(this.className, numInferenceSteps, c.num_train_timesteps);
-    const { timesteps, sigmas } = kSigmas({
-      spacing: c.timestep_spacing,
-      numTrain: c.num_train_timesteps,
-      n: numInferenceSteps,
-      stepsOffset: c.steps_offset,
-      alphasCumprod: this.alphasCumprod,
-      karras: false,
-    });
-    checkTimestepsNonNegative(this.className, timesteps, numInferenceSteps);
+    const { timesteps, sigmas } = sigmaSchedule(this.className, c, numInferenceSteps, this.alphasCumprod, false);
     this.timesteps = timesteps;
     this.sigmas = Float64Array.from([...sigmas, 0], f32);
     this.initNoiseSigma = kInitNoiseSigma(this.sigmas, c.timestep_spacing);
@@ -81,8 +72,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
   }
 
   scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
-    const d = inputScaleDenominator(this.sigmas[this.ensureStepIndex(timestep)]!);
-    return sample.map((x) => f32(x / d));
+    return scaleBySigma(sample, this.sigmas[this.ensureStepIndex(timestep)]!);
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array, noise?: NoiseSource): StepOutput {

@@ -20,8 +20,8 @@ import {
   timestepSpacing,
   type SchedulerDefinition,
 } from "./options.js";
-import { addNoiseSigma, checkInferenceSteps, checkTimestepsNonNegative, firstStepIndex, uniqueIndexOf } from "./sample-ops.js";
-import { f32, inputScaleDenominator, kInitNoiseSigma, kSigmas, noiseSchedule, trainingSigmas } from "./schedule.js";
+import { addNoiseSigma, scaleBySigma, sigmaSchedule, firstStepIndex, uniqueIndexOf } from "./sample-ops.js";
+import { f32, inputScaleDenominator, kInitNoiseSigma, noiseSchedule, trainingSigmas } from "./schedule.js";
 import type { NoiseSource, Scheduler, StepOutput } from "./types.js";
 
 const shape = {
@@ -71,18 +71,7 @@ export class EulerDiscreteScheduler implements Scheduler {
 
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    checkInferenceSteps(this.className, numInferenceSteps, c.num_train_timesteps);
-    const { timesteps, sigmas } = kSigmas({
-      spacing: c.timestep_spacing,
-      numTrain: c.num_train_timesteps,
-      n: numInferenceSteps,
-      stepsOffset: c.steps_offset,
-      alphasCumprod: this.alphasCumprod,
-      karras: c.use_karras_sigmas,
-      sigmaMin: c.sigma_min,
-      sigmaMax: c.sigma_max,
-    });
-    checkTimestepsNonNegative(this.className, timesteps, numInferenceSteps);
+    const { timesteps, sigmas } = sigmaSchedule(this.className, c, numInferenceSteps, this.alphasCumprod, c.use_karras_sigmas);
     const s32 = Float64Array.from(sigmas, f32);
     if (c.timestep_type === "continuous" && c.prediction_type === "v_prediction")
       // EDM's c_noise = ln(σ)/4
@@ -100,8 +89,7 @@ export class EulerDiscreteScheduler implements Scheduler {
   }
 
   scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
-    const d = inputScaleDenominator(this.sigmas[this.ensureStepIndex(timestep)]!);
-    return sample.map((x) => f32(x / d));
+    return scaleBySigma(sample, this.sigmas[this.ensureStepIndex(timestep)]!);
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array, noise?: NoiseSource): StepOutput {

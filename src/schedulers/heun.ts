@@ -20,13 +20,12 @@ import {
 } from "./options.js";
 import {
   addNoiseSigma,
-  checkInferenceSteps,
-  checkTimestepsNonNegative,
+  scaleBySigma, sigmaSchedule,
   clipSample,
   firstStepIndex,
   indicesOf,
 } from "./sample-ops.js";
-import { f32, inputScaleDenominator, kInitNoiseSigma, kSigmas, noiseSchedule } from "./schedule.js";
+import { f32, inputScaleDenominator, kInitNoiseSigma, noiseSchedule } from "./schedule.js";
 import type { Scheduler, StepOutput } from "./types.js";
 
 const shape = {
@@ -77,16 +76,7 @@ export class HeunDiscreteScheduler implements Scheduler {
 
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    checkInferenceSteps(this.className, numInferenceSteps, c.num_train_timesteps);
-    const { timesteps, sigmas } = kSigmas({
-      spacing: c.timestep_spacing,
-      numTrain: c.num_train_timesteps,
-      n: numInferenceSteps,
-      stepsOffset: c.steps_offset,
-      alphasCumprod: this.alphasCumprod,
-      karras: c.use_karras_sigmas,
-    });
-    checkTimestepsNonNegative(this.className, timesteps, numInferenceSteps);
+    const { timesteps, sigmas } = sigmaSchedule(this.className, c, numInferenceSteps, this.alphasCumprod, c.use_karras_sigmas);
     const s = Float64Array.from([...sigmas, 0], f32);
     // [σ0, σ1, σ1, ..., σ_{n-1}, σ_{n-1}, 0] and [t0, t1, t1, ..., t_{n-1}, t_{n-1}]
     this.sigmas = Float64Array.from([s[0]!, ...Array.from(s.subarray(1, -1)).flatMap((v) => [v, v]), s[s.length - 1]!]);
@@ -109,8 +99,7 @@ export class HeunDiscreteScheduler implements Scheduler {
   }
 
   scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
-    const d = inputScaleDenominator(this.sigmas[this.ensureStepIndex(timestep)]!);
-    return sample.map((x) => f32(x / d));
+    return scaleBySigma(sample, this.sigmas[this.ensureStepIndex(timestep)]!);
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array): StepOutput {

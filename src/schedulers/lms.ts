@@ -17,12 +17,11 @@ import {
 } from "./options.js";
 import {
   addNoiseSigma,
-  checkInferenceSteps,
-  checkTimestepsNonNegative,
+  scaleBySigma, sigmaSchedule,
   firstStepIndex,
   uniqueIndexOf,
 } from "./sample-ops.js";
-import { f32, inputScaleDenominator, kInitNoiseSigma, kSigmas, noiseSchedule } from "./schedule.js";
+import { f32, inputScaleDenominator, kInitNoiseSigma, noiseSchedule } from "./schedule.js";
 import type { Scheduler, StepOutput } from "./types.js";
 
 const shape = {
@@ -74,16 +73,7 @@ export class LMSDiscreteScheduler implements Scheduler {
 
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    checkInferenceSteps(this.className, numInferenceSteps, c.num_train_timesteps);
-    const { timesteps, sigmas } = kSigmas({
-      spacing: c.timestep_spacing,
-      numTrain: c.num_train_timesteps,
-      n: numInferenceSteps,
-      stepsOffset: c.steps_offset,
-      alphasCumprod: this.alphasCumprod,
-      karras: c.use_karras_sigmas,
-    });
-    checkTimestepsNonNegative(this.className, timesteps, numInferenceSteps);
+    const { timesteps, sigmas } = sigmaSchedule(this.className, c, numInferenceSteps, this.alphasCumprod, c.use_karras_sigmas);
     // Karras timesteps stay float64 (numpy); the spaced ones are float32
     this.timesteps = timesteps;
     this.sigmas = Float64Array.from([...sigmas, 0], f32);
@@ -98,8 +88,7 @@ export class LMSDiscreteScheduler implements Scheduler {
   }
 
   scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
-    const d = inputScaleDenominator(this.sigmas[this.ensureStepIndex(timestep)]!);
-    return sample.map((x) => f32(x / d));
+    return scaleBySigma(sample, this.sigmas[this.ensureStepIndex(timestep)]!);
   }
 
   /** ∫_{σ_i}^{σ_{i+1}} Π_{k≠j} (τ − σ_{i−k}) / (σ_{i−j} − σ_{i−k}) dτ */

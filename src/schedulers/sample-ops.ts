@@ -5,7 +5,7 @@
  * float32 tensor ops one rounding at a time.
  */
 import { UserError } from "../util/errors.js";
-import { f32 } from "./schedule.js";
+import { f32, inputScaleDenominator, kSigmas, type Spacing } from "./schedule.js";
 
 /** x.clamp(-range, range). */
 export function clipSample(x: Float32Array, range: number): Float32Array {
@@ -124,4 +124,27 @@ export function alphaBarAt(className: string, alphasCumprod: Float32Array, t: nu
 /** The scheduler was stepped or scaled before setTimesteps. */
 export function requireTimesteps(className: string, n: number | null): void {
   if (n === null) throw new Error(`${className}: call setTimesteps() before stepping`);
+}
+
+/** The options every σ-based scheduler (Euler, Euler a, Heun, LMS) builds its schedule from. */
+export interface SigmaScheduleConfig {
+  timestep_spacing: Spacing;
+  num_train_timesteps: number;
+  steps_offset: number;
+  sigma_min?: number | null;
+  sigma_max?: number | null;
+}
+
+/** set_timesteps' shared part for σ-based schedulers: the step count checked, diffusers' timesteps and σs. */
+export function sigmaSchedule(className: string, c: SigmaScheduleConfig, n: number, alphasCumprod: Float32Array, karras: boolean): { timesteps: Float64Array; sigmas: Float64Array } {
+  checkInferenceSteps(className, n, c.num_train_timesteps);
+  const r = kSigmas({ spacing: c.timestep_spacing, numTrain: c.num_train_timesteps, n, stepsOffset: c.steps_offset, alphasCumprod, karras, sigmaMin: c.sigma_min, sigmaMax: c.sigma_max });
+  checkTimestepsNonNegative(className, r.timesteps, n);
+  return r;
+}
+
+/** The model input at noise level σ: x / sqrt(σ² + 1), in float32 as diffusers' scale_model_input. */
+export function scaleBySigma(sample: Float32Array, sigma: number): Float32Array {
+  const d = inputScaleDenominator(sigma);
+  return sample.map((x) => f32(x / d));
 }
