@@ -8,6 +8,7 @@ import type { onnx as OnnxT } from "onnx-proto";
 import { afterAll, describe, expect, it } from "vitest";
 import { Builder } from "../../src/ir/builder.js";
 import { writeOnnx } from "../../src/ir/onnx/writer.js";
+import { allOps } from "../../src/ir/ops/index.js";
 import { f32ToF16 } from "../../src/util/half.js";
 import { randomFloats, tempDir } from "../helpers/ort.js";
 
@@ -81,5 +82,39 @@ describe("writeOnnx", () => {
     const r = await s.run({ x: new ort.Tensor("float32", new Float32Array(300).fill(2), [300]) });
     expect(Array.from(r.y!.data as Float32Array).every((v) => v === 2)).toBe(true);
     await s.release();
+  });
+
+  it("writes attributes with the types their op declares, and refuses undeclared ones", () => {
+    // epsilon 1 is an integer-valued number, but LayerNormalization declares it a float
+    const b = new Builder("g");
+    const x = b.input("x", "float32", [2, 4]);
+    const s = b.float([1, 1, 1, 1]);
+    b.output("y", b.op1("LayerNormalization", [x, s, s], { axis: -1, epsilon: 1 }));
+    const out = path.join(dir, "attrs");
+    writeOnnx(b.graph, { dir: out });
+    const model = onnx.ModelProto.decode(fs.readFileSync(path.join(out, "model.onnx")));
+    const ln = model.graph!.node!.find((n) => n.opType === "LayerNormalization")!;
+    const T = onnx.AttributeProto.AttributeType;
+    expect(ln.attribute!.map((a) => [a.name, a.type, a.type === T.FLOAT ? a.f : Number(a.i)])).toEqual([
+      ["axis", T.INT, -1],
+      ["epsilon", T.FLOAT, 1],
+    ]);
+
+    const b2 = new Builder("g");
+    const x2 = b2.input("x", "float32", [2, 4]);
+    b2.output("y", b2.op1("Softmax", [x2], { axis: -1, temperature: 0.5 }));
+    expect(() => writeOnnx(b2.graph, { dir: path.join(dir, "bad-attr") })).toThrow(/g\/Softmax_0 \(Softmax\): attribute temperature = 0.5 is not declared by the op/);
+    const b3 = new Builder("g");
+    const x3 = b3.input("x", "float32", [2, 4]);
+    b3.output("y", b3.op1("Softmax", [x3], { axis: 0.5 }));
+    expect(() => writeOnnx(b3.graph, { dir: path.join(dir, "bad-int") })).toThrow(/attribute axis = 0.5 is not a valid int/);
+  });
+
+  it("every op declares its attribute types; composites carry a lowering", () => {
+    for (const def of allOps()) {
+      if (def.domain === "sdc") expect(def.lower, def.op).toBeDefined();
+      else expect(def.lower, def.op).toBeUndefined();
+      for (const t of Object.values(def.attrs ?? {})) expect(["int", "ints", "float", "floats", "string", "strings", "tensor"]).toContain(t);
+    }
   });
 });

@@ -11,7 +11,8 @@ import * as path from "node:path";
 import onnxProto from "onnx-proto";
 import type { onnx as OnnxT } from "onnx-proto";
 import { dimStr } from "../dims.js";
-import { DTYPE_SIZE, type Attrs, type DType, type Graph, type TensorData, type Value } from "../graph.js";
+import { DTYPE_SIZE, type Attrs, type DType, type Graph, type Node, type TensorData, type Value } from "../graph.js";
+import { getOp } from "../ops/index.js";
 import { ONNX_DTYPE } from "../ops/elementwise.js";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "../../util/half.js";
 import { bytesOfType } from "../builder.js";
@@ -22,8 +23,6 @@ const { onnx } = onnxProto;
 export const OPSET = 21;
 export const IR_VERSION = 10;
 
-/** Attributes that ONNX types as floats; every other numeric attribute is an int. */
-const FLOAT_ATTRS = new Set(["epsilon", "scale", "alpha", "beta", "mask_filter_value", "cubic_coeff_a", "extrapolation_value", "value_float"]);
 
 export interface WriteOptions {
   /** Folder to write into (created). */
@@ -97,16 +96,39 @@ function valueInfo(name: string, v: Value): OnnxT.IValueInfoProto {
   };
 }
 
-function attribute(name: string, v: Attrs[string]): OnnxT.IAttributeProto {
+/** An attribute as its op declares it (`OpDef.attrs`); a value of another kind is refused. */
+function attribute(n: Node, name: string, v: Attrs[string]): OnnxT.IAttributeProto {
   const T = onnx.AttributeProto.AttributeType;
-  if (typeof v === "string") return { name, type: T.STRING, s: new TextEncoder().encode(v) };
-  if (typeof v === "boolean") return { name, type: T.INT, i: v ? 1 : 0 };
-  if (typeof v === "number") return FLOAT_ATTRS.has(name) ? { name, type: T.FLOAT, f: v } : { name, type: T.INT, i: v };
-  if (Array.isArray(v)) {
-    if (v.every((x) => typeof x === "string")) return { name, type: T.STRINGS, strings: (v as string[]).map((s) => new TextEncoder().encode(s)) };
-    return FLOAT_ATTRS.has(name) ? { name, type: T.FLOATS, floats: v as number[] } : { name, type: T.INTS, ints: v as number[] };
+  const type = getOp(n.domain, n.op).attrs?.[name];
+  const bad = () => new Error(`${n.name} (${n.op}): attribute ${name} = ${JSON.stringify(v)} ${type ? `is not a valid ${type}` : "is not declared by the op"}`);
+  const enc = (s: string) => new TextEncoder().encode(s);
+  const isNums = Array.isArray(v) && v.every((x) => typeof x === "number");
+  switch (type) {
+    case "int":
+      if (typeof v === "boolean") return { name, type: T.INT, i: v ? 1 : 0 };
+      if (typeof v !== "number" || !Number.isInteger(v)) throw bad();
+      return { name, type: T.INT, i: v };
+    case "float":
+      if (typeof v !== "number") throw bad();
+      return { name, type: T.FLOAT, f: v };
+    case "ints":
+      if (!isNums || !(v as number[]).every(Number.isInteger)) throw bad();
+      return { name, type: T.INTS, ints: v as number[] };
+    case "floats":
+      if (!isNums) throw bad();
+      return { name, type: T.FLOATS, floats: v as number[] };
+    case "string":
+      if (typeof v !== "string") throw bad();
+      return { name, type: T.STRING, s: enc(v) };
+    case "strings":
+      if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) throw bad();
+      return { name, type: T.STRINGS, strings: (v as string[]).map(enc) };
+    case "tensor":
+      if (typeof v !== "object" || Array.isArray(v)) throw bad();
+      return { name, type: T.TENSOR, t: { dims: v.tensor.shape as number[], dataType: ONNX_DTYPE[v.tensor.dtype], rawData: v.bytes } };
+    default:
+      throw bad();
   }
-  return { name, type: T.TENSOR, t: { dims: v.tensor.shape as number[], dataType: ONNX_DTYPE[v.tensor.dtype], rawData: v.bytes } };
 }
 
 export function writeOnnx(g: Graph, opts: WriteOptions): WriteResult {
@@ -187,7 +209,7 @@ export function writeOnnx(g: Graph, opts: WriteOptions): WriteResult {
       domain: n.domain,
       input: n.inputs.map((v) => (v ? v.name : "")),
       output: n.outputs.map((v) => v.name),
-      attribute: Object.entries(n.attrs).map(([k, v]) => attribute(k, v)),
+      attribute: Object.entries(n.attrs).map(([k, v]) => attribute(n, k, v)),
     }));
     // Graph inputs/outputs keep their public names: rename values by inserting Identity where needed.
     const inputs = g.inputs.map((io) => {

@@ -24,6 +24,7 @@ function convOut(inp: Dim, k: number, stride: number, padBegin: number, padEnd: 
 defineOps({
   op: "Conv",
   domain: "",
+  attrs: { kernel_shape: "ints", strides: "ints", pads: "ints", dilations: "ints", group: "int", auto_pad: "string" },
   infer([xv, wv, bv], attrs) {
     const x = need(xv, "X");
     const w = need(wv, "W");

@@ -1,7 +1,6 @@
 /**
- * Elementwise ops: numpy broadcasting binaries, unaries, Where, Cast, and the ONNX activation
- * ops sdc emits directly (Gelu-20, com.microsoft QuickGelu). Gradient rules will sit beside
- * these shape rules.
+ * Elementwise ops: numpy broadcasting binaries, comparisons, unaries, Where and Cast. (GELU and
+ * its relatives are in activation.ts.)
  */
 import { dimEq, shapeStr, type Dim } from "../dims.js";
 import type { DType, Value } from "../graph.js";
@@ -97,19 +96,6 @@ defineOps(
   unary("Relu"),
   unary("Identity", NUMERIC),
   {
-    // Gelu-20: approximate "none" (erf) or "tanh".
-    op: "Gelu",
-    domain: "",
-    infer([a], attrs) {
-      const x = need(a, "X");
-      const approx = attrs.approximate ?? "none";
-      check(approx === "none" || approx === "tanh", `Gelu approximate must be none or tanh`);
-      return [{ dtype: x.dtype, shape: [...x.shape] }];
-    },
-  },
-  // x * sigmoid(alpha * x): SiLU with alpha 1, CLIP's quick_gelu with alpha 1.702.
-  unary("QuickGelu", FLOATS, "com.microsoft"),
-  {
     op: "Where",
     domain: "",
     infer([c, a, b]) {
@@ -124,6 +110,7 @@ defineOps(
   {
     op: "Cast",
     domain: "",
+    attrs: { to: "int" },
     infer([a], attrs) {
       const x = need(a, "input");
       const to = attrInt(attrs, "to");

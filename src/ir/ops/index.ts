@@ -1,5 +1,6 @@
 /** Loads every op family into the registry. */
 import "./elementwise.js";
+import "./activation.js";
 import "./matmul.js";
 import "./conv.js";
 import "./shape.js";
@@ -7,6 +8,5 @@ import "./reduce.js";
 import "./norm.js";
 import "./resize.js";
 import "./attention.js";
-import "./composites.js";
 
-export { getOp, ShapeError, type OpDef } from "./registry.js";
+export { allOps, getOp, ShapeError, type GradArgs, type GradRule, type LowerTarget, type Lowering, type OpDef } from "./registry.js";

@@ -1,37 +1,94 @@
 /**
- * Normalisations as ONNX ops: LayerNormalization (opset 17) and GroupNormalization (opset 21,
- * per-channel scale and bias — opset 18's per-group form is avoided). The composite forms that
- * models build (sdc.GroupNorm, sdc.LayerNorm) and their lowering live in composites.ts.
+ * Normalisations. The composites models build (sdc.GroupNorm, sdc.LayerNorm) and the ONNX ops
+ * they fuse into (GroupNormalization-21 with per-channel scale and bias — opset 18's per-group
+ * form is avoided — and LayerNormalization-17) share their shape rules here, with both
+ * lowerings and the rule deciding between them.
  */
 import { dimEq, dimStr, shapeStr } from "../dims.js";
-import { attrInt, check, checkRank, defineOps, need, normAxis } from "./registry.js";
+import type { Builder } from "../builder.js";
+import type { Attrs, Value } from "../graph.js";
+import { attrInt, check, checkRank, defineOps, need, nodeNum, normAxis, type InferResult } from "./registry.js";
+
+/** x [B, C, ...] normalised in `num_groups` groups of channels; scale and bias are [C]. */
+function groupNormShape(op: string, [d, s, b]: (Value | null)[], attrs: Attrs): InferResult[] {
+  const x = need(d, "X");
+  checkRank(x, [3, 4], `${op} input`);
+  const groups = attrInt(attrs, "num_groups");
+  const c = x.shape[1]!;
+  check(typeof c === "number" && c % groups === 0, () => `${op}: ${dimStr(c)} channels are not divisible into ${groups} groups`);
+  for (const [v, what] of [[need(s, "scale"), "scale"], [need(b, "bias"), "bias"]] as const)
+    check(v.rank === 1 && dimEq(v.shape[0]!, c), () => `${op} ${what} ${shapeStr(v.shape)} must be [${dimStr(c)}]`);
+  return [{ dtype: x.dtype, shape: [...x.shape] }];
+}
+
+/** x normalised over its axes from `axis` on; scale (and bias) have the normalised shape. */
+function layerNormShape(op: string, [d, s, b]: (Value | null)[], axisAttr: number): InferResult[] {
+  const x = need(d, "X");
+  const axis = normAxis(axisAttr, x.rank);
+  const normShape = x.shape.slice(axis);
+  for (const [v, what] of [[need(s, "scale"), "scale"], [b, "bias"]] as const)
+    if (v) check(v.rank === normShape.length && v.shape.every((z, i) => dimEq(z, normShape[i]!)), () => `${op} ${what} ${shapeStr(v.shape)} does not match normalised shape ${shapeStr(normShape)}`);
+  return [{ dtype: x.dtype, shape: [...x.shape] }];
+}
+
+const trainingReason = "gradients are taken through it";
 
 defineOps(
   {
+    op: "GroupNormalization",
+    domain: "",
+    attrs: { num_groups: "int", epsilon: "float", stash_type: "int" },
+    infer: (inputs, attrs) => groupNormShape("GroupNormalization", inputs, attrs),
+  },
+  {
     op: "LayerNormalization",
     domain: "",
-    infer([d, s, b], attrs) {
-      const x = need(d, "X");
-      const scale = need(s, "Scale");
-      const axis = normAxis(attrInt(attrs, "axis", -1), x.rank);
-      const normShape = x.shape.slice(axis);
-      check(scale.rank === normShape.length && scale.shape.every((z, i) => dimEq(z, normShape[i]!)), () => `LayerNormalization scale ${shapeStr(scale.shape)} does not match normalised shape ${shapeStr(normShape)}`);
-      if (b) check(b.rank === normShape.length && b.shape.every((z, i) => dimEq(z, normShape[i]!)), () => `LayerNormalization bias ${shapeStr(b.shape)} does not match ${shapeStr(normShape)}`);
-      return [{ dtype: x.dtype, shape: [...x.shape] }];
+    attrs: { axis: "int", epsilon: "float", stash_type: "int" },
+    infer: (inputs, attrs) => layerNormShape("LayerNormalization", inputs, attrInt(attrs, "axis", -1)),
+  },
+  {
+    op: "GroupNorm",
+    domain: "sdc",
+    infer: (inputs, attrs) => groupNormShape("GroupNorm", inputs, attrs),
+    lower: {
+      whyNot: (_n, t) => (t.training ? trainingReason : null),
+      fused(b, n) {
+        const [x, s, bias] = n.inputs as Value[];
+        return b.op1("GroupNormalization", [x!, s!, bias!], { num_groups: nodeNum(n, "num_groups"), epsilon: nodeNum(n, "epsilon") });
+      },
+      primitive(b, n) {
+        // x [B, C, ...] → [B, G, rest]; normalise over rest; back; affine per channel.
+        const [x, s, bias] = n.inputs as Value[];
+        const xg = b.reshape(x!, [0, nodeNum(n, "num_groups"), -1]);
+        const back = b.reshapeLike(normalizeLast(b, xg, nodeNum(n, "epsilon")), x!);
+        const bshape = [-1, ...Array(x!.rank - 2).fill(1)];
+        return b.add(b.mul(back, b.reshape(s!, bshape)), b.reshape(bias!, bshape));
+      },
     },
   },
   {
-    op: "GroupNormalization",
-    domain: "",
-    infer([d, s, b], attrs) {
-      const x = need(d, "X");
-      checkRank(x, [3, 4], "GroupNormalization input");
-      const groups = attrInt(attrs, "num_groups");
-      const c = x.shape[1]!;
-      check(typeof c === "number" && c % groups === 0, () => `GroupNormalization: ${dimStr(c)} channels are not divisible into ${groups} groups`);
-      for (const [v, what] of [[need(s, "scale"), "scale"], [need(b, "bias"), "bias"]] as const)
-        check(v.rank === 1 && dimEq(v.shape[0]!, c), () => `GroupNormalization ${what} ${shapeStr(v.shape)} must be [${dimStr(c)}]`);
-      return [{ dtype: x.dtype, shape: [...x.shape] }];
+    op: "LayerNorm",
+    domain: "sdc",
+    infer: (inputs) => layerNormShape("LayerNorm", [inputs[0]!, need(inputs[1], "scale"), need(inputs[2], "bias")], -1),
+    lower: {
+      whyNot: (_n, t) => (t.training ? trainingReason : null),
+      fused(b, n) {
+        const [x, s, bias] = n.inputs as Value[];
+        return b.op1("LayerNormalization", [x!, s!, bias!], { axis: -1, epsilon: nodeNum(n, "epsilon") });
+      },
+      primitive(b, n) {
+        const [x, s, bias] = n.inputs as Value[];
+        return b.add(b.mul(normalizeLast(b, x!, nodeNum(n, "epsilon")), s!), bias!);
+      },
     },
   },
 );
+
+/** (x − mean) / sqrt(var + eps) over the last axis, with the biased variance torch uses. */
+function normalizeLast(b: Builder, x: Value, eps: number): Value {
+  const axes = b.int64([-1]);
+  const mean = b.op1("ReduceMean", [x, axes]);
+  const xc = b.sub(x, mean);
+  const variance = b.op1("ReduceMean", [b.mul(xc, xc), axes]);
+  return b.div(xc, b.op1("Sqrt", [b.add(variance, b.float(eps))]));
+}

@@ -6,6 +6,7 @@ function reduce(op: string): OpDef {
   return {
     op,
     domain: "",
+    attrs: { keepdims: "int", noop_with_empty_axes: "int" },
     infer([d, a], attrs) {
       const x = need(d, "data");
       const keep = attrInt(attrs, "keepdims", 1);
@@ -31,6 +32,7 @@ defineOps(
   {
     op: "Softmax",
     domain: "",
+    attrs: { axis: "int" },
     infer([d], attrs) {
       const x = need(d, "input");
       normAxis(attrInt(attrs, "axis", -1), x.rank);
@@ -40,6 +42,7 @@ defineOps(
   {
     op: "ArgMax",
     domain: "",
+    attrs: { axis: "int", keepdims: "int", select_last_index: "int" },
     infer([d], attrs) {
       const x = need(d, "data");
       checkDtype(x, ["float32", "float16", "int32", "int64"], "ArgMax input");

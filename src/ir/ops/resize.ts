@@ -8,6 +8,7 @@ import { check, defineOps, need } from "./registry.js";
 defineOps({
   op: "Resize",
   domain: "",
+  attrs: { mode: "string", coordinate_transformation_mode: "string", nearest_mode: "string", cubic_coeff_a: "float", exclude_outside: "int", extrapolation_value: "float", antialias: "int", keep_aspect_ratio_policy: "string", axes: "ints" },
   infer([d, _roi, sc, sz]) {
     const x = need(d, "X");
     if (sz) {

@@ -25,6 +25,7 @@ defineOps(
   {
     op: "Reshape",
     domain: "",
+    attrs: { allowzero: "int" },
     infer([d, s]) {
       const x = need(d, "data");
       checkDtype(need(s, "shape"), ["int64"], "Reshape shape");
@@ -60,6 +61,7 @@ defineOps(
   {
     op: "Transpose",
     domain: "",
+    attrs: { perm: "ints" },
     infer([d], attrs) {
       const x = need(d, "data");
       const perm = attrInts(attrs, "perm", [...Array(x.rank).keys()].reverse());
@@ -70,6 +72,7 @@ defineOps(
   {
     op: "Concat",
     domain: "",
+    attrs: { axis: "int" },
     infer(inputs, attrs) {
       const xs = inputs.map((v, i) => need(v, `input ${i}`));
       check(xs.length >= 1, "Concat needs inputs");
@@ -127,6 +130,7 @@ defineOps(
     // Split-18: equal parts via num_outputs, or explicit sizes in the `split` input.
     op: "Split",
     domain: "",
+    attrs: { axis: "int", num_outputs: "int" },
     infer([d, s], attrs) {
       const x = need(d, "input");
       const axis = normAxis(attrInt(attrs, "axis", 0), x.rank);
@@ -200,6 +204,7 @@ defineOps(
     // Pad (constant mode): pads = [begin_0, …, begin_n, end_0, …, end_n].
     op: "Pad",
     domain: "",
+    attrs: { mode: "string" },
     infer([d, p], attrs) {
       const x = need(d, "data");
       check((attrs.mode ?? "constant") === "constant", "Pad supports constant mode only");
@@ -217,6 +222,7 @@ defineOps(
   {
     op: "Shape",
     domain: "",
+    attrs: { start: "int", end: "int" },
     infer([d]) {
       const x = need(d, "data");
       return [{ dtype: "int64", shape: [x.rank], known: [...x.shape] }];
@@ -225,6 +231,7 @@ defineOps(
   {
     op: "Gather",
     domain: "",
+    attrs: { axis: "int" },
     infer([d, i], attrs) {
       const x = need(d, "data");
       const idx = need(i, "indices");
@@ -241,6 +248,7 @@ defineOps(
   {
     op: "GatherND",
     domain: "",
+    attrs: { batch_dims: "int" },
     infer([d, i], attrs) {
       const x = need(d, "data");
       const idx = need(i, "indices");
