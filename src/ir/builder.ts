@@ -136,6 +136,14 @@ export class Builder {
     return this.constant({ dtype: "float32", shape: s }, new Uint8Array(f.buffer.slice(f.byteOffset, f.byteOffset + f.byteLength)), name);
   }
 
+  /** A scalar constant of any float dtype (gradient rules make constants of their value's dtype). */
+  scalar(value: number, dtype: DType): Value {
+    if (dtype === "float64") return this.constant({ dtype, shape: [] }, new Uint8Array(new Float64Array([value]).buffer));
+    if (dtype === "float16") return this.constant({ dtype, shape: [] }, new Uint8Array(f32ToF16(new Float32Array([value])).buffer));
+    if (dtype === "float32") return this.float32(value, []);
+    throw new Error(`no ${dtype} scalar constants`);
+  }
+
   /** Create a node; returns its outputs. */
   op(op: string, inputs: (Value | null)[], attrs: Attrs = {}, domain = ""): Value[] {
     const def = getOp(domain, op);

@@ -72,6 +72,21 @@ export function dimDivRound(d: Dim, s: number, mode: "ceil" | "floor"): Dim {
   return make(1, 1, { [name]: 1 });
 }
 
+let opaqueCount = 0;
+
+/**
+ * A size known only at run time (the output of a transposed convolution of a symbolic size, a
+ * pad by computed amounts). It compares equal only to itself; a Reshape to another value's shape
+ * turns it back into that value's dimensions, and onnxruntime checks the element count there.
+ */
+export function dimOpaque(label: string): SymDim {
+  return make(1, 1, { [`?${label}${opaqueCount++}`]: 1 }) as SymDim;
+}
+
+export function hasOpaque(shape: readonly Dim[]): boolean {
+  return shape.some((d) => typeof d !== "number" && Object.keys(d.syms).some((k) => k.startsWith("?")));
+}
+
 export function sym(name: string): SymDim {
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`bad symbol name ${name}`);
   return make(1, 1, { [name]: 1 }) as SymDim;

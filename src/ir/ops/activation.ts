@@ -4,6 +4,7 @@
  * sdc.Gelu models build, lowered to Gelu-20 or to the erf expression onnxruntime fuses.
  */
 import type { DType } from "../graph.js";
+import { like } from "./grad-util.js";
 import { check, defineOps, need } from "./registry.js";
 
 const FLOATS: DType[] = ["float32", "float16", "bfloat16", "float64"];
@@ -19,6 +20,13 @@ defineOps(
       check(approx === "none" || approx === "tanh", `Gelu approximate must be none or tanh`);
       return [{ dtype: x.dtype, shape: [...x.shape] }];
     },
+    // erf form: d/dx x·Φ(x) = Φ(x) + x·φ(x), Φ(x) = ½(1 + erf(x/√2)), φ(x) = e^(−x²/2)/√(2π)
+    grad({ b, node, x: [x], dy: [d] }) {
+      check((node.attrs.approximate ?? "none") === "none", "the gradient of Gelu's tanh approximation is not implemented; use the erf form");
+      const cdf = b.mul(b.add(b.op1("Erf", [b.div(x!, like(b, x!, Math.SQRT2))]), like(b, x!, 1)), like(b, x!, 0.5));
+      const pdf = b.mul(b.op1("Exp", [b.mul(b.mul(x!, x!), like(b, x!, -0.5))]), like(b, x!, 1 / Math.sqrt(2 * Math.PI)));
+      return [b.mul(d!, b.add(cdf, b.mul(x!, pdf)))];
+    },
   },
   {
     op: "QuickGelu",
@@ -28,6 +36,13 @@ defineOps(
       const x = need(a, "X");
       check(FLOATS.includes(x.dtype), () => `QuickGelu does not take ${x.dtype}`);
       return [{ dtype: x.dtype, shape: [...x.shape] }];
+    },
+    // y = x·σ(αx): dy/dx = σ(αx) + αx·σ(αx)(1 − σ(αx))
+    grad({ b, node, x: [x], dy: [d] }) {
+      const alpha = typeof node.attrs.alpha === "number" ? node.attrs.alpha : 1;
+      const ax = b.mul(x!, like(b, x!, alpha));
+      const s = b.sigmoid(ax);
+      return [b.mul(d!, b.add(s, b.mul(ax, b.mul(s, b.sub(like(b, s, 1), s)))))];
     },
   },
   {

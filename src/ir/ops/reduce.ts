@@ -1,8 +1,17 @@
-/** Reductions (opset 18 form: axes as an input), Softmax, ArgMax. */
+/** Reductions (opset 18 form: axes as an input), Softmax, ArgMax, and their gradients. */
 import type { Dim } from "../dims.js";
-import { attrInt, check, checkDtype, defineOps, need, normAxis, type OpDef } from "./registry.js";
+import type { Builder } from "../builder.js";
+import type { Node, Value } from "../graph.js";
+import { like } from "./grad-util.js";
+import { attrInt, check, checkDtype, defineOps, need, normAxis, type GradRule, type OpDef } from "./registry.js";
 
-function reduce(op: string): OpDef {
+function reducedAxes(x: Value, a: Value | null): number[] {
+  if (!a) return [...Array(x.rank).keys()];
+  check(a.known !== null && a.known.every((k) => typeof k === "number"), "reduction axes must be constant");
+  return (a.known as number[]).map((ax) => normAxis(ax, x.rank));
+}
+
+function reduce(op: string, grad?: GradRule): OpDef {
   return {
     op,
     domain: "",
@@ -10,11 +19,7 @@ function reduce(op: string): OpDef {
     infer([d, a], attrs) {
       const x = need(d, "data");
       const keep = attrInt(attrs, "keepdims", 1);
-      let axes: number[];
-      if (a) {
-        check(a.known !== null && a.known.every((k) => typeof k === "number"), `${op} axes must be constant`);
-        axes = (a.known as number[]).map((ax) => normAxis(ax, x.rank));
-      } else axes = [...Array(x.rank).keys()];
+      const axes = reducedAxes(x, a);
       const shape: Dim[] = [];
       x.shape.forEach((dim, i) => {
         if (!axes.includes(i)) shape.push(dim);
@@ -22,13 +27,40 @@ function reduce(op: string): OpDef {
       });
       return [{ dtype: x.dtype, shape }];
     },
+    grad,
   };
 }
 
+/** A reduction's output (or its cotangent) with the reduced axes kept as 1s. */
+function keptDims(b: Builder, n: Node, v: Value): Value {
+  if (attrInt(n.attrs, "keepdims", 1)) return v;
+  return b.unsqueeze(v, reducedAxes(n.inputs[0]!, n.inputs[1] ?? null));
+}
+
+/** dY spread over the reduced axes: the gradient of a sum. */
+function spread(b: Builder, n: Node, d: Value): Value {
+  return b.op1("Expand", [keptDims(b, n, d), b.op1("Shape", [n.inputs[0]!])]);
+}
+
 defineOps(
-  reduce("ReduceMean"),
-  reduce("ReduceSum"),
-  reduce("ReduceMax"),
+  reduce("ReduceSum", ({ b, node, dy: [d] }) => [spread(b, node, d!), null]),
+  // the sum's gradient divided by the number of elements averaged (counted at run time when symbolic)
+  reduce("ReduceMean", ({ b, node, x: [x], dy: [d] }) => {
+    const axes = reducedAxes(x!, node.inputs[1] ?? null);
+    const dims = axes.map((a) => x!.shape[a]!);
+    let count: Value;
+    if (dims.every((z) => typeof z === "number")) count = like(b, d!, (dims as number[]).reduce((p, q) => p * q, 1));
+    else count = b.cast(b.op1("ReduceProd", [b.gather(b.op1("Shape", [x!]), b.int64(axes))], { keepdims: 0 }), d!.dtype);
+    return [b.div(spread(b, node, d!), count), null];
+  }),
+  // shared evenly among the elements equal to the maximum, as torch.amax does
+  reduce("ReduceMax", ({ b, node, x: [x], y: [y], dy: [d] }) => {
+    const axes = b.int64(reducedAxes(x!, node.inputs[1] ?? null));
+    const mask = b.cast(b.op1("Equal", [x!, keptDims(b, node, y!)]), x!.dtype);
+    const share = b.div(mask, b.op1("ReduceSum", [mask, axes], { keepdims: 1 }));
+    return [b.mul(share, spread(b, node, d!)), null];
+  }),
+  reduce("ReduceProd"),
   {
     op: "Softmax",
     domain: "",
@@ -37,6 +69,12 @@ defineOps(
       const x = need(d, "input");
       normAxis(attrInt(attrs, "axis", -1), x.rank);
       return [{ dtype: x.dtype, shape: [...x.shape] }];
+    },
+    // dX = Y ⊙ (dY − Σ dY ⊙ Y) along the axis
+    grad({ b, node, y: [y], dy: [d] }) {
+      const axis = normAxis(attrInt(node.attrs, "axis", -1), y!.rank);
+      const dot = b.op1("ReduceSum", [b.mul(d!, y!), b.int64([axis])], { keepdims: 1 });
+      return [b.mul(y!, b.sub(d!, dot))];
     },
   },
   {

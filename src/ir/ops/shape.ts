@@ -3,8 +3,9 @@
  * Unsqueeze, Expand, Shape, Gather, GatherND. Shape-carrying inputs must be known at build time
  * (constants, or derived from Shape of a value), so every output shape is static or symbolic.
  */
-import { dimDiv, dimEq, dimMul, dimProd, dimStr, isSym, shapeStr, type Dim } from "../dims.js";
+import { dimDiv, dimEq, dimMul, dimOpaque, dimProd, dimStr, hasOpaque, isSym, shapeStr, type Dim } from "../dims.js";
 import type { Value } from "../graph.js";
+import { reshapeTo, sumTo, zerosLike } from "./grad-util.js";
 import { broadcast } from "./elementwise.js";
 import { attrInt, attrInts, check, checkDtype, defineOps, need, normAxis } from "./registry.js";
 
@@ -42,7 +43,8 @@ defineOps(
       const total = dimProd(x.shape);
       const holes = out.filter((o) => o === null).length;
       check(holes <= 1, "Reshape target has more than one -1");
-      if (holes === 1) {
+      if (holes === 1 && hasOpaque(x.shape)) out[out.indexOf(null)] = dimOpaque("reshape");
+      else if (holes === 1) {
         const rest = dimProd(out.filter((o): o is Dim => o !== null));
         let inferred: Dim;
         try {
@@ -54,9 +56,12 @@ defineOps(
         out[out.indexOf(null)] = inferred;
       }
       const shape = out as Dim[];
-      check(dimEq(dimProd(shape), total), () => `Reshape from ${shapeStr(x.shape)} to ${shapeStr(shape)} changes the element count`);
+      // a size known only at run time (see dimOpaque): onnxruntime checks the count there
+      if (!hasOpaque(x.shape) && !hasOpaque(shape))
+        check(dimEq(dimProd(shape), total), () => `Reshape from ${shapeStr(x.shape)} to ${shapeStr(shape)} changes the element count`);
       return [{ dtype: x.dtype, shape }];
     },
+    grad: ({ b, x: [p], dy: [d] }) => [reshapeTo(b, d!, p!), null],
   },
   {
     op: "Transpose",
@@ -67,6 +72,12 @@ defineOps(
       const perm = attrInts(attrs, "perm", [...Array(x.rank).keys()].reverse());
       check(perm.length === x.rank && [...perm].sort((a, b) => a - b).every((p, i) => p === i), () => `Transpose perm ${perm} is not a permutation of rank ${x.rank}`);
       return [{ dtype: x.dtype, shape: perm.map((p) => x.shape[p]!) }];
+    },
+    grad({ b, node, x: [p], dy: [d] }) {
+      const perm = attrInts(node.attrs, "perm", [...Array(p!.rank).keys()].reverse());
+      const inv: number[] = [];
+      perm.forEach((q, i) => (inv[q] = i));
+      return [b.transpose(d!, inv)];
     },
   },
   {
@@ -96,14 +107,29 @@ defineOps(
       const kn = xs.every((v) => v.known !== null) ? xs.flatMap((v) => v.known!) : undefined;
       return [{ dtype: xs[0]!.dtype, shape, known: kn }];
     },
+    // the pieces of dY at each input's offset along the axis
+    grad({ b, node, x, dy: [d], wants }) {
+      if (x.length === 1) return [d!];
+      const axis = normAxis(attrInt(node.attrs, "axis"), d!.rank);
+      const sizes = x.map((v) => v!.shape[axis]!);
+      let parts: Value[];
+      if (sizes.every((z) => typeof z === "number")) parts = b.op("Split", [d!, b.int64(sizes as number[])], { axis });
+      else {
+        check(sizes.every((z) => dimEq(z, sizes[0]!)), () => `the Concat gradient needs static or equal sizes along the axis, got ${sizes.map(dimStr).join(", ")}`);
+        parts = b.split(d!, x.length, axis);
+      }
+      return parts.map((v, i) => (wants[i] ? v : null));
+    },
   },
   {
+    // Static sizes take any step (−1 flips). A symbolic size is taken whole, or cut to a size
+    // that came from another value's Shape (an end known only symbolically).
     op: "Slice",
     domain: "",
     infer([d, st, en, ax, sp]) {
       const x = need(d, "data");
       const starts = knownInts(st, "Slice starts");
-      const ends = knownInts(en, "Slice ends");
+      const ends = known(en, "Slice ends");
       const axes = ax ? knownInts(ax, "Slice axes") : starts.map((_, i) => i);
       const steps = sp ? knownInts(sp, "Slice steps") : starts.map(() => 1);
       const shape = [...x.shape];
@@ -112,18 +138,54 @@ defineOps(
         const a = normAxis(a0, x.rank);
         const dim = x.shape[a]!;
         const step = steps[i]!;
-        check(step === 1, "Slice supports step 1 only");
-        if (isSym(dim)) {
-          check(starts[i] === 0 && ends[i]! >= INT64_MAX / 2, () => `Slice of symbolic dimension ${dimStr(dim)} must take all of it`);
+        const end = ends[i]!;
+        check(step !== 0, "Slice step 0");
+        if (isSym(end)) {
+          check(starts[i] === 0 && step === 1, () => `Slice to the run-time size ${dimStr(end)} must start at 0 with step 1`);
+          shape[a] = end;
+          kn = undefined;
           return;
         }
-        const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + dim : v, 0), dim);
-        const b = clamp(starts[i]!);
-        const e = clamp(ends[i]!);
-        shape[a] = Math.max(e - b, 0);
-        if (kn && x.rank === 1) kn = kn.slice(b, e);
+        if (isSym(dim)) {
+          check(starts[i] === 0 && end >= INT64_MAX / 2 && step === 1, () => `Slice of symbolic dimension ${dimStr(dim)} must take all of it`);
+          return;
+        }
+        if (step > 0) {
+          const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + dim : v, 0), dim);
+          const b = clamp(starts[i]!);
+          const e = clamp(end);
+          shape[a] = Math.max(Math.ceil((e - b) / step), 0);
+          if (kn && x.rank === 1) kn = step === 1 ? kn.slice(b, e) : undefined;
+        } else {
+          const clamp = (v: number, lo: number) => Math.min(Math.max(v < 0 ? v + dim : v, lo), dim - 1);
+          const b = clamp(starts[i]!, 0);
+          const e = end < -dim ? -1 : clamp(end, -1);
+          shape[a] = Math.max(Math.ceil((b - e) / -step), 0);
+          kn = undefined;
+        }
       });
       return [{ dtype: x.dtype, shape, known: kn }];
+    },
+    // dY padded back with zeros to X's shape
+    grad({ b, node, x: [p, st, , ax, sp], dy: [d] }) {
+      const x = p!;
+      const starts = knownInts(st!, "Slice starts");
+      const axes = (ax ? knownInts(ax, "Slice axes") : starts.map((_, i) => i)).map((a) => normAxis(a, x.rank));
+      check(!sp || knownInts(sp, "Slice steps").every((z) => z === 1), `${node.name}: the Slice gradient takes step 1 only`);
+      const begin = Array(x.rank).fill(0);
+      axes.forEach((a, i) => {
+        const dim = x.shape[a]!;
+        const s0 = starts[i]!;
+        begin[a] = typeof dim === "number" ? Math.min(Math.max(s0 < 0 ? s0 + dim : s0, 0), dim) : s0;
+      });
+      if (x.shape.every((z) => typeof z === "number") && d!.shape.every((z) => typeof z === "number")) {
+        const end = x.shape.map((z, i) => (z as number) - begin[i]! - (d!.shape[i] as number));
+        return [b.op1("Pad", [d!, b.int64([...begin, ...end])]), null, null, null, null];
+      }
+      // sizes known at run time: end pads = shape(X) − shape(dY) − begin
+      const end = b.sub(b.sub(b.op1("Shape", [x]), b.op1("Shape", [d!])), b.int64(begin));
+      const padded = b.op1("Pad", [d!, b.concat([b.int64(begin), end], 0)]);
+      return [b.reshapeLike(padded, x), null, null, null, null];
     },
   },
   {
@@ -159,6 +221,10 @@ defineOps(
         return { dtype: x.dtype, shape };
       });
     },
+    grad({ b, node, y, dy }) {
+      const axis = normAxis(attrInt(node.attrs, "axis", 0), y[0]!.rank);
+      return [b.concat(dy.map((v, i) => v ?? zerosLike(b, y[i]!)), axis), null];
+    },
   },
   {
     op: "Unsqueeze",
@@ -173,6 +239,7 @@ defineOps(
       for (let i = 0; i < r; i++) shape.push(norm.includes(i) ? 1 : x.shape[j++]!);
       return [{ dtype: x.dtype, shape, known: x.known ?? undefined }];
     },
+    grad: ({ b, x: [p], dy: [d] }) => [reshapeTo(b, d!, p!), null],
   },
   {
     op: "Squeeze",
@@ -183,6 +250,7 @@ defineOps(
       for (const ax of axes) check(x.shape[ax] === 1, () => `Squeeze axis ${ax} of ${shapeStr(x.shape)} is not 1`);
       return [{ dtype: x.dtype, shape: x.shape.filter((_, i) => !axes.includes(i)), known: x.known ?? undefined }];
     },
+    grad: ({ b, x: [p], dy: [d] }) => [reshapeTo(b, d!, p!), null],
   },
   {
     op: "Expand",
@@ -199,6 +267,7 @@ defineOps(
       }
       return [{ dtype: x.dtype, shape }];
     },
+    grad: ({ b, x: [p], dy: [d] }) => [sumTo(b, d!, p!), null],
   },
   {
     // Pad (constant mode): pads = [begin_0, …, begin_n, end_0, …, end_n].
@@ -208,6 +277,8 @@ defineOps(
     infer([d, p], attrs) {
       const x = need(d, "data");
       check((attrs.mode ?? "constant") === "constant", "Pad supports constant mode only");
+      // pads computed at run time: every padded size is known only then
+      if (need(p, "pads").known === null) return [{ dtype: x.dtype, shape: x.shape.map(() => dimOpaque("pad")) }];
       const pads = knownInts(p, "Pad pads");
       check(pads.length === 2 * x.rank, () => `Pad needs ${2 * x.rank} pads, got ${pads.length}`);
       const shape = x.shape.map((dim, i) => {
@@ -217,6 +288,13 @@ defineOps(
         return (dim as number) + add;
       });
       return [{ dtype: x.dtype, shape }];
+    },
+    // the padded border dropped again
+    grad({ b, x: [p, pv], dy: [d] }) {
+      const x = p!;
+      const pads = knownInts(pv!, "Pad pads");
+      const ends = x.shape.map((z, i) => (typeof z === "number" ? pads[i]! + z : INT64_MAX));
+      return [b.op1("Slice", [d!, b.int64(pads.slice(0, x.rank)), b.int64(ends), b.int64([...x.shape.keys()])]), null, null];
     },
   },
   {
@@ -243,6 +321,28 @@ defineOps(
         kn = (idx.known as number[]).map((k) => x.known![k < 0 ? k + x.known!.length : k]!);
       }
       return [{ dtype: x.dtype, shape, known: kn }];
+    },
+    // rows of dY added into zeros at the gathered indices (an embedding table's gradient)
+    grad({ b, node, x: [p, i], dy: [d] }) {
+      check(normAxis(attrInt(node.attrs, "axis", 0), p!.rank) === 0, `${node.name}: the Gather gradient takes axis 0 only`);
+      const idx = b.unsqueeze(i!.dtype === "int64" ? i! : b.cast(i!, "int64"), [-1]);
+      return [b.op1("ScatterND", [zerosLike(b, p!), idx, d!], { reduction: "add" }), null];
+    },
+  },
+  {
+    op: "ScatterND",
+    domain: "",
+    attrs: { reduction: "string" },
+    infer([d, i, u]) {
+      const x = need(d, "data");
+      const idx = need(i, "indices");
+      const upd = need(u, "updates");
+      checkDtype(idx, ["int64"], "ScatterND indices");
+      const k = idx.shape[idx.rank - 1]!;
+      check(typeof k === "number" && k <= x.rank, "ScatterND index depth must be static and at most the data's rank");
+      const want = [...idx.shape.slice(0, -1), ...x.shape.slice(k as number)];
+      check(upd.dtype === x.dtype && upd.rank === want.length && upd.shape.every((z, j) => dimEq(z, want[j]!)), () => `ScatterND updates ${shapeStr(upd.shape)} must be ${shapeStr(want)}`);
+      return [{ dtype: x.dtype, shape: [...x.shape] }];
     },
   },
   {
