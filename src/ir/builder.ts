@@ -125,6 +125,10 @@ export class Builder {
       const h = f32ToF16(f);
       return this.constant({ dtype: "float16", shape: s }, new Uint8Array(h.buffer), name);
     }
+    if (this.floatType === "float64") {
+      const d = typeof values === "number" ? [values] : Array.from(values);
+      return this.constant({ dtype: "float64", shape: s }, new Uint8Array(new Float64Array(d).buffer), name);
+    }
     return this.float32(f, s, name);
   }
 

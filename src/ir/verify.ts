@@ -3,7 +3,7 @@
  * are unique, and every node's recorded output types equal what its op's shape rule gives now.
  * An error names the node (scoped like the checkpoint key), its op, and expected vs actual.
  */
-import { shapeEq, shapeStr } from "./dims.js";
+import { dimEq, hasOpaque, shapeStr, type Dim } from "./dims.js";
 import type { Graph, Value } from "./graph.js";
 import { getOp } from "./ops/index.js";
 
@@ -50,7 +50,7 @@ export function verify(g: Graph, opts: { final?: boolean } = {}): void {
       if (v.producer !== n) problems.push(`${where}: output ${i} does not point back at its node`);
       const t = types?.[i];
       if (types && !t) problems.push(`${where}: op gives ${types.length} outputs, node has ${n.outputs.length}`);
-      else if (t && (t.dtype !== v.dtype || !shapeEq(t.shape, v.shape)))
+      else if (t && (t.dtype !== v.dtype || !sameShape(t.shape, v.shape)))
         problems.push(`${where}: output ${i} expected ${t.dtype}${shapeStr(t.shape)}, recorded ${v.dtype}${shapeStr(v.shape)}`);
       defined.add(v);
       claim(v.name, where);
@@ -58,4 +58,9 @@ export function verify(g: Graph, opts: { final?: boolean } = {}): void {
   }
   for (const io of g.outputs) if (!defined.has(io.value)) problems.push(`graph output ${io.name} is not computed`);
   if (problems.length) throw new VerifyError(problems);
+}
+
+/** Shapes equal, where a size known only at run time (minted anew by each shape inference) matches any other such size. */
+function sameShape(want: readonly Dim[], got: readonly Dim[]): boolean {
+  return want.length === got.length && want.every((d, i) => dimEq(d, got[i]!) || (hasOpaque([d]) && hasOpaque([got[i]!])));
 }
