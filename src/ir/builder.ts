@@ -28,8 +28,16 @@ export class IRError extends Error {
 
 const INT64_MAX = 2n ** 63n - 1n;
 
+/**
+ * A trainable side path added to a Linear or 1×1 Conv module (LoRA): given the module's scoped
+ * name and input, the value to add to its output, or null to leave the module as it is.
+ */
+export type Adapter = (module: string, x: Value, kind: "linear" | "conv", inFeatures: number, outFeatures: number) => Value | null;
+
 export class Builder {
   readonly graph: Graph;
+  /** Side paths added to Linear and 1×1 Conv modules while building (LoRA training). */
+  adapter: Adapter | null = null;
   private scopes: string[] = [];
   private counters = new Map<string, number>();
   private smallConsts = new Map<string, Value>();
@@ -262,7 +270,8 @@ export class Builder {
       const wt = this.transpose(w, [1, 0]);
       let y = this.matmul(x, wt);
       if (bias) y = this.add(y, this.param("bias", [outFeatures]));
-      return y;
+      const side = this.adapter?.(this.scopeName, x, "linear", inFeatures, outFeatures);
+      return side ? this.add(y, side) : y;
     });
   }
 
@@ -280,7 +289,9 @@ export class Builder {
       const p = Math.floor(k / 2);
       const pads = opts.pads ?? [p, p, p, p];
       const s = opts.stride ?? 1;
-      return this.op1("Conv", b ? [x, w, b] : [x, w], { kernel_shape: [k, k], strides: [s, s], pads });
+      const y = this.op1("Conv", b ? [x, w, b] : [x, w], { kernel_shape: [k, k], strides: [s, s], pads });
+      const side = k === 1 && s === 1 ? this.adapter?.(this.scopeName, x, "conv", cin, cout) : null;
+      return side ? this.add(y, side) : y;
     });
   }
 

@@ -99,6 +99,8 @@ export interface UNetGraphOptions {
   width?: Dim;
   /** Token count of encoder_hidden_states (77 for CLIP). */
   sequence?: Dim;
+  /** Values to use instead of graph inputs (a training step computes `sample` in the graph); no graph output is declared then. */
+  inputs?: { sample: Value; timestep: Value; encoderHiddenStates: Value };
 }
 
 export function buildUNet(b: Builder, c: UNetArch, o: UNetGraphOptions = {}): Value {
@@ -128,9 +130,9 @@ export function buildUNet(b: Builder, c: UNetArch, o: UNetGraphOptions = {}): Va
   });
 
   const batch = o.batch ?? sym("batch");
-  const sample = b.input("sample", b.floatType, [batch, c.in_channels, o.height ?? sym("height"), o.width ?? sym("width")]);
-  const timestep = b.input("timestep", b.floatType, [batch]);
-  const ctx = b.input("encoder_hidden_states", b.floatType, [batch, o.sequence ?? 77, crossDim]);
+  const sample = o.inputs?.sample ?? b.input("sample", b.floatType, [batch, c.in_channels, o.height ?? sym("height"), o.width ?? sym("width")]);
+  const timestep = o.inputs?.timestep ?? b.input("timestep", b.floatType, [batch]);
+  const ctx = o.inputs?.encoderHiddenStates ?? b.input("encoder_hidden_states", b.floatType, [batch, o.sequence ?? 77, crossDim]);
 
   // 1. time: sinusoidal features → TimestepEmbedding (linear, act, linear)
   const t = b.op1("Expand", [b.cast(timestep, "float32"), b.slice(b.op1("Shape", [sample]), [0], [0], [1])]);
@@ -205,6 +207,6 @@ export function buildUNet(b: Builder, c: UNetArch, o: UNetGraphOptions = {}): Va
   // 6. post-process
   x = act(b, b.groupNorm(x, "conv_norm_out", ch[0]!, groups, eps), c.act_fn);
   x = b.conv2d(x, "conv_out", ch[0]!, c.out_channels, c.conv_out_kernel ?? 3);
-  b.output("out_sample", x);
+  if (!o.inputs) b.output("out_sample", x);
   return x;
 }

@@ -64,13 +64,15 @@ export interface VaeGraphOptions {
   batch?: Dim;
   height?: Dim;
   width?: Dim;
+  /** A value to use instead of the graph input (training computes it in the graph); no graph output is declared then. */
+  input?: Value;
 }
 
 export function buildVaeEncoder(b: Builder, c: VaeArch, o: VaeGraphOptions = {}): { mean: Value; parameters: Value } {
   checkArch(c);
   const ch = c.block_out_channels;
   const n = ch.length;
-  const sample = b.input("sample", b.floatType, [o.batch ?? sym("batch"), c.in_channels, o.height ?? sym("height"), o.width ?? sym("width")]);
+  const sample = o.input ?? b.input("sample", b.floatType, [o.batch ?? sym("batch"), c.in_channels, o.height ?? sym("height"), o.width ?? sym("width")]);
   const moments = b.scope("encoder", () => {
     let x = b.conv2d(sample, "conv_in", c.in_channels, ch[0]!, 3);
     let cin = ch[0]!;
@@ -91,8 +93,10 @@ export function buildVaeEncoder(b: Builder, c: VaeArch, o: VaeGraphOptions = {})
   });
   const parameters = b.conv2d(moments, "quant_conv", 2 * c.latent_channels, 2 * c.latent_channels, 1);
   const mean = b.slice(parameters, [1], [0], [c.latent_channels]);
-  b.output("latent_sample", mean);
-  b.output("latent_parameters", parameters);
+  if (!o.input) {
+    b.output("latent_sample", mean);
+    b.output("latent_parameters", parameters);
+  }
   return { mean, parameters };
 }
 
@@ -100,7 +104,7 @@ export function buildVaeDecoder(b: Builder, c: VaeArch, o: VaeGraphOptions = {})
   checkArch(c);
   const ch = c.block_out_channels;
   const n = ch.length;
-  const z = b.input("latent_sample", b.floatType, [o.batch ?? sym("batch"), c.latent_channels, o.height ?? sym("height"), o.width ?? sym("width")]);
+  const z = o.input ?? b.input("latent_sample", b.floatType, [o.batch ?? sym("batch"), c.latent_channels, o.height ?? sym("height"), o.width ?? sym("width")]);
   const post = b.conv2d(z, "post_quant_conv", c.latent_channels, c.latent_channels, 1);
   const out = b.scope("decoder", () => {
     let x = b.conv2d(post, "conv_in", c.latent_channels, ch[n - 1]!, 3);
@@ -121,6 +125,6 @@ export function buildVaeDecoder(b: Builder, c: VaeArch, o: VaeGraphOptions = {})
     x = act(b, b.groupNorm(x, "conv_norm_out", ch[0]!, c.norm_num_groups, EPS), c.act_fn);
     return b.conv2d(x, "conv_out", ch[0]!, c.out_channels, 3);
   });
-  b.output("sample", out);
+  if (!o.input) b.output("sample", out);
   return out;
 }
