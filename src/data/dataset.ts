@@ -278,7 +278,7 @@ function resolveLayout(ctx: ScanContext, s: SubsetSpec, dirPath: Path): { kind: 
   const { problems, where, showDir } = ctx;
   if (s.metadata !== undefined) {
     const p = s.optionPath("metadata");
-    if (path.isAbsolute(s.metadata) || path.posix.normalize(s.metadata.replace(/\\/g, "/")).startsWith("../")) {
+    if (path.isAbsolute(s.metadata) || !isWithin(path.resolve(s.dir, s.metadata.replace(/\\/g, "/")), s.dir)) {
       problems.push({ message: `${formatPath(p)}: "${s.metadata}" is not a file inside ${showDir(s.dir)}`, ...where(p), hint: "metadata names a file inside the subset's folder, e.g. metadata.jsonl" });
       return undefined;
     }
@@ -423,10 +423,9 @@ type Checked = { ok: true; file: string } | { ok: false; message: string; hint: 
 /** A file named in metadata: relative, inside the folder, present, and (through links) inside data.dir. */
 function checkRelativeFile(ctx: ScanContext, name: string, baseDir: string, subsetDir: string): Checked {
   const folder = ctx.showDir(subsetDir);
-  const normal = path.posix.normalize(name.replace(/\\/g, "/"));
   if (path.isAbsolute(name) || /^[A-Za-z]:[\\/]/.test(name) || name.startsWith("\\\\"))
     return { ok: false, message: `"${name}" is an absolute path; image paths are relative to the metadata file's folder ${ctx.showDir(baseDir)}`, hint: "write the path relative to the folder of the metadata file, and keep the images inside it" };
-  if (normal === ".." || normal.startsWith("../") || !isWithin(path.resolve(baseDir, name), subsetDir))
+  if (!isWithin(path.resolve(baseDir, name.replace(/\\/g, "/")), subsetDir))
     return { ok: false, message: `"${name}" points outside the data folder ${folder}`, hint: "sdc reads only images inside the data folder: copy the image into it and name it relative to the metadata file" };
   const file = path.resolve(baseDir, name);
   let st: fs.Stats;

@@ -5,6 +5,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
+import { formatSummary } from "../../src/data/dataset.js";
 import { image, jsonl, openProblems, openProject, trainProject } from "./helpers.js";
 
 const px = await image(4, 4);
@@ -245,6 +246,15 @@ describe("unreadable images", () => {
     expect(ds.samples.map((s) => s.rel)).toEqual(["a.png"]);
     expect(ds.summary.skipped).toHaveLength(1);
     expect(ds.summary.skipped[0]!.file).toBe("data/bad.png");
+    expect(formatSummary(ds).map((l) => l.replace(/: (Input|unsupported).*/, ": <sharp's reason>"))).toMatchInlineSnapshot(`
+      [
+        "data: 1 image in 1 subset, 1 sample per epoch, 1 bucket",
+        "  data/: imagefolder (data/metadata.jsonl), 1 image, 1 sample per epoch",
+        "  buckets: 512x512 (1)",
+        "  skipped 1 image:",
+        "    data/bad.png: <sharp's reason>",
+      ]
+    `);
   });
 
   it("fail the run with on_bad_image: error, located at the metadata row", async () => {

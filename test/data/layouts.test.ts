@@ -52,10 +52,20 @@ describe("imagefolder", () => {
 
   it("explicit metadata file and repeats", async () => {
     const ds = await openProject(
-      trainProject("metadata: captions/train.jsonl\nrepeats: 3\n", { "data/captions/train.jsonl": jsonl([{ file_name: "x.png", text: "x" }]), "data/captions/x.png": px }),
+      trainProject("metadata: captions/train.jsonl\nrepeats: 3\n", {
+        "data/captions/train.jsonl": jsonl([
+          { file_name: "x.png", text: "x" },
+          { file_name: "../top.png", text: "up one level, still inside data.dir" },
+        ]),
+        "data/captions/x.png": px,
+        "data/top.png": px,
+      }),
     );
-    expect(captions(ds)).toEqual([["captions/x.png", "x", 3]]);
-    expect(ds.summary.samplesPerEpoch).toBe(3);
+    expect(captions(ds)).toEqual([
+      ["captions/x.png", "x", 3],
+      ["top.png", "up one level, still inside data.dir", 3],
+    ]);
+    expect(ds.summary.samplesPerEpoch).toBe(6);
   });
 });
 
