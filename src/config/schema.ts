@@ -192,19 +192,91 @@ const RuntimeSection = z.strictObject({
 // ---------------------------------------------------------------------------------------------
 // Training (schema only; the training issues implement it)
 
+/** Caption handling (src/data/captions.ts applies it: dropout, then tag shuffle, then prefix/suffix). */
+const captionFields = {
+  prefix: z.string().describe("Text put before every caption, as written (include the separator, e.g. 'sks dog, ')."),
+  suffix: z.string().describe("Text put after every caption, as written (include the separator, e.g. ', best quality')."),
+  dropout: z.number().min(0).max(1).describe("Probability that a drawn sample's caption becomes the empty caption."),
+  shuffle: z.boolean().describe("Shuffle the caption's comma-separated tags each time the sample is drawn."),
+  keep_tokens: z.int().min(0).max(1000).describe("With shuffle: the first N tags keep their place."),
+};
+
+/** Where a subset's images and captions come from; in a subset each key falls back to the data-level one. */
+const subsetSourceFields = {
+  layout: z
+    .enum(["auto", "imagefolder", "kohya"])
+    .describe("imagefolder: a metadata.jsonl/metadata.csv names the images (Hugging Face); kohya: images with same-named caption files, N_name repeat folders; auto: imagefolder when a metadata file exists."),
+  metadata: z
+    .string()
+    .min(1)
+    .describe("imagefolder: the metadata file inside the folder (.jsonl or .csv). Default: metadata.jsonl or metadata.csv, whichever exists."),
+  image_column: z.string().min(1).describe("imagefolder: the column holding image paths, relative to the metadata file."),
+  caption_column: z.string().min(1).describe("imagefolder: the column holding captions."),
+  caption_extension: z
+    .string()
+    .regex(/^\.[^/\\]+$/, { error: "a caption extension is a file suffix such as .txt" })
+    .describe("kohya: the extension of caption files next to the images."),
+  repeats: posInt.max(10000).describe("Times each image appears per epoch. Default: N of an N_name kohya folder, else 1."),
+  class_token: z.string().describe("kohya: the caption of images without a caption file. Default: the name part of an N_name folder."),
+};
+
+const SubsetSection = z.strictObject({
+  dir: z.string().min(1).describe("A folder inside data.dir ('.' for data.dir itself)."),
+  ...optionalFields(subsetSourceFields),
+  caption: z.strictObject(optionalFields(captionFields)).optional().describe("Caption handling of this subset (unset keys: data.caption's)."),
+});
+
+const BucketSection = z.strictObject({
+  enabled: z.boolean().default(false).describe("Aspect-ratio bucketing; off: every image is cropped to resolution x resolution."),
+  step: z.int().min(8).max(1024).multipleOf(8).default(64).describe("Bucket sides are multiples of this many pixels."),
+  min_side: z.int().min(8).max(8192).default(256).describe("Smallest bucket side in pixels."),
+  max_side: z.int().min(8).max(8192).default(1024).describe("Largest bucket side in pixels."),
+  no_upscale: z.boolean().default(false).describe("An image smaller than its bucket gets a bucket of its own size (rounded down to the step) instead of being enlarged."),
+});
+
+/** train.data: the training images (src/data reads them). */
+export const TrainDataSection = z.strictObject({
+  dir: pathString("dir", "Folder of training images, relative to this file."),
+  layout: subsetSourceFields.layout.default("auto"),
+  metadata: subsetSourceFields.metadata.optional(),
+  image_column: subsetSourceFields.image_column.default("file_name"),
+  caption_column: subsetSourceFields.caption_column.default("text"),
+  caption_extension: subsetSourceFields.caption_extension.default(".txt"),
+  repeats: subsetSourceFields.repeats.optional(),
+  class_token: subsetSourceFields.class_token.optional(),
+  caption: z
+    .strictObject({
+      prefix: captionFields.prefix.default(""),
+      suffix: captionFields.suffix.default(""),
+      dropout: captionFields.dropout.default(0),
+      shuffle: captionFields.shuffle.default(false),
+      keep_tokens: captionFields.keep_tokens.default(0),
+    })
+    .prefault({})
+    .describe("Caption handling (subsets can override each key)."),
+  subsets: z
+    .array(SubsetSection)
+    .min(1)
+    .optional()
+    .describe("Several folders inside data.dir, each with its own layout, repeats and captions; absent: data.dir is the one subset."),
+  resolution: z.int().min(8).max(8192).default(512).describe("Training image size (with buckets: the side of a square of the same area)."),
+  center_crop: z.boolean().default(true).describe("Crop the middle of the resized image; false: a random crop each time."),
+  random_flip: z.boolean().default(false).describe("Mirror images horizontally with probability 0.5."),
+  buckets: BucketSection.prefault({}).describe("Aspect-ratio buckets: images are grouped by shape and batches drawn within a group."),
+  background: z
+    .string()
+    .regex(/^#[0-9a-fA-F]{6}$/, { error: "a colour is written #rrggbb, e.g. #ffffff for white" })
+    .default("#ffffff")
+    .describe("Colour transparent images are composited on."),
+  on_bad_image: z.enum(["skip", "error"]).default("skip").describe("An unreadable image: skip it (and count it in the summary), or stop."),
+  cache_latents: z.boolean().default(true).describe("Encode images once and reuse the latents every epoch."),
+  cache_text_embeddings: z.boolean().default(false).describe("Encode captions once and reuse the embeddings every epoch."),
+});
+
 const TrainSection = z
   .strictObject({
     target: z.enum(["unet", "lora", "vae", "text_encoder"]).describe("What is trained."),
-    data: z.strictObject({
-      dir: pathString("dir", "Folder of training images, relative to this file."),
-      metadata: z.string().min(1).default("metadata.jsonl").describe("Captions file inside data.dir (JSON lines)."),
-      image_column: z.string().min(1).default("file_name"),
-      caption_column: z.string().min(1).default("text"),
-      resolution: z.int().min(8).max(8192).default(512),
-      center_crop: z.boolean().default(false),
-      random_flip: z.boolean().default(false),
-      cache_latents: z.boolean().default(true).describe("Encode images once and reuse the latents every epoch."),
-    }),
+    data: TrainDataSection,
     lora: z
       .strictObject({
         rank: posInt.max(1024).default(4),
@@ -300,5 +372,7 @@ export type PipelineConfig = Omit<Parsed, "name" | "sample" | "output"> & {
 };
 
 export type TrainConfig = NonNullable<Parsed["train"]>;
+/** train.data after schema defaults (data.dir absolute once loaded). */
+export type TrainDataConfig = z.output<typeof TrainDataSection>;
 export type ModelSectionConfig = Parsed["model"];
 export type SchedulerSectionConfig = Parsed["scheduler"];
