@@ -19,11 +19,11 @@ import { createScheduler, img2imgTimesteps, schedulerDefinition, withStableDiffu
 import { UserError } from "../util/errors.js";
 import { f16ToF32, f32ToF16 } from "../util/half.js";
 import { Cancelled, denoise } from "./denoise.js";
-import { formatParameters, imageToTensor, loadImage, makeGrid, samplerName, savePng, tensorToImages } from "./image.js";
+import { formatParameters, imageToTensor, loadImage, makeGrid, samplerName, savePng, tensorToImages } from "../image/image.js";
 import { progressBar } from "./progress.js";
 import { TorchGenerator } from "./rng.js";
 import { CUDA_HINT, cudaUnavailableReason, openSession, type Device, type OpenedSession } from "./session.js";
-import { ClipTokenizer, truncationWarning } from "./tokenizer.js";
+import { ClipTokenizer, truncationWarning } from "../tokenizer/clip.js";
 
 export interface RunOptions {
   /** Recompile even when the compiled folder is up to date. */

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadPipeline } from "../../src/config/load.js";
 import { writeSafetensors } from "../../src/models/weights/safetensors.js";
-import { parseParameters, readPngText } from "../../src/runtime/image.js";
+import { parseParameters, readPngText } from "../../src/image/image.js";
 import { run, runPlan } from "../../src/runtime/run.js";
 import { cudaUnavailableReason, openSession } from "../../src/runtime/session.js";
 import { isUserError } from "../../src/util/errors.js";
