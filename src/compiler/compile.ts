@@ -15,7 +15,9 @@ import type { LoadedPipeline } from "../config/load.js";
 import { dimStr } from "../ir/dims.js";
 import type { Graph } from "../ir/graph.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
-import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, PlanSchema, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
+import { readPlanIfValid } from "../plan/read.js";
+import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
+import { writePlan } from "../plan/write.js";
 import { tokenizerFiles, readTokenizerConfig } from "../tokenizer/clip.js";
 import { createScheduler, schedulerConfigJson, withStableDiffusionPipelineFixups } from "../schedulers/index.js";
 import { UserError } from "../util/errors.js";
@@ -59,16 +61,6 @@ export function resolvePrecision(rt: { device: string; precision: string }): "fp
 
 export function defaultCompiledDir(p: LoadedPipeline, cwd = process.cwd()): string {
   return path.resolve(cwd, "compiled", p.name);
-}
-
-export function readPlan(dir: string): Plan | null {
-  const file = path.join(dir, "plan.json");
-  if (!fs.existsSync(file)) return null;
-  try {
-    return PlanSchema.parse(JSON.parse(fs.readFileSync(file, "utf8")));
-  } catch {
-    return null; // an older or damaged plan is rebuilt, not trusted
-  }
 }
 
 /** Hashes that decide what must be rebuilt, computed without building anything. */
@@ -116,7 +108,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
   const log = opts.log ?? (() => {});
   const dir = opts.outDir ?? defaultCompiledDir(p, opts.cwd);
   const keys = compileKeys(p);
-  const old = readPlan(dir);
+  const old = readPlanIfValid(dir); // an older or damaged plan is rebuilt, not trusted
   const graphFilesPresent = (name: GraphName) => old !== null && [old.graphs[name].file, ...old.graphs[name].externalData.map((f) => path.join(path.dirname(old.graphs[name].file), f))].every((f) => fs.existsSync(path.join(dir, f)));
   const reusable = (name: GraphName) => !opts.force && old !== null && old.graphs[name].buildHash === keys.graphs[name] && graphFilesPresent(name);
 
@@ -254,7 +246,7 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
     return old?.sources.some((s) => s.path === relToPlan(f) && s.size === id.size && s.mtimeMs === id.mtimeMs) ?? false;
   };
   const modelHash = old && (old.graphs.unet.buildHash === graphs.unet.buildHash || (modelFile !== undefined && unchanged(modelFile))) ? old.model.hash : modelFile ? sha256File(modelFile).slice(0, 10) : sha256(canonicalJson(keys.graphs)).slice(0, 10);
-  const plan: Plan = PlanSchema.parse({
+  return writePlan(tmp, {
     format: PLAN_FORMAT,
     name: p.name,
     sdcVersion: SDC_VERSION,
@@ -280,8 +272,6 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
     output: { dir: relToPlan(c.output.dir)!, format: c.output.format, grid: c.output.grid },
     runtime: { device: c.runtime.device, precision: resolvePrecision(c.runtime), threads: c.runtime.threads },
   });
-  fs.writeFileSync(path.join(tmp, "plan.json"), JSON.stringify(plan, null, 2) + "\n");
-  return plan;
 }
 
 /** Scheduler options the pipeline file (or --set) gave explicitly: checked against the class. */

@@ -4,16 +4,14 @@
  * the file). Per graph: file, nodes, parameters, weights linked from the checkpoint vs written by
  * the compiler, inputs and outputs with symbolic shapes, divisibility requirements, fusion notes;
  * then the scheduler, guidance and sampling settings. Nothing is written; a missing or damaged plan
- * is a located UserError that says to run `sdc compile`.
+ * is a located UserError that says to run `sdc compile` (the plan module's reader, as `sdc run` uses).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { issuesToProblems } from "../config/issues.js";
 import { displayPath, loadPipeline } from "../config/load.js";
-import { whereInSource } from "../config/origins.js";
-import { parseSource } from "../config/source.js";
-import { GRAPH_NAMES, PLAN_FORMAT, PlanSchema, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
-import { UserError, type Problem } from "../util/errors.js";
+import { readPlan, readPlanFile } from "../plan/read.js";
+import { GRAPH_NAMES, PLAN_FILE, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
+import { UserError } from "../util/errors.js";
 import { sha256File } from "../util/hash.js";
 import { compileKeys, defaultCompiledDir } from "./compile.js";
 
@@ -44,8 +42,6 @@ export interface InspectResult {
   damaged: string[];
 }
 
-const RECOMPILE = "run `sdc compile <pipeline.yaml>` to (re)build it";
-
 /** Describe a compiled pipeline (a compiled folder, its plan.json, or a pipeline file). */
 export async function inspect(target: string, opts: InspectOptions = {}): Promise<InspectResult> {
   const cwd = opts.cwd ?? process.cwd();
@@ -61,29 +57,26 @@ export async function inspect(target: string, opts: InspectOptions = {}): Promis
   }
 
   let dir: string;
-  let planFile: string;
+  let plan: Plan;
   let pipeline: Awaited<ReturnType<typeof loadPipeline>> | null = null;
   if (st.isDirectory()) {
     dir = abs;
-    planFile = path.join(dir, "plan.json");
-    if (!fs.existsSync(planFile)) {
-      throw new UserError({ message: "no plan.json: this is not a compiled pipeline folder (or its compile never finished)", subject: show(dir), hint: RECOMPILE });
-    }
+    plan = readPlan(dir, { cwd });
   } else if (/\.ya?ml$/i.test(abs)) {
     pipeline = await loadPipeline(abs, { cwd });
     dir = defaultCompiledDir(pipeline, cwd);
-    planFile = path.join(dir, "plan.json");
+    const planFile = path.join(dir, PLAN_FILE);
     if (!fs.existsSync(planFile)) {
       throw new UserError({ message: `has not been compiled: ${show(planFile)} does not exist`, subject: show(abs), hint: `run \`sdc compile ${show(abs)}\`` });
     }
+    plan = readPlanFile(planFile, { cwd });
   } else if (/\.json$/i.test(abs)) {
-    planFile = abs;
     dir = path.dirname(abs);
+    plan = readPlanFile(abs, { cwd });
   } else {
     throw new UserError({ message: "is neither a compiled folder, a plan.json nor a pipeline YAML file", subject: show(abs), hint: "e.g. sdc inspect compiled/<name>, or sdc inspect pipelines/<name>.yaml" });
   }
 
-  const plan = readPlanFile(planFile, show);
   let stale: Staleness | null = null;
   if (pipeline) {
     const keys = compileKeys(pipeline);
@@ -103,33 +96,6 @@ export async function inspect(target: string, opts: InspectOptions = {}): Promis
     path: (rel) => show(path.resolve(dir, rel)),
   });
   return { plan, dir, summary, stale, changedSources, damaged };
-}
-
-/** plan.json, parsed and validated; every problem located in the file. */
-export function readPlanFile(file: string, show: (p: string) => string = (p) => p): Plan {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (e) {
-    throw new UserError({ message: `cannot read plan.json (${(e as NodeJS.ErrnoException).code ?? String(e)})`, subject: show(file), hint: RECOMPILE });
-  }
-  const parsed = parseSource(file, show(file), text);
-  const withHint = (p: Problem): Problem => ({ ...p, hint: p.hint ? `${p.hint}; or ${RECOMPILE}` : RECOMPILE });
-  if (parsed.problems.length) throw new UserError(parsed.problems.map(withHint));
-  const value = parsed.value as Record<string, unknown> | undefined;
-  if (value && typeof value === "object" && "format" in value && value.format !== PLAN_FORMAT) {
-    throw new UserError({
-      message: `plan.json has format ${JSON.stringify(value.format)}; this sdc reads ${PLAN_FORMAT}`,
-      ...whereInSource(parsed.source, ["format"], "value"),
-      hint: `it was written by another version of sdc; ${RECOMPILE}`,
-    });
-  }
-  const r = PlanSchema.safeParse(value);
-  if (!r.success) {
-    const problems = issuesToProblems(PlanSchema, value, r.error.issues, (p, mode) => whereInSource(parsed.source, p, mode));
-    throw new UserError(problems.map((p) => withHint({ ...p, message: `plan.json is damaged: ${p.message}` })));
-  }
-  return r.data;
 }
 
 function sameIdentity(file: string, id: { size: number; mtimeMs: number }): boolean {

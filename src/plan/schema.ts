@@ -8,6 +8,8 @@
 import { z } from "zod";
 
 export const PLAN_FORMAT = "sdc-plan/1";
+/** The plan's file name inside a compiled folder. */
+export const PLAN_FILE = "plan.json";
 
 const Dim = z.union([z.number().int().nonnegative(), z.string()]);
 

@@ -11,9 +11,10 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ort from "onnxruntime-node";
-import { compile, readPlan } from "../compiler/compile.js";
+import { compile } from "../compiler/compile.js";
 import type { LoadedPipeline } from "../config/load.js";
 import { SafetensorsFile } from "../models/weights/safetensors.js";
+import { readPlan } from "../plan/read.js";
 import { decodeNonFinite, type GraphName, type Plan } from "../plan/schema.js";
 import { createScheduler, img2imgTimesteps, schedulerDefinition, withStableDiffusionPipelineFixups, type Scheduler } from "../schedulers/index.js";
 import { UserError } from "../util/errors.js";
@@ -77,7 +78,6 @@ export async function runPlan(dir: string, opts: RunOptions = {}): Promise<RunRe
   const t0 = performance.now();
   const log = opts.log ?? (() => {});
   const plan = readPlan(dir);
-  if (!plan) throw new UserError({ message: "no valid plan.json", subject: dir, hint: "run `sdc compile` first" });
   const s = plan.sample;
   const prompts = s.prompt;
   const negatives = plan.guidance.negativePrompt;

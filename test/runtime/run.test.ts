@@ -86,7 +86,10 @@ describe("run", () => {
   it("needs a compiled plan to run one", async () => {
     const dir = tempDir("sdc-noplan-");
     const e = await runPlan(dir).catch((x: unknown) => x);
-    expect(isUserError(e) && e.problems[0]).toMatchObject({ message: "no valid plan.json", hint: "run `sdc compile` first" });
+    expect(isUserError(e) && e.problems[0]).toMatchObject({
+      message: "no plan.json: this is not a compiled pipeline folder (or its compile never finished)",
+      hint: "run `sdc compile <pipeline.yaml>` to (re)build it",
+    });
   });
 
   it("device cuda without the CUDA provider is a user error naming what is missing", async () => {
