@@ -1,18 +1,17 @@
 /**
- * `sdc run` for sampling pipelines: txt2img and img2img, as diffusers' StableDiffusionPipeline and
- * StableDiffusionImg2ImgPipeline (v0.24) compute them, from a compiled plan.
+ * Running a compiled plan: txt2img and img2img, as diffusers' StableDiffusionPipeline and
+ * StableDiffusionImg2ImgPipeline (v0.24) compute them.
  *
- * `run()` compiles first when the compiled folder is stale, then `runPlan()` executes plan.json:
+ * `runPlan(dir, settings)` executes a compiled folder's plan.json with the run settings given:
  * tokenize → text encoder → initial latents (PyTorch-compatible CPU generator, or a latents file,
  * or the encoded init image noised to the first timestep) → denoising loop with classifier-free
- * guidance → VAE decoder → PNGs with their generation parameters. The runtime reads only the
- * plan and the compiled files.
+ * guidance → VAE decoder → PNGs with their generation parameters. The runtime reads only the plan,
+ * the compiled files and the settings; it writes only into the output folder. Compiling first when
+ * a pipeline changed is src/pipeline.ts's business.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ort from "onnxruntime-node";
-import { compile } from "../compiler/compile.js";
-import type { LoadedPipeline } from "../config/load.js";
 import { SafetensorsFile } from "../models/weights/safetensors.js";
 import { readPlan } from "../plan/read.js";
 import { decodeNonFinite, type GraphName, type Plan } from "../plan/schema.js";
@@ -23,15 +22,11 @@ import { Cancelled, denoise } from "./denoise.js";
 import { formatParameters, imageToTensor, loadImage, makeGrid, samplerName, savePng, tensorToImages } from "../image/image.js";
 import { progressBar } from "./progress.js";
 import { TorchGenerator } from "./rng.js";
-import { CUDA_HINT, cudaUnavailableReason, openSession, type Device, type OpenedSession } from "./session.js";
+import { checkRunSettings, imageCount, type RunSettings } from "./settings.js";
+import { openSession, type Device, type OpenedSession } from "./session.js";
 import { ClipTokenizer, truncationWarning } from "../tokenizer/clip.js";
 
-export interface RunOptions {
-  /** Recompile even when the compiled folder is up to date. */
-  recompile?: boolean;
-  /** Compiled folder (default compiled/<name> under cwd). */
-  compiledDir?: string;
-  cwd?: string;
+export interface RunPlanOptions {
   /** Aborting stops the run between denoising steps; the result then has `cancelled: true`. */
   signal?: AbortSignal;
   /** Lines for a person (EP notice, truncation warnings, files written). */
@@ -56,41 +51,21 @@ export interface RunResult {
   itPerSec: number;
 }
 
-export async function run(p: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {
-  const cwd = opts.cwd ?? process.cwd();
-  const log = opts.log ?? (() => {});
-  if (p.config.train)
-    throw new UserError({
-      message: "this pipeline has a train section, and sdc does not train yet: the section is checked, but training graphs and optimizers are not built",
-      ...p.where(["train"], "key"),
-      hint: "remove the train section to sample from the model",
-    });
-  // say so before compiling: a CUDA run without the CUDA provider cannot start
-  const noCuda = p.config.runtime.device === "cuda" ? cudaUnavailableReason() : null;
-  if (noCuda) throw new UserError({ message: `runtime.device is cuda, but ${noCuda}`, ...p.where(["runtime", "device"]), hint: CUDA_HINT });
-  const c = await compile(p, { outDir: opts.compiledDir, cwd, force: opts.recompile, log });
-  if (!c.upToDate) log(c.summary);
-  return runPlan(c.dir, opts);
-}
-
-/** Execute a compiled folder's plan.json. */
-export async function runPlan(dir: string, opts: RunOptions = {}): Promise<RunResult> {
+/** Execute a compiled folder's plan.json with these run settings. */
+export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions = {}): Promise<RunResult> {
   const t0 = performance.now();
   const log = opts.log ?? (() => {});
   const plan = readPlan(dir);
-  const s = plan.sample;
-  const prompts = s.prompt;
-  const negatives = plan.guidance.negativePrompt;
-  if (negatives.length !== 1 && negatives.length !== prompts.length)
-    throw new UserError({ message: `${negatives.length} negative prompts for ${prompts.length} prompts`, subject: "guidance.negative_prompt", hint: "give one negative prompt, or one per prompt" });
-  checkSize(plan);
+  checkRunSettings(plan, s);
+  const prompts = s.prompts;
+  const negatives = s.negativePrompts;
   const perPrompt = s.batch;
-  const total = prompts.length * perPrompt;
-  const cfg = plan.guidance.scale > 1;
+  const total = imageCount(s);
+  const cfg = s.guidanceScale > 1;
   const img2img = s.initImage !== null;
 
   // sessions (the first one decides the execution provider)
-  const sessions = new Sessions(dir, plan, plan.runtime.device as Device, plan.runtime.threads);
+  const sessions = new Sessions(dir, plan, plan.runtime.device as Device, s.threads);
   try {
     const te = await sessions.get("text_encoder");
     if (te.fallback) log(`running on CPU: ${te.fallback}`);
@@ -119,7 +94,7 @@ export async function runPlan(dir: string, opts: RunOptions = {}): Promise<RunRe
 
     // 2. scheduler and timesteps
     const scheduler = withStableDiffusionPipelineFixups(createScheduler(plan.scheduler.className, decodeNonFinite(plan.scheduler.config)));
-    const gen = new TorchGenerator(s.seed ?? 0);
+    const gen = new TorchGenerator(s.seed);
     const C = plan.vae.latentChannels;
     const h = s.height / plan.vae.scaleFactor;
     const w = s.width / plan.vae.scaleFactor;
@@ -129,12 +104,12 @@ export async function runPlan(dir: string, opts: RunOptions = {}): Promise<RunRe
     if (!img2img) {
       scheduler.setTimesteps(plan.scheduler.steps);
       timesteps = scheduler.timesteps;
-      const init = s.latents ? readLatents(path.resolve(dir, s.latents), latentShape) : gen.randn(total * C * h * w);
+      const init = s.latents ? readLatents(s.latents, latentShape) : gen.randn(total * C * h * w);
       latents = Float32Array.from(init, (x) => Math.fround(x * scheduler.initNoiseSigma));
     } else {
       const t = img2imgTimesteps(scheduler, plan.scheduler.steps, s.strength);
       timesteps = t.timesteps;
-      latents = await img2imgLatents(sessions, plan, path.resolve(dir, s.initImage!), scheduler, gen, total, t.startTimestep);
+      latents = await img2imgLatents(sessions, plan, s, s.initImage!, scheduler, gen, total, t.startTimestep);
     }
 
     opts.trace?.("latents_init", latents);
@@ -152,8 +127,8 @@ export async function runPlan(dir: string, opts: RunOptions = {}): Promise<RunRe
         batch: total,
         text: textEmb,
         uncond: uncondEmb,
-        guidanceScale: plan.guidance.scale,
-        guidanceRescale: plan.guidance.rescale,
+        guidanceScale: s.guidanceScale,
+        guidanceRescale: s.guidanceRescale,
         noise: gen,
         unet: async (sample, t, emb, n) => {
           evals++;
@@ -184,7 +159,7 @@ export async function runPlan(dir: string, opts: RunOptions = {}): Promise<RunRe
     // 4. decode each image (bounded memory) and save
     const inv = 1 / plan.vae.scalingFactor;
     const per = C * h * w;
-    const outDir = path.resolve(dir, plan.output.dir);
+    const outDir = s.outputDir;
     const outputs: string[] = [];
     const images: { width: number; height: number; data: Uint8Array }[] = [];
     const karras = plan.scheduler.config.use_karras_sigmas === true;
@@ -200,21 +175,21 @@ export async function runPlan(dir: string, opts: RunOptions = {}): Promise<RunRe
         negativePrompt: cfg ? negatives[negatives.length === 1 ? 0 : Math.floor(i / perPrompt)] : undefined,
         steps: plan.scheduler.steps,
         sampler: samplerName(schedulerDefinition(plan.scheduler.className).shortName, { karras }),
-        cfgScale: plan.guidance.scale,
-        seed: s.latents ? "from latents file" : (s.seed ?? 0),
+        cfgScale: s.guidanceScale,
+        seed: s.latents ? "from latents file" : s.seed,
         width: s.width,
         height: s.height,
         modelHash: plan.model.hash,
         modelName: plan.model.name,
         denoisingStrength: img2img ? s.strength : undefined,
-        extra: { ...(total > 1 ? { "Batch size": total, "Batch pos": i } : {}), ...(plan.guidance.rescale > 0 ? { "CFG rescale": plan.guidance.rescale } : {}), Generator: "sdc (PyTorch CPU)" },
+        extra: { ...(total > 1 ? { "Batch size": total, "Batch pos": i } : {}), ...(s.guidanceRescale > 0 ? { "CFG rescale": s.guidanceRescale } : {}), Generator: "sdc (PyTorch CPU)" },
       });
-      const file = path.join(outDir, `${opts.runIndex !== undefined ? `run${String(opts.runIndex).padStart(3, "0")}-` : ""}${String(first + i).padStart(5, "0")}-${s.seed ?? 0}.png`);
+      const file = path.join(outDir, `${opts.runIndex !== undefined ? `run${String(opts.runIndex).padStart(3, "0")}-` : ""}${String(first + i).padStart(5, "0")}-${s.seed}.png`);
       await savePng(file, rgb, s.width, s.height, { parameters: params });
       outputs.push(file);
       images.push({ width: s.width, height: s.height, data: rgb });
     }
-    if (plan.output.grid && images.length > 1) {
+    if (s.grid && images.length > 1) {
       const g = makeGrid(images);
       const file = path.join(outDir, `${opts.runIndex !== undefined ? `run${String(opts.runIndex).padStart(3, "0")}-` : ""}grid-${String(first).padStart(5, "0")}.png`);
       await savePng(file, g.data, g.width, g.height, {});
@@ -245,16 +220,6 @@ function nextIndex(dir: string): number {
   return n;
 }
 
-/** Width/height against the VAE factor and any divisibility a graph states (in pixels). */
-function checkSize(plan: Plan): void {
-  const f = plan.vae.scaleFactor;
-  let need = f;
-  for (const g of Object.values(plan.graphs)) for (const r of g.requirements) need = Math.max(need, r.multipleOf * f);
-  for (const [k, v] of [["width", plan.sample.width], ["height", plan.sample.height]] as const)
-    if (v % need !== 0)
-      throw new UserError({ message: `sample.${k} ${v} is not a multiple of ${need}`, subject: `sample.${k}`, hint: `this model needs image sides that are multiples of ${need}; try ${Math.max(need, Math.round(v / need) * need)}` });
-}
-
 function readLatents(file: string, shape: number[]): Float32Array {
   const st = SafetensorsFile.open(file);
   const name = st.tensors.has("latents") ? "latents" : st.tensors.size === 1 ? [...st.tensors.keys()][0]! : null;
@@ -271,8 +236,7 @@ function readLatents(file: string, shape: number[]): Float32Array {
  * image, draw from the posterior with the generator, scale, repeat over the batch, then noise to
  * the first timestep with a second draw.
  */
-async function img2imgLatents(sessions: Sessions, plan: Plan, file: string, scheduler: Scheduler, gen: TorchGenerator, total: number, startTimestep: number): Promise<Float32Array> {
-  const s = plan.sample;
+async function img2imgLatents(sessions: Sessions, plan: Plan, s: RunSettings, file: string, scheduler: Scheduler, gen: TorchGenerator, total: number, startTimestep: number): Promise<Float32Array> {
   const image = await loadImage(file, { width: s.width, height: s.height, resize: "stretch" });
   const x = imageToTensor(image);
   const out = await sessions.run("vae_encoder", { sample: [x.data, x.shape] });

@@ -10,6 +10,8 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { compile } from "../../src/compiler/compile.js";
 import { inspect } from "../../src/compiler/inspect.js";
 import { readPlan, readPlanFile, readPlanIfValid } from "../../src/plan/read.js";
+import type { LoadedPipeline } from "../../src/config/load.js";
+import { runSettings } from "../../src/pipeline.js";
 import { runPlan } from "../../src/runtime/run.js";
 import { isUserError, type Problem } from "../../src/util/errors.js";
 import { tempDir } from "../helpers/ort.js";
@@ -17,10 +19,13 @@ import { compileFixture } from "../helpers/pipeline.js";
 
 let good: string;
 let compiledDir: string;
+let p: LoadedPipeline;
 const HINT = "run `sdc compile <pipeline.yaml>` to (re)build it";
 
 beforeAll(async () => {
-  const { r } = await compileFixture("tiny-sd1");
+  const c = await compileFixture("tiny-sd1");
+  const r = c.r;
+  p = c.p;
   compiledDir = r.dir;
   good = fs.readFileSync(path.join(r.dir, "plan.json"), "utf8");
 });
@@ -68,17 +73,17 @@ describe("readPlan", () => {
   });
 
   it("text that is not JSON: located at the syntax error", () => {
-    const dir = planFolder(good.replace('"format": "sdc-plan/1",', '"format": "sdc-plan/1"'));
+    const dir = planFolder(good.replace('"format": "sdc-plan/2",', '"format": "sdc-plan/2"'));
     const [p] = problemsOf(() => readPlan(dir, { cwd: dir }));
     expect(p!.at).toMatchObject({ file: "plan.json", line: 3, col: 3 });
     expect(p!.hint).toContain(HINT);
   });
 
   it("another format version: located at the format value", () => {
-    const dir = planFolder(good.replace('"sdc-plan/1"', '"sdc-plan/0"'));
+    const dir = planFolder(good.replace('"sdc-plan/2"', '"sdc-plan/0"'));
     const [p] = problemsOf(() => readPlan(dir, { cwd: dir }));
     expect(p).toMatchObject({
-      message: 'plan.json has format "sdc-plan/0"; this sdc reads sdc-plan/1',
+      message: 'plan.json has format "sdc-plan/0"; this sdc reads sdc-plan/2',
       at: { file: "plan.json", line: 2, col: 13 },
       hint: `it was written by another version of sdc; ${HINT}`,
     });
@@ -99,7 +104,7 @@ describe("readPlan", () => {
   it("the runner and inspect report the reader's problems, unchanged", async () => {
     const dir = planFolder(good.replace(/"steps": \d+/, '"steps": "many"'));
     const want = problemsOf(() => readPlan(dir));
-    expect(await asyncProblemsOf(runPlan(dir))).toEqual(want);
+    expect(await asyncProblemsOf(runPlan(dir, runSettings(p)))).toEqual(want);
     expect(await asyncProblemsOf(inspect(dir))).toEqual(want);
   });
 });
