@@ -28,7 +28,7 @@ import { hashValue } from "../util/hash.js";
 import { type CancelReason, eventJson, type FileChange, formatEvent, type WatchEvent } from "./events.js";
 
 export interface WatchOptions extends LoadOptions {
-  /** Re-run the pipeline after each compile that changed the plan (or its input files). */
+  /** Re-run the pipeline after a save that changed the plan, the run settings or the run's input files. */
   run?: boolean;
   /** Called with a line to show the user (`watch()` only). */
   log?: (line: string) => void;
