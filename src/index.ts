@@ -5,6 +5,8 @@
  *   const p = await loadPipeline("pipelines/txt2img.yaml", { seed: 42 });
  *   await run(p);
  *
+ * `run` compiles when the compiled folder is stale, then runs its plan with the run settings of the
+ * pipeline (`runSettings(p)`); `runPlan(dir, settings)` runs a compiled folder with any settings.
  * The CLI (src/cli/main.ts) only parses arguments, calls these functions and prints their results.
  */
 
@@ -27,13 +29,23 @@ export type {
 export type { Where } from "./config/origins.js";
 export type { Path } from "./config/source.js";
 export * from "./models/arch.js";
-export { compile, compileKeys, readPlan, resolvePrecision, COMPILER_VERSION, SDC_VERSION } from "./compiler/compile.js";
+export { compile, compileKeys, resolvePrecision, COMPILER_VERSION, SDC_VERSION } from "./compiler/compile.js";
 export type { CompileOptions, CompileResult } from "./compiler/compile.js";
-export { inspect, readPlanFile } from "./compiler/inspect.js";
+export { inspect } from "./compiler/inspect.js";
 export type { InspectOptions, InspectResult, Staleness } from "./compiler/inspect.js";
-export { run, runPlan } from "./runtime/run.js";
-export type { RunOptions, RunResult } from "./runtime/run.js";
-export { PlanSchema, PLAN_FORMAT, GRAPH_NAMES, PLAN_SCHEMA_FILE, planJsonSchemaText } from "./plan/schema.js";
+export { run, runCompiled, runSettings, runSettingsKey } from "./pipeline.js";
+export type { RunOptions } from "./pipeline.js";
+export { runPlan } from "./runtime/run.js";
+export type { RunPlanOptions, RunResult } from "./runtime/run.js";
+export { checkRunSettings, imageCount } from "./runtime/settings.js";
+export type { RunSettings } from "./runtime/settings.js";
+export { openPlanGraphs } from "./runtime/graphs.js";
+export type { Feed, FloatTensor, GraphRunner, OpenedGraphs, OpenGraphsOptions, PipelineGraphs } from "./runtime/graphs.js";
+export * from "./runtime/stages/index.js";
+export { readPlan, readPlanFile, readPlanIfValid } from "./plan/read.js";
+export type { ReadPlanOptions } from "./plan/read.js";
+export { writePlan } from "./plan/write.js";
+export { imageSideMultiple, PlanSchema, PLAN_FILE, PLAN_FORMAT, GRAPH_NAMES, PLAN_SCHEMA_FILE, planJsonSchemaText } from "./plan/schema.js";
 export type { Plan, GraphName } from "./plan/schema.js";
 export { DEFAULT_DEBOUNCE_MS, startWatch, watch, watchedFiles } from "./watch/watch.js";
 export type { WatchOptions, WatchSession } from "./watch/watch.js";

@@ -5,9 +5,10 @@
  *
  * Incremental: each graph's build hash covers its architecture, compile options and the identity
  * of its weight files. A graph whose hash is unchanged is not rebuilt (its files are hard-linked
- * from the previous output); an edit that touches only scheduler, guidance or sampling settings
- * rewrites plan.json alone. The folder is written to a temporary sibling and renamed, so a failed
- * compile leaves the previous output intact.
+ * from the previous output); an edit that touches only the scheduler rewrites plan.json alone, and
+ * run settings (prompts, guidance, image size, seed, output, ...) are not compiled at all: the
+ * runner gets them with each run. The folder is written to a temporary sibling and renamed, so a
+ * failed compile leaves the previous output intact.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -15,8 +16,10 @@ import type { LoadedPipeline } from "../config/load.js";
 import { dimStr } from "../ir/dims.js";
 import type { Graph } from "../ir/graph.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
-import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, PlanSchema, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
-import { tokenizerFiles, readTokenizerConfig } from "../runtime/tokenizer.js";
+import { readPlanIfValid } from "../plan/read.js";
+import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
+import { writePlan } from "../plan/write.js";
+import { tokenizerFiles, readTokenizerConfig } from "../tokenizer/clip.js";
 import { createScheduler, schedulerConfigJson, withStableDiffusionPipelineFixups } from "../schedulers/index.js";
 import { UserError } from "../util/errors.js";
 import { writeDirAtomic } from "../util/fs.js";
@@ -37,6 +40,11 @@ export interface CompileOptions {
   cwd?: string;
   /** Progress lines for a person. */
   log?: (line: string) => void;
+  /**
+   * Called once the compiler knows it will replace the folder, before it writes anything (not
+   * called when the folder is up to date): `sdc watch --run` stops a run that reads the folder.
+   */
+  beforeWrite?: () => Promise<void> | void;
 }
 
 export interface CompileResult {
@@ -61,16 +69,6 @@ export function defaultCompiledDir(p: LoadedPipeline, cwd = process.cwd()): stri
   return path.resolve(cwd, "compiled", p.name);
 }
 
-export function readPlan(dir: string): Plan | null {
-  const file = path.join(dir, "plan.json");
-  if (!fs.existsSync(file)) return null;
-  try {
-    return PlanSchema.parse(JSON.parse(fs.readFileSync(file, "utf8")));
-  } catch {
-    return null; // an older or damaged plan is rebuilt, not trusted
-  }
-}
-
 /** Hashes that decide what must be rebuilt, computed without building anything. */
 export function compileKeys(p: LoadedPipeline): { graphs: Record<GraphName, string>; compileHash: string; pipelineHash: string; sources: Plan["sources"] } {
   if (p.model.kind === "inline") {
@@ -87,8 +85,14 @@ export function compileKeys(p: LoadedPipeline): { graphs: Record<GraphName, stri
   const graphs = Object.fromEntries(jobs.map((j) => [j.name, hashValue({ v: COMPILER_VERSION, graph: j.name, options: j.options, weights: ids[j.component] })])) as Record<GraphName, string>;
   const compileHash = hashValue(graphs);
   const sources = [...new Set([...p.sources, ...p.model.files, ...allWeightFiles(p), ...p.model.lora.map((l) => l.file)])].filter((f) => fs.existsSync(f)).map(fileIdentity);
-  const pipelineHash = hashValue({ compileHash, config: p.config, scheduler: p.model.schedulerConfig, sdc: SDC_VERSION });
+  const pipelineHash = hashValue({ compileHash, config: planConfig(p), scheduler: p.model.schedulerConfig, sdc: SDC_VERSION });
   return { graphs, compileHash, pipelineHash, sources };
+}
+
+/** The config without its run settings: what the plan is made from (prompts, guidance, sizes, seed, output and threads never re-plan). */
+function planConfig(p: LoadedPipeline): Record<string, unknown> {
+  const { sample: _sample, guidance: _guidance, output: _output, runtime, ...rest } = p.config;
+  return { ...rest, runtime: { device: runtime.device, precision: runtime.precision } };
 }
 
 function lowerTarget(p: LoadedPipeline): LowerTarget {
@@ -116,7 +120,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
   const log = opts.log ?? (() => {});
   const dir = opts.outDir ?? defaultCompiledDir(p, opts.cwd);
   const keys = compileKeys(p);
-  const old = readPlan(dir);
+  const old = readPlanIfValid(dir); // an older or damaged plan is rebuilt, not trusted
   const graphFilesPresent = (name: GraphName) => old !== null && [old.graphs[name].file, ...old.graphs[name].externalData.map((f) => path.join(path.dirname(old.graphs[name].file), f))].every((f) => fs.existsSync(path.join(dir, f)));
   const reusable = (name: GraphName) => !opts.force && old !== null && old.graphs[name].buildHash === keys.graphs[name] && graphFilesPresent(name);
 
@@ -125,6 +129,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
     return { dir, plan: old, rebuilt: [], reused: [...GRAPH_NAMES], upToDate: true, seconds, summary: `${rel(dir, opts.cwd)} is up to date` };
   }
 
+  await opts.beforeWrite?.();
   const precision = resolvePrecision(p.config.runtime);
   const target = lowerTarget(p);
   const jobs = graphJobs(p.model, precision, target);
@@ -245,7 +250,6 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
   );
 
   const relToPlan = (f: string | undefined) => (f ? path.relative(finalDir, f).split(path.sep).join("/") : null);
-  const asList = (v: string | string[]) => (Array.isArray(v) ? v : [v]);
   const modelFile = p.model.kind === "single-file" ? p.model.path! : p.model.weights.unet?.files[0];
   // the model hash (A1111's: sha256 of the whole file) reads every byte, 4 s for SD 1.5's U-Net:
   // keep the previous one while that file is unchanged (same path, size and mtime), e.g. a U-Net edit
@@ -254,7 +258,7 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
     return old?.sources.some((s) => s.path === relToPlan(f) && s.size === id.size && s.mtimeMs === id.mtimeMs) ?? false;
   };
   const modelHash = old && (old.graphs.unet.buildHash === graphs.unet.buildHash || (modelFile !== undefined && unchanged(modelFile))) ? old.model.hash : modelFile ? sha256File(modelFile).slice(0, 10) : sha256(canonicalJson(keys.graphs)).slice(0, 10);
-  const plan: Plan = PlanSchema.parse({
+  return writePlan(tmp, {
     format: PLAN_FORMAT,
     name: p.name,
     sdcVersion: SDC_VERSION,
@@ -266,22 +270,8 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
     tokenizer: { dir: "tokenizer", modelMaxLength: tokCfg.modelMaxLength, padToken: tokCfg.padToken },
     scheduler: { type: c.scheduler.type ?? className, className: sched.className, steps: c.scheduler.steps, config: encodeNonFinite(sched.config) },
     vae: { scalingFactor: p.model.vae.scaling_factor, scaleFactor: 2 ** (p.model.vae.block_out_channels.length - 1), latentChannels: p.model.vae.latent_channels },
-    guidance: { scale: c.guidance.scale, rescale: c.guidance.rescale, negativePrompt: asList(c.guidance.negative_prompt) },
-    sample: {
-      prompt: asList(c.sample.prompt),
-      width: c.sample.width,
-      height: c.sample.height,
-      batch: c.sample.batch,
-      seed: c.sample.seed,
-      initImage: relToPlan(c.sample.init_image),
-      strength: c.sample.strength,
-      latents: relToPlan(c.sample.latents),
-    },
-    output: { dir: relToPlan(c.output.dir)!, format: c.output.format, grid: c.output.grid },
-    runtime: { device: c.runtime.device, precision: resolvePrecision(c.runtime), threads: c.runtime.threads },
+    runtime: { device: c.runtime.device, precision: resolvePrecision(c.runtime) },
   });
-  fs.writeFileSync(path.join(tmp, "plan.json"), JSON.stringify(plan, null, 2) + "\n");
-  return plan;
 }
 
 /** Scheduler options the pipeline file (or --set) gave explicitly: checked against the class. */

@@ -3,17 +3,18 @@
  * plan.json, or a pipeline YAML (then its compiled folder, and whether the plan is stale against
  * the file). Per graph: file, nodes, parameters, weights linked from the checkpoint vs written by
  * the compiler, inputs and outputs with symbolic shapes, divisibility requirements, fusion notes;
- * then the scheduler, guidance and sampling settings. Nothing is written; a missing or damaged plan
- * is a located UserError that says to run `sdc compile`.
+ * then the scheduler, the image sizes the graphs accept, VAE and tokenizer. Given a pipeline file,
+ * also the run settings it gives the runner (prompts, guidance, size, seed, output), which are not
+ * part of the plan. Nothing is written; a missing or damaged plan is a located UserError that says
+ * to run `sdc compile` (the plan module's reader, which `sdc run` uses too).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { issuesToProblems } from "../config/issues.js";
 import { displayPath, loadPipeline } from "../config/load.js";
-import { whereInSource } from "../config/origins.js";
-import { parseSource } from "../config/source.js";
-import { GRAPH_NAMES, PLAN_FORMAT, PlanSchema, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
-import { UserError, type Problem } from "../util/errors.js";
+import type { PipelineConfig } from "../config/schema.js";
+import { readPlan, readPlanFile } from "../plan/read.js";
+import { GRAPH_NAMES, imageSideMultiple, PLAN_FILE, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
+import { UserError } from "../util/errors.js";
 import { sha256File } from "../util/hash.js";
 import { compileKeys, defaultCompiledDir } from "./compile.js";
 
@@ -25,7 +26,7 @@ export interface InspectOptions {
 export interface Staleness {
   /** Graphs whose build hash differs from what the pipeline file asks for now (rebuilt by the next compile). */
   graphs: GraphName[];
-  /** Settings (scheduler, guidance, sample, output, runtime) differ: the next compile rewrites plan.json. */
+  /** What the plan holds besides the graphs (scheduler, device, ...) differs: the next compile rewrites plan.json. Run settings never make it stale. */
   plan: boolean;
 }
 
@@ -44,8 +45,6 @@ export interface InspectResult {
   damaged: string[];
 }
 
-const RECOMPILE = "run `sdc compile <pipeline.yaml>` to (re)build it";
-
 /** Describe a compiled pipeline (a compiled folder, its plan.json, or a pipeline file). */
 export async function inspect(target: string, opts: InspectOptions = {}): Promise<InspectResult> {
   const cwd = opts.cwd ?? process.cwd();
@@ -61,35 +60,33 @@ export async function inspect(target: string, opts: InspectOptions = {}): Promis
   }
 
   let dir: string;
-  let planFile: string;
+  let plan: Plan;
   let pipeline: Awaited<ReturnType<typeof loadPipeline>> | null = null;
   if (st.isDirectory()) {
     dir = abs;
-    planFile = path.join(dir, "plan.json");
-    if (!fs.existsSync(planFile)) {
-      throw new UserError({ message: "no plan.json: this is not a compiled pipeline folder (or its compile never finished)", subject: show(dir), hint: RECOMPILE });
-    }
+    plan = readPlan(dir, { cwd });
   } else if (/\.ya?ml$/i.test(abs)) {
     pipeline = await loadPipeline(abs, { cwd });
     dir = defaultCompiledDir(pipeline, cwd);
-    planFile = path.join(dir, "plan.json");
+    const planFile = path.join(dir, PLAN_FILE);
     if (!fs.existsSync(planFile)) {
       throw new UserError({ message: `has not been compiled: ${show(planFile)} does not exist`, subject: show(abs), hint: `run \`sdc compile ${show(abs)}\`` });
     }
+    plan = readPlanFile(planFile, { cwd });
   } else if (/\.json$/i.test(abs)) {
-    planFile = abs;
     dir = path.dirname(abs);
+    plan = readPlanFile(abs, { cwd });
   } else {
     throw new UserError({ message: "is neither a compiled folder, a plan.json nor a pipeline YAML file", subject: show(abs), hint: "e.g. sdc inspect compiled/<name>, or sdc inspect pipelines/<name>.yaml" });
   }
 
-  const plan = readPlanFile(planFile, show);
   let stale: Staleness | null = null;
   if (pipeline) {
     const keys = compileKeys(pipeline);
     stale = { graphs: GRAPH_NAMES.filter((g) => plan.graphs[g].buildHash !== keys.graphs[g]), plan: plan.pipelineHash !== keys.pipelineHash };
   }
   const from = pipeline ? show(pipeline.file) : null;
+  const runSettings = pipeline ? runSettingsLines(pipeline.config, show) : null;
   const changedSources = plan.sources.filter((s) => !sameIdentity(path.resolve(dir, s.path), s)).map((s) => show(path.resolve(dir, s.path)));
   const damaged = damagedFiles(dir, plan).map((f) => show(f));
   const summary = describe(plan, {
@@ -98,38 +95,10 @@ export async function inspect(target: string, opts: InspectOptions = {}): Promis
     stale,
     changedSources,
     damaged,
+    runSettings,
     onnxSize: (g) => fs.statSync(path.join(dir, plan.graphs[g].file), { throwIfNoEntry: false })?.size ?? 0,
-    // the plan's paths are relative to the compiled folder; a person reads them from the working directory
-    path: (rel) => show(path.resolve(dir, rel)),
   });
   return { plan, dir, summary, stale, changedSources, damaged };
-}
-
-/** plan.json, parsed and validated; every problem located in the file. */
-export function readPlanFile(file: string, show: (p: string) => string = (p) => p): Plan {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (e) {
-    throw new UserError({ message: `cannot read plan.json (${(e as NodeJS.ErrnoException).code ?? String(e)})`, subject: show(file), hint: RECOMPILE });
-  }
-  const parsed = parseSource(file, show(file), text);
-  const withHint = (p: Problem): Problem => ({ ...p, hint: p.hint ? `${p.hint}; or ${RECOMPILE}` : RECOMPILE });
-  if (parsed.problems.length) throw new UserError(parsed.problems.map(withHint));
-  const value = parsed.value as Record<string, unknown> | undefined;
-  if (value && typeof value === "object" && "format" in value && value.format !== PLAN_FORMAT) {
-    throw new UserError({
-      message: `plan.json has format ${JSON.stringify(value.format)}; this sdc reads ${PLAN_FORMAT}`,
-      ...whereInSource(parsed.source, ["format"], "value"),
-      hint: `it was written by another version of sdc; ${RECOMPILE}`,
-    });
-  }
-  const r = PlanSchema.safeParse(value);
-  if (!r.success) {
-    const problems = issuesToProblems(PlanSchema, value, r.error.issues, (p, mode) => whereInSource(parsed.source, p, mode));
-    throw new UserError(problems.map((p) => withHint({ ...p, message: `plan.json is damaged: ${p.message}` })));
-  }
-  return r.data;
 }
 
 function sameIdentity(file: string, id: { size: number; mtimeMs: number }): boolean {
@@ -158,8 +127,9 @@ interface DescribeContext {
   stale: Staleness | null;
   changedSources: string[];
   damaged: string[];
+  /** Given a pipeline file: its run settings, as [label, text] rows. */
+  runSettings: [string, string][] | null;
   onnxSize: (g: GraphName) => number;
-  path: (planPath: string) => string;
 }
 
 function describe(plan: Plan, c: DescribeContext): string {
@@ -167,7 +137,7 @@ function describe(plan: Plan, c: DescribeContext): string {
   const row = (label: string, text: string, indent = "  ") => lines.push(`${indent}${label.padEnd(11)}${text}`);
   lines.push(`${c.dir}: ${plan.name} (${plan.format}, sdc ${plan.sdcVersion})`);
   row("model", `${plan.model.kind} ${plan.model.name} [${plan.model.hash}]`);
-  row("precision", `${plan.runtime.precision}, device ${plan.runtime.device}${plan.runtime.threads ? `, ${plan.runtime.threads} threads` : ""}`);
+  row("precision", `${plan.runtime.precision}, device ${plan.runtime.device}`);
   if (c.stale) {
     const what = [...(c.stale.graphs.length ? [`rebuilds ${c.stale.graphs.join(", ")}`] : []), ...(c.stale.plan ? ["rewrites plan.json"] : [])];
     row("status", what.length ? `stale against ${c.from}: the next compile ${what.join(" and ")}` : `up to date with ${c.from}`);
@@ -177,17 +147,14 @@ function describe(plan: Plan, c: DescribeContext): string {
 
   const s = plan.scheduler;
   row("scheduler", `${s.className}${s.type !== s.className ? ` (${s.type})` : ""}, ${s.steps} steps, ${String(s.config.prediction_type ?? "epsilon")}, ${String(s.config.timestep_spacing ?? "leading")} spacing`);
-  const g = plan.guidance;
-  row("guidance", `scale ${g.scale}${g.rescale ? `, rescale ${g.rescale}` : ""}${g.negativePrompt.some((n) => n) ? `, negative ${g.negativePrompt.map((n) => JSON.stringify(n)).join(", ")}` : ""}`);
-  const p = plan.sample;
-  row(
-    "sample",
-    `${p.width}×${p.height}, batch ${p.batch}, seed ${p.seed ?? "random"}${p.initImage ? `, img2img from ${c.path(p.initImage)} (strength ${p.strength})` : ""}${p.latents ? `, latents ${c.path(p.latents)}` : ""}`,
-  );
-  row("prompt", p.prompt.map((x) => JSON.stringify(x)).join(", "));
+  const side = imageSideMultiple(plan);
+  row("images", `any size whose sides are multiples of ${side} pixels, any batch`);
   row("vae", `scaling factor ${plan.vae.scalingFactor}, ${plan.vae.scaleFactor} pixels per latent, ${plan.vae.latentChannels} latent channels`);
   row("tokenizer", `${plan.tokenizer.dir}/, ${plan.tokenizer.modelMaxLength} tokens, pad ${JSON.stringify(plan.tokenizer.padToken)}`);
-  row("output", `${c.path(plan.output.dir)} (${plan.output.format}${plan.output.grid ? ", grid" : ""})`);
+  if (c.runSettings) {
+    lines.push("", `  run settings from ${c.from} (given to the runner with each run, not part of the plan)`);
+    c.runSettings.forEach(([label, text]) => row(label, text, "    "));
+  }
 
   let params = 0;
   let linked = 0;
@@ -205,6 +172,21 @@ function describe(plan: Plan, c: DescribeContext): string {
     `  ${GRAPH_NAMES.length} graphs, ${millions(params)} parameters; weights ${bytes(linked)} linked from the checkpoint, ${bytes(written)} written by the compiler`,
   );
   return lines.join("\n");
+}
+
+/** A pipeline's run settings for a person: what `sdc run` would pass to the runner. */
+function runSettingsLines(c: PipelineConfig, show: (p: string) => string): [string, string][] {
+  const list = (v: string | string[]) => (Array.isArray(v) ? v : [v]);
+  const g = c.guidance;
+  const negatives = list(g.negative_prompt);
+  const s = c.sample;
+  return [
+    ["guidance", `scale ${g.scale}${g.rescale ? `, rescale ${g.rescale}` : ""}${negatives.some((n) => n) ? `, negative ${negatives.map((n) => JSON.stringify(n)).join(", ")}` : ""}`],
+    ["sample", `${s.width}×${s.height}, batch ${s.batch}, seed ${s.seed}${s.init_image ? `, img2img from ${show(s.init_image)} (strength ${s.strength})` : ""}${s.latents ? `, latents ${show(s.latents)}` : ""}`],
+    ["prompt", list(s.prompt).map((x) => JSON.stringify(x)).join(", ")],
+    ["output", `${show(c.output.dir)} (${c.output.format}${c.output.grid ? ", grid" : ""})`],
+    ...(c.runtime.threads ? [["threads", String(c.runtime.threads)] as [string, string]] : []),
+  ];
 }
 
 function graphLines(spec: GraphSpecT, onnxSize: number): [string, string][] {

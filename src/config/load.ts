@@ -12,6 +12,7 @@ import { type Document, parseDocument } from "yaml";
 import type { z } from "zod";
 import { vaeScaleFactor } from "../models/arch.js";
 import { isUserError, type Problem, type SourcePosition, UserError } from "../util/errors.js";
+import { displayPath } from "../util/paths.js";
 import { checkPipeline } from "./checks.js";
 import { issuesToProblems } from "./issues.js";
 import { type ModelContext, type ResolvedModel, resolveModel } from "./model.js";
@@ -52,11 +53,8 @@ export type ValidationResult = { ok: true; pipeline: LoadedPipeline } | { ok: fa
 export const DEFAULT_PIPELINE = "pipelines/txt2img.yaml";
 const DEFAULT_STRENGTH = 0.8;
 
-/** A path as shown in messages: relative to the working directory when inside it. */
-export function displayPath(abs: string, cwd: string): string {
-  const rel = path.relative(cwd, abs);
-  return rel && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel.split(path.sep).join("/") : abs;
-}
+/** A path as shown in messages (kept here for the modules that import it from the config layer). */
+export { displayPath };
 
 /** Load, validate and resolve a pipeline; throws a UserError listing every problem found. */
 export async function loadPipeline(file: string, opts: LoadOptions = {}): Promise<LoadedPipeline> {

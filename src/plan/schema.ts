@@ -2,12 +2,19 @@
  * plan.json: the contract between `sdc compile` and anything that runs a compiled pipeline (sdc's
  * runtime, or another ONNX runner). Versioned (`format`), validated with zod on read. It lists
  * every graph with its file, sha256, and typed inputs/outputs (symbolic dims by name, with the
- * divisibility each needs), plus everything a runner needs that is not a graph: tokenizer,
- * scheduler, guidance, sampling settings, VAE scaling, output.
+ * divisibility each needs), plus what running the graphs needs that is not a graph: tokenizer,
+ * scheduler and schedule, VAE scaling, the device and precision they were built for.
+ *
+ * It holds only what the graphs and the schedule depend on. Run settings (prompts, negative
+ * prompts, guidance, image size, batch, seed, init image, latents file, output folder, threads)
+ * are not in it: the runner gets them with each run, so changing them never rewrites a compiled
+ * folder.
  */
 import { z } from "zod";
 
-export const PLAN_FORMAT = "sdc-plan/1";
+export const PLAN_FORMAT = "sdc-plan/2";
+/** The plan's file name inside a compiled folder. */
+export const PLAN_FILE = "plan.json";
 
 const Dim = z.union([z.number().int().nonnegative(), z.string()]);
 
@@ -44,7 +51,7 @@ export const PlanSchema = z.strictObject({
   sdcVersion: z.string(),
   /** Hash of everything the graphs depend on; a different hash means recompile. */
   compileHash: z.string(),
-  /** Hash of the whole resolved pipeline (graphs and settings); a different hash means re-plan. */
+  /** Hash of everything this plan was made from (graphs, scheduler, device; not run settings): a different hash means re-plan. */
   pipelineHash: z.string(),
   /** Files whose changes make this plan stale (pipeline, its extends chain, model configs and weights, LoRAs). */
   sources: z.array(z.strictObject({ path: z.string(), size: z.number(), mtimeMs: z.number() })),
@@ -77,30 +84,9 @@ export const PlanSchema = z.strictObject({
     scaleFactor: z.number().int().positive(),
     latentChannels: z.number().int().positive(),
   }),
-  guidance: z.strictObject({
-    scale: z.number(),
-    rescale: z.number(),
-    negativePrompt: z.array(z.string()),
-  }),
-  sample: z.strictObject({
-    prompt: z.array(z.string()),
-    width: z.number().int().positive(),
-    height: z.number().int().positive(),
-    batch: z.number().int().positive(),
-    seed: z.number().int().nullable(),
-    initImage: z.string().nullable(),
-    strength: z.number(),
-    latents: z.string().nullable(),
-  }),
-  output: z.strictObject({
-    dir: z.string(),
-    format: z.string(),
-    grid: z.boolean(),
-  }),
   runtime: z.strictObject({
     device: z.enum(["auto", "cuda", "cpu"]),
     precision: z.enum(["fp32", "fp16"]),
-    threads: z.number().int().nonnegative(),
   }),
 });
 
@@ -117,6 +103,16 @@ export function encodeNonFinite(o: Readonly<Record<string, unknown>>): Record<st
 export function decodeNonFinite(o: Readonly<Record<string, unknown>>): Record<string, unknown> {
   const special: Record<string, number> = { Infinity: Infinity, "-Infinity": -Infinity, NaN: NaN };
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "string" && v in special ? special[v] : v]));
+}
+
+/**
+ * Image sides the compiled graphs accept, in pixels: a multiple of this (the VAE factor, times any
+ * divisibility a graph states for its latent sizes).
+ */
+export function imageSideMultiple(plan: Pick<Plan, "vae" | "graphs">): number {
+  let need = plan.vae.scaleFactor;
+  for (const g of Object.values(plan.graphs)) for (const r of g.requirements) need = Math.max(need, r.multipleOf * plan.vae.scaleFactor);
+  return need;
 }
 
 export const PLAN_SCHEMA_FILE = "schemas/plan.schema.json";

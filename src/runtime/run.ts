@@ -1,36 +1,30 @@
 /**
- * `sdc run` for sampling pipelines: txt2img and img2img, as diffusers' StableDiffusionPipeline and
- * StableDiffusionImg2ImgPipeline (v0.24) compute them, from a compiled plan.
+ * Running a compiled plan: txt2img and img2img, as diffusers' StableDiffusionPipeline and
+ * StableDiffusionImg2ImgPipeline (v0.24) compute them.
  *
- * `run()` compiles first when the compiled folder is stale, then `runPlan()` executes plan.json:
- * tokenize → text encoder → initial latents (PyTorch-compatible CPU generator, or a latents file,
- * or the encoded init image noised to the first timestep) → denoising loop with classifier-free
- * guidance → VAE decoder → PNGs with their generation parameters. The runtime reads only the
- * plan and the compiled files.
+ * `runPlan(dir, settings)` executes a compiled folder's plan.json with the run settings given, as
+ * the stages in ./stages/ (each takes the graphs it runs, so the trainer's validation images reuse
+ * them with weights held in memory):
+ *
+ *   1. encodePrompts   tokenize → text encoder (prompts, and negative prompts for guidance)
+ *   2. initialLatents  PyTorch-compatible CPU generator, a latents file, or the encoded init image
+ *                      noised to the first timestep of prepareSchedule's schedule
+ *   3. denoiseLoop     scheduler + classifier-free guidance + U-Net, progress, cancellation
+ *   4. decodeAndSave   VAE decoder → PNGs with their generation parameters, grid
+ *
+ * The runtime reads only the plan, the compiled files and the settings, and writes only into the
+ * output folder. Compiling first when a pipeline changed is src/pipeline.ts's business.
  */
-import * as fs from "node:fs";
 import * as path from "node:path";
-import * as ort from "onnxruntime-node";
-import { compile, readPlan } from "../compiler/compile.js";
-import type { LoadedPipeline } from "../config/load.js";
-import { SafetensorsFile } from "../models/weights/safetensors.js";
-import { decodeNonFinite, type GraphName, type Plan } from "../plan/schema.js";
-import { createScheduler, img2imgTimesteps, schedulerDefinition, withStableDiffusionPipelineFixups, type Scheduler } from "../schedulers/index.js";
-import { UserError } from "../util/errors.js";
-import { f16ToF32, f32ToF16 } from "../util/half.js";
-import { Cancelled, denoise } from "./denoise.js";
-import { formatParameters, imageToTensor, loadImage, makeGrid, samplerName, savePng, tensorToImages } from "./image.js";
+import { readPlan } from "../plan/read.js";
+import { ClipTokenizer } from "../tokenizer/clip.js";
+import { openPlanGraphs } from "./graphs.js";
 import { progressBar } from "./progress.js";
 import { TorchGenerator } from "./rng.js";
-import { CUDA_HINT, cudaUnavailableReason, openSession, type Device, type OpenedSession } from "./session.js";
-import { ClipTokenizer, truncationWarning } from "./tokenizer.js";
+import { checkRunSettings, imageCount, type RunSettings } from "./settings.js";
+import { decodeAndSave, denoiseLoop, encodePrompts, imageParameters, initialLatents, prepareSchedule, type LatentShape, type LatentSource } from "./stages/index.js";
 
-export interface RunOptions {
-  /** Recompile even when the compiled folder is up to date. */
-  recompile?: boolean;
-  /** Compiled folder (default compiled/<name> under cwd). */
-  compiledDir?: string;
-  cwd?: string;
+export interface RunPlanOptions {
   /** Aborting stops the run between denoising steps; the result then has `cancelled: true`. */
   signal?: AbortSignal;
   /** Lines for a person (EP notice, truncation warnings, files written). */
@@ -55,289 +49,92 @@ export interface RunResult {
   itPerSec: number;
 }
 
-export async function run(p: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {
-  const cwd = opts.cwd ?? process.cwd();
-  const log = opts.log ?? (() => {});
-  if (p.config.train)
-    throw new UserError({
-      message: "this pipeline has a train section, and sdc does not train yet: the section is checked, but training graphs and optimizers are not built",
-      ...p.where(["train"], "key"),
-      hint: "remove the train section to sample from the model",
-    });
-  // say so before compiling: a CUDA run without the CUDA provider cannot start
-  const noCuda = p.config.runtime.device === "cuda" ? cudaUnavailableReason() : null;
-  if (noCuda) throw new UserError({ message: `runtime.device is cuda, but ${noCuda}`, ...p.where(["runtime", "device"]), hint: CUDA_HINT });
-  const c = await compile(p, { outDir: opts.compiledDir, cwd, force: opts.recompile, log });
-  if (!c.upToDate) log(c.summary);
-  return runPlan(c.dir, opts);
+export interface RunResult {
+  /** Files written (images, grid). */
+  outputs: string[];
+  summary: string;
+  cancelled: boolean;
+  /** Execution provider that ran the graphs. */
+  ep: "cuda" | "cpu";
+  seconds: number;
+  /** U-Net evaluations per second in the denoising loop. */
+  itPerSec: number;
 }
 
-/** Execute a compiled folder's plan.json. */
-export async function runPlan(dir: string, opts: RunOptions = {}): Promise<RunResult> {
+/** Execute a compiled folder's plan.json with these run settings. */
+export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions = {}): Promise<RunResult> {
   const t0 = performance.now();
   const log = opts.log ?? (() => {});
+  const trace = opts.trace;
   const plan = readPlan(dir);
-  if (!plan) throw new UserError({ message: "no valid plan.json", subject: dir, hint: "run `sdc compile` first" });
-  const s = plan.sample;
-  const prompts = s.prompt;
-  const negatives = plan.guidance.negativePrompt;
-  if (negatives.length !== 1 && negatives.length !== prompts.length)
-    throw new UserError({ message: `${negatives.length} negative prompts for ${prompts.length} prompts`, subject: "guidance.negative_prompt", hint: "give one negative prompt, or one per prompt" });
-  checkSize(plan);
-  const perPrompt = s.batch;
-  const total = prompts.length * perPrompt;
-  const cfg = plan.guidance.scale > 1;
+  checkRunSettings(plan, s);
   const img2img = s.initImage !== null;
+  const f = plan.vae.scaleFactor;
+  const shape: LatentShape = { images: imageCount(s), channels: plan.vae.latentChannels, height: s.height / f, width: s.width / f };
 
-  // sessions (the first one decides the execution provider)
-  const sessions = new Sessions(dir, plan, plan.runtime.device as Device, plan.runtime.threads);
+  const opened = await openPlanGraphs(dir, plan, { threads: s.threads });
+  const { graphs, ep } = opened;
   try {
-    const te = await sessions.get("text_encoder");
-    if (te.fallback) log(`running on CPU: ${te.fallback}`);
-    else log(`running on ${te.ep === "cuda" ? "CUDA" : "CPU"}`);
+    log(opened.fallback ? `running on CPU: ${opened.fallback}` : `running on ${ep === "cuda" ? "CUDA" : "CPU"}`);
 
-    // 1. prompt embeddings, each prompt repeated `perPrompt` times (diffusers' order)
-    const tok = ClipTokenizer.fromFolder(path.join(dir, plan.tokenizer.dir));
-    const embed = async (texts: string[]) => {
-      const enc = tok.encodeBatch(texts);
-      enc.truncated.forEach((cut) => cut && log(`warning: ${truncationWarning(cut, tok.modelMaxLength)}`));
-      const out = await sessions.run("text_encoder", { input_ids: new ort.Tensor("int32", enc.ids, enc.shape) });
-      return out.last_hidden_state!;
-    };
-    const text = await embed(prompts);
-    const [, seqLen, width] = text.dims as [number, number, number];
-    const repeat = (e: Float32Array) => {
-      const per = seqLen * width;
-      const out = new Float32Array(total * per);
-      for (let i = 0; i < total; i++) out.set(e.subarray(Math.floor(i / perPrompt) * per, (Math.floor(i / perPrompt) + 1) * per), i * per);
-      return out;
-    };
-    const textEmb = repeat(text.data);
-    const uncondEmb = cfg ? repeat((await embed(prompts.map((_, i) => negatives[negatives.length === 1 ? 0 : i]!))).data) : null;
-    opts.trace?.("prompt_embeds", textEmb);
-    if (uncondEmb) opts.trace?.("negative_prompt_embeds", uncondEmb);
+    // 1. prompt embeddings
+    const tokenizer = ClipTokenizer.fromFolder(path.join(dir, plan.tokenizer.dir));
+    const embeddings = await encodePrompts(graphs.text_encoder, tokenizer, { prompts: s.prompts, negativePrompts: s.negativePrompts, perPrompt: s.batch, guidance: s.guidanceScale > 1, log });
+    trace?.("prompt_embeds", embeddings.text);
+    if (embeddings.uncond) trace?.("negative_prompt_embeds", embeddings.uncond);
 
-    // 2. scheduler and timesteps
-    const scheduler = withStableDiffusionPipelineFixups(createScheduler(plan.scheduler.className, decodeNonFinite(plan.scheduler.config)));
-    const gen = new TorchGenerator(s.seed ?? 0);
-    const C = plan.vae.latentChannels;
-    const h = s.height / plan.vae.scaleFactor;
-    const w = s.width / plan.vae.scaleFactor;
-    const latentShape = [total, C, h, w];
-    let timesteps: Float64Array;
-    let latents: Float32Array;
-    if (!img2img) {
-      scheduler.setTimesteps(plan.scheduler.steps);
-      timesteps = scheduler.timesteps;
-      const init = s.latents ? readLatents(path.resolve(dir, s.latents), latentShape) : gen.randn(total * C * h * w);
-      latents = Float32Array.from(init, (x) => Math.fround(x * scheduler.initNoiseSigma));
-    } else {
-      const t = img2imgTimesteps(scheduler, plan.scheduler.steps, s.strength);
-      timesteps = t.timesteps;
-      latents = await img2imgLatents(sessions, plan, path.resolve(dir, s.initImage!), scheduler, gen, total, t.startTimestep);
-    }
-
-    opts.trace?.("latents_init", latents);
+    // 2. schedule and initial latents
+    const schedule = prepareSchedule(plan, img2img ? { strength: s.strength } : {});
+    const generator = new TorchGenerator(s.seed);
+    const source: LatentSource = img2img
+      ? { kind: "image", file: s.initImage!, vaeEncoder: graphs.vae_encoder, scalingFactor: plan.vae.scalingFactor, width: s.width, height: s.height }
+      : s.latents
+        ? { kind: "file", file: s.latents }
+        : { kind: "noise" };
+    const latents = await initialLatents(source, { shape, schedule, generator });
+    trace?.("latents_init", latents);
 
     // 3. denoising loop
-    const bar = progressBar(opts.progress ?? true);
-    bar.start(timesteps.length, img2img ? "img2img" : "txt2img");
-    const loopStart = performance.now();
-    let evals = 0;
-    try {
-      latents = await denoise({
-        scheduler,
-        timesteps,
-        latents,
-        batch: total,
-        text: textEmb,
-        uncond: uncondEmb,
-        guidanceScale: plan.guidance.scale,
-        guidanceRescale: plan.guidance.rescale,
-        noise: gen,
-        unet: async (sample, t, emb, n) => {
-          evals++;
-          const out = await sessions.run("unet", {
-            sample: [sample, [n, C, h, w]],
-            timestep: [new Float32Array(n).fill(t), [n]],
-            encoder_hidden_states: [emb, [n, seqLen, width]],
-          });
-          return out.out_sample!.data;
-        },
-        onStep: (i, _n, l) => {
-          bar.tick();
-          opts.trace?.("latents", l, i - 1);
-        },
-        cancelled: () => opts.signal?.aborted === true,
-      });
-    } catch (e) {
-      bar.stop();
-      if (e instanceof Cancelled) {
-        const seconds = (performance.now() - t0) / 1000;
-        return { outputs: [], summary: `cancelled after step ${e.step} of ${timesteps.length}`, cancelled: true, ep: te.ep, seconds, itPerSec: evals / ((performance.now() - loopStart) / 1000) };
-      }
-      throw e;
+    const loop = await denoiseLoop(graphs.unet, {
+      schedule,
+      latents,
+      shape,
+      embeddings,
+      guidanceScale: s.guidanceScale,
+      guidanceRescale: s.guidanceRescale,
+      noise: generator,
+      signal: opts.signal,
+      progress: progressBar(opts.progress ?? true),
+      label: img2img ? "img2img" : "txt2img",
+      onStep: (step, l) => trace?.("latents", l, step - 1),
+    });
+    const itPerSec = loop.steps / loop.seconds;
+    if (loop.cancelled) {
+      const seconds = (performance.now() - t0) / 1000;
+      return { outputs: [], summary: `cancelled after step ${loop.steps} of ${loop.total}`, cancelled: true, ep, seconds, itPerSec };
     }
-    bar.stop();
-    const itPerSec = timesteps.length / ((performance.now() - loopStart) / 1000);
 
-    // 4. decode each image (bounded memory) and save
-    const inv = 1 / plan.vae.scalingFactor;
-    const per = C * h * w;
-    const outDir = path.resolve(dir, plan.output.dir);
-    const outputs: string[] = [];
-    const images: { width: number; height: number; data: Uint8Array }[] = [];
-    const karras = plan.scheduler.config.use_karras_sigmas === true;
-    const first = nextIndex(outDir);
-    for (let i = 0; i < total; i++) {
-      const z = Float32Array.from(latents.subarray(i * per, (i + 1) * per), (x) => Math.fround(x * inv));
-      const out = await sessions.run("vae_decoder", { latent_sample: [z, [1, C, h, w]] });
-      opts.trace?.("decoded", out.sample!.data, i);
-      const rgb = tensorToImages(out.sample!.data, [1, 3, s.height, s.width])[0]!;
-      const prompt = prompts[Math.floor(i / perPrompt)]!;
-      const params = formatParameters({
-        prompt,
-        negativePrompt: cfg ? negatives[negatives.length === 1 ? 0 : Math.floor(i / perPrompt)] : undefined,
-        steps: plan.scheduler.steps,
-        sampler: samplerName(schedulerDefinition(plan.scheduler.className).shortName, { karras }),
-        cfgScale: plan.guidance.scale,
-        seed: s.latents ? "from latents file" : (s.seed ?? 0),
-        width: s.width,
-        height: s.height,
-        modelHash: plan.model.hash,
-        modelName: plan.model.name,
-        denoisingStrength: img2img ? s.strength : undefined,
-        extra: { ...(total > 1 ? { "Batch size": total, "Batch pos": i } : {}), ...(plan.guidance.rescale > 0 ? { "CFG rescale": plan.guidance.rescale } : {}), Generator: "sdc (PyTorch CPU)" },
-      });
-      const file = path.join(outDir, `${opts.runIndex !== undefined ? `run${String(opts.runIndex).padStart(3, "0")}-` : ""}${String(first + i).padStart(5, "0")}-${s.seed ?? 0}.png`);
-      await savePng(file, rgb, s.width, s.height, { parameters: params });
-      outputs.push(file);
-      images.push({ width: s.width, height: s.height, data: rgb });
-    }
-    if (plan.output.grid && images.length > 1) {
-      const g = makeGrid(images);
-      const file = path.join(outDir, `${opts.runIndex !== undefined ? `run${String(opts.runIndex).padStart(3, "0")}-` : ""}grid-${String(first).padStart(5, "0")}.png`);
-      await savePng(file, g.data, g.width, g.height, {});
-      outputs.push(file);
-    }
+    // 4. decode each image and save
+    const outputs = await decodeAndSave(graphs.vae_decoder, loop.latents, {
+      shape,
+      scalingFactor: plan.vae.scalingFactor,
+      dir: s.outputDir,
+      seed: s.seed,
+      runIndex: opts.runIndex,
+      grid: s.grid,
+      parameters: (i) => imageParameters(plan, s, i),
+      onDecoded: (i, decoded) => trace?.("decoded", decoded, i),
+    });
     const seconds = (performance.now() - t0) / 1000;
-    for (const f of outputs) log(`wrote ${displayPath(f)}`);
-    const what = `${total} image${total === 1 ? "" : "s"}${outputs.length > total ? " and a grid" : ""}`;
-    return { outputs, summary: `wrote ${what} to ${displayPath(outDir)} in ${seconds.toFixed(1)} s (${itPerSec.toFixed(2)} it/s on ${te.ep.toUpperCase()})`, cancelled: false, ep: te.ep, seconds, itPerSec };
+    for (const file of outputs) log(`wrote ${displayPath(file)}`);
+    const what = `${shape.images} image${shape.images === 1 ? "" : "s"}${outputs.length > shape.images ? " and a grid" : ""}`;
+    return { outputs, summary: `wrote ${what} to ${displayPath(s.outputDir)} in ${seconds.toFixed(1)} s (${itPerSec.toFixed(2)} it/s on ${ep.toUpperCase()})`, cancelled: false, ep, seconds, itPerSec };
   } finally {
-    await sessions.release();
+    await opened.release();
   }
 }
 
 function displayPath(f: string): string {
   const r = path.relative(process.cwd(), f);
   return r && !r.startsWith("..") ? r : f;
-}
-
-/** The next free image number in an output folder (files are never overwritten). */
-function nextIndex(dir: string): number {
-  if (!fs.existsSync(dir)) return 0;
-  let n = 0;
-  for (const f of fs.readdirSync(dir)) {
-    const m = /^(?:run\d+-)?(\d{5})-/.exec(f);
-    if (m) n = Math.max(n, Number(m[1]) + 1);
-  }
-  return n;
-}
-
-/** Width/height against the VAE factor and any divisibility a graph states (in pixels). */
-function checkSize(plan: Plan): void {
-  const f = plan.vae.scaleFactor;
-  let need = f;
-  for (const g of Object.values(plan.graphs)) for (const r of g.requirements) need = Math.max(need, r.multipleOf * f);
-  for (const [k, v] of [["width", plan.sample.width], ["height", plan.sample.height]] as const)
-    if (v % need !== 0)
-      throw new UserError({ message: `sample.${k} ${v} is not a multiple of ${need}`, subject: `sample.${k}`, hint: `this model needs image sides that are multiples of ${need}; try ${Math.max(need, Math.round(v / need) * need)}` });
-}
-
-function readLatents(file: string, shape: number[]): Float32Array {
-  const st = SafetensorsFile.open(file);
-  const name = st.tensors.has("latents") ? "latents" : st.tensors.size === 1 ? [...st.tensors.keys()][0]! : null;
-  if (!name) throw new UserError({ message: `has ${st.tensors.size} tensors and none is named "latents"`, subject: file, hint: "store the initial latents as a tensor named latents" });
-  const info = st.tensors.get(name)!;
-  const want = shape.join("×");
-  if (info.shape.join("×") !== want)
-    throw new UserError({ message: `tensor ${name} has shape ${info.shape.join("×")}, the run needs ${want} ([images, latent channels, height/${"f"}, width/${"f"}])`, subject: file, hint: "match sample.batch × prompts, and width/height divided by the VAE factor" });
-  return st.readFloat32(name);
-}
-
-/**
- * img2img's initial latents (StableDiffusionImg2ImgPipeline.prepare_latents, v0.24): encode the
- * image, draw from the posterior with the generator, scale, repeat over the batch, then noise to
- * the first timestep with a second draw.
- */
-async function img2imgLatents(sessions: Sessions, plan: Plan, file: string, scheduler: Scheduler, gen: TorchGenerator, total: number, startTimestep: number): Promise<Float32Array> {
-  const s = plan.sample;
-  const image = await loadImage(file, { width: s.width, height: s.height, resize: "stretch" });
-  const x = imageToTensor(image);
-  const out = await sessions.run("vae_encoder", { sample: [x.data, x.shape] });
-  const params = out.latent_parameters!.data;
-  const per = params.length / 2; // [1, 2C, h, w]: mean then logvar
-  const eps = gen.randn(per);
-  const f = Math.fround;
-  const one = new Float32Array(per);
-  for (let i = 0; i < per; i++) {
-    const logvar = Math.min(Math.max(params[per + i]!, -30), 20);
-    const std = f(Math.exp(f(0.5 * logvar)));
-    one[i] = f(f(params[i]! + f(std * eps[i]!)) * plan.vae.scalingFactor);
-  }
-  const init = new Float32Array(total * per);
-  for (let b = 0; b < total; b++) init.set(one, b * per);
-  const noise = gen.randn(total * per);
-  return scheduler.addNoise(init, noise, startTimestep);
-}
-
-/** The plan's sessions, opened on first use, with inputs/outputs converted to the graphs' dtypes. */
-class Sessions {
-  private open = new Map<GraphName, OpenedSession>();
-  constructor(
-    private dir: string,
-    private plan: Plan,
-    private device: Device,
-    private threads: number,
-  ) {}
-
-  async get(name: GraphName): Promise<OpenedSession> {
-    let s = this.open.get(name);
-    if (!s) {
-      // after the first session, follow its provider (no second CUDA attempt after a fallback)
-      const first = [...this.open.values()][0];
-      const device = first ? first.ep : this.device;
-      s = await openSession(path.join(this.dir, this.plan.graphs[name].file), { device, threads: this.threads });
-      this.open.set(name, s);
-    }
-    return s;
-  }
-
-  /** Run a graph; float inputs given as [Float32Array, dims] are converted to the graph's dtype. */
-  async run(name: GraphName, feeds: Record<string, ort.Tensor | [Float32Array, readonly number[]]>): Promise<Record<string, { data: Float32Array; dims: readonly number[] }>> {
-    const s = await this.get(name);
-    const spec = this.plan.graphs[name];
-    const inputs: Record<string, ort.Tensor> = {};
-    for (const [k, v] of Object.entries(feeds)) {
-      if (v instanceof ort.Tensor) inputs[k] = v;
-      else {
-        const [data, dims] = v as [Float32Array, readonly number[]];
-        const dtype = spec.inputs.find((i) => i.name === k)?.dtype ?? "float32";
-        inputs[k] = dtype === "float16" ? new ort.Tensor("float16", f32ToF16(data), dims) : new ort.Tensor("float32", data, dims);
-      }
-    }
-    const out = await s.session.run(inputs);
-    const res: Record<string, { data: Float32Array; dims: readonly number[] }> = {};
-    for (const [k, t] of Object.entries(out)) {
-      const data = t.type === "float16" ? f16ToF32(new Uint8Array((t.data as Uint16Array).buffer, (t.data as Uint16Array).byteOffset, (t.data as Uint16Array).byteLength)) : (t.data as Float32Array);
-      res[k] = { data, dims: t.dims };
-    }
-    return res;
-  }
-
-  async release(): Promise<void> {
-    for (const s of this.open.values()) await s.session.release();
-    this.open.clear();
-  }
 }

@@ -9,22 +9,26 @@
  * build hashes decide what is rewritten: a scheduler edit rewrites plan.json alone. A rejected
  * edit is reported with its located problems and leaves the last good compiled folder as it was.
  *
- * Runs: a run in progress is cancelled (between denoising steps) before a compile replaces the
- * folder it reads; then the new plan runs, numbered. A save that leaves the plan and run inputs as
- * they were neither cancels nor re-runs. Everything observable is a WatchEvent (events.ts).
+ * Runs: each save compiles once; the run then gets the compiled folder as it is, with the run
+ * settings of the same config (it does not compile again). A run in progress is cancelled (between
+ * denoising steps) before a compile replaces the folder it reads, or when the run settings it was
+ * given changed; then the new plan runs, numbered. A save that leaves the plan, the run settings
+ * and the run's input files as they were neither cancels nor re-runs. Everything observable is a
+ * WatchEvent (events.ts).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { watch as chokidar, type FSWatcher } from "chokidar";
-import { compile, compileKeys, type CompileResult, defaultCompiledDir } from "../compiler/compile.js";
+import { compile, type CompileResult, defaultCompiledDir } from "../compiler/compile.js";
 import { type LoadedPipeline, loadPipeline, type LoadOptions } from "../config/load.js";
-import { run, type RunResult } from "../runtime/run.js";
+import { runCompiled, runSettingsKey } from "../pipeline.js";
+import type { RunResult } from "../runtime/run.js";
 import { isUserError, type Problem } from "../util/errors.js";
-import { fileIdentity, hashValue } from "../util/hash.js";
+import { hashValue } from "../util/hash.js";
 import { type CancelReason, eventJson, type FileChange, formatEvent, type WatchEvent } from "./events.js";
 
 export interface WatchOptions extends LoadOptions {
-  /** Re-run the pipeline after each compile that changed the plan (or its input files). */
+  /** Re-run the pipeline after a save that changed the plan, the run settings or the run's input files. */
   run?: boolean;
   /** Called with a line to show the user (`watch()` only). */
   log?: (line: string) => void;
@@ -38,8 +42,8 @@ export interface WatchOptions extends LoadOptions {
   outDir?: string;
   /** Quiet time after the last file event before rebuilding (default 150 ms). */
   debounceMs?: number;
-  /** What runs a plan (default: the runtime's `run`); tests inject a fake. */
-  runner?: typeof run;
+  /** What runs the compiled folder, without compiling (default: `runCompiled`); tests inject a fake. */
+  runner?: typeof runCompiled;
 }
 
 export interface WatchSession {
@@ -100,7 +104,10 @@ export function watchedFiles(p: LoadedPipeline, opts: { run?: boolean } = {}): s
 
 interface ActiveRun {
   index: number;
+  /** The plan and the run settings it runs (see runKey). */
   key: string;
+  /** The run settings alone: when they change, the run is stale whatever the compile does. */
+  settingsKey: string;
   ctrl: AbortController;
   done: Promise<void>;
 }
@@ -114,7 +121,7 @@ class Session implements WatchSession {
   readonly file: string;
   private readonly cwd: string;
   private readonly debounceMs: number;
-  private readonly runner: typeof run;
+  private readonly runner: typeof runCompiled;
   private readonly fsw: FSWatcher;
   private files = new Set<string>();
   private pending = new Map<string, FileChange["kind"]>();
@@ -124,7 +131,7 @@ class Session implements WatchSession {
   private good: CompileResult | null = null;
   private active: ActiveRun | null = null;
   private runs = 0;
-  /** Run key (plan + run inputs) of the last run that finished: the same key is not run again. */
+  /** Run key (plan + run settings and inputs) of the last run that finished: the same key is not run again. */
   private lastRunKey: string | null = null;
   private closing: Promise<void> | null = null;
 
@@ -135,7 +142,7 @@ class Session implements WatchSession {
     this.cwd = opts.cwd ?? process.cwd();
     this.file = path.resolve(this.cwd, file);
     this.debounceMs = opts.debounceMs ?? DEFAULT_DEBOUNCE_MS;
-    this.runner = opts.runner ?? run;
+    this.runner = opts.runner ?? runCompiled;
     // atomic: an editor's write-temp-then-rename (or unlink + add within 100 ms) arrives as one change
     this.fsw = chokidar([], { ignoreInitial: true, atomic: true, persistent: true });
     this.fsw.on("all", (kind, p) => {
@@ -204,7 +211,7 @@ class Session implements WatchSession {
     });
   }
 
-  /** Load → (cancel a stale run) → compile → (run). Never throws: failures become events. */
+  /** Load → (cancel a stale run) → compile, once → (run). Never throws: failures become events. */
   private async cycle(changed: FileChange[], since: number): Promise<void> {
     if (changed.length) this.emit({ type: "change", files: changed });
     let p: LoadedPipeline;
@@ -220,13 +227,16 @@ class Session implements WatchSession {
     try {
       const dir = this.opts.outDir ? path.resolve(this.cwd, this.opts.outDir) : defaultCompiledDir(p, this.cwd);
       await this.watch(watchedFiles(p, { run: this.opts.run }), { p, dir });
-      const runKey = this.opts.run ? runKeyOf(p) : null;
-      // the runner reads the folder a compile is about to replace: stop it first if it is stale
-      if (this.active && this.active.key !== runKey) await this.cancelRun("superseded");
-      const result = await compile(p, { outDir: dir, cwd: this.cwd, log: (line) => this.emit({ type: "log", line }) });
+      const settingsKey = this.opts.run ? runSettingsKey(p) : null;
+      // a run asked for other settings is stale whatever the compile does
+      if (this.active && this.active.settingsKey !== settingsKey) await this.cancelRun("superseded");
+      // and the runner reads the folder a compile is about to replace: the compiler says when, before writing
+      const result = await compile(p, { outDir: dir, cwd: this.cwd, log: (line) => this.emit({ type: "log", line }), beforeWrite: () => this.cancelRun("superseded") });
       this.good = result;
       this.emit({ type: "compiled", changed, result, seconds: (performance.now() - since) / 1000 });
-      if (runKey !== null && !this.closing && this.active === null && runKey !== this.lastRunKey) this.startRun(p, result.dir, runKey);
+      if (settingsKey === null || this.closing || this.active !== null) return;
+      const key = runKey(result, settingsKey);
+      if (key !== this.lastRunKey) this.startRun(p, result.dir, key, settingsKey);
     } catch (e) {
       this.failed(e, changed);
     }
@@ -284,7 +294,7 @@ class Session implements WatchSession {
     }
   }
 
-  private startRun(p: LoadedPipeline, dir: string, key: string): void {
+  private startRun(p: LoadedPipeline, dir: string, key: string, settingsKey: string): void {
     const index = ++this.runs;
     const ctrl = new AbortController();
     this.emit({ type: "run-started", index, dir });
@@ -314,7 +324,7 @@ class Session implements WatchSession {
         if (this.active?.index === index) this.active = null;
       }
     })();
-    this.active = { index, key, ctrl, done };
+    this.active = { index, key, settingsKey, ctrl, done };
   }
 
   private async cancelRun(reason: CancelReason): Promise<void> {
@@ -330,8 +340,7 @@ function loadOptions(o: WatchOptions): LoadOptions {
   return { overrides, prompt, seed, steps, out, cwd };
 }
 
-/** What a run's result depends on: the plan, and the files it reads at run time. */
-function runKeyOf(p: LoadedPipeline): string {
-  const inputs = [p.config.sample.init_image, p.config.sample.latents].map((f) => (f && fs.existsSync(f) ? fileIdentity(f) : (f ?? null)));
-  return hashValue({ plan: compileKeys(p).pipelineHash, inputs });
+/** What a run's result depends on: the plan, the run settings and the files it reads at run time. */
+function runKey(compiled: CompileResult, settingsKey: string): string {
+  return hashValue({ plan: compiled.plan.pipelineHash, settings: settingsKey });
 }

@@ -1,6 +1,7 @@
 /**
  * Incremental and atomic compiles. Each graph is rebuilt only when its build hash changes (its
- * architecture, options or weight files); a settings-only edit rewrites plan.json alone; reused
+ * architecture, options or weight files); a scheduler edit rewrites plan.json alone, and run
+ * settings (prompts, guidance, size, seed, output) are not compiled at all; reused
  * graph files keep their inode and mtime (hard-linked into the new folder, not rewritten). A compile
  * that fails midway leaves the previous folder byte-identical and no temporary folder behind.
  */
@@ -53,24 +54,33 @@ describe("incremental", () => {
     expect(snapshot(out)).toEqual(before); // plan.json included: same inode, same mtime
   });
 
-  it("a scheduler, guidance or sample edit rewrites plan.json (and the scheduler files) only", async () => {
+  it("a scheduler edit rewrites plan.json (and the scheduler files) only", async () => {
     await compileYaml();
     const before = snapshot(out);
-    const r = await compileYaml("scheduler:\n  type: ddim\n  steps: 7\nguidance:\n  scale: 3\nsample:\n  prompt: a red fox\n  seed: 5\n");
+    const r = await compileYaml("scheduler:\n  type: ddim\n  steps: 7\n");
     expect(r).toMatchObject({ upToDate: false, rebuilt: [], reused: GRAPH_NAMES });
     expect(r.summary).toContain("graphs unchanged, plan rewritten");
     const after = snapshot(out);
     expect(untouched(before, after)).toEqual(GRAPH_NAMES);
     expect(after["plan.json"]!.sha256).not.toBe(before["plan.json"]!.sha256);
     expect(r.plan.scheduler).toMatchObject({ className: "DDIMScheduler", steps: 7 });
-    expect(r.plan.guidance.scale).toBe(3);
-    expect(r.plan.sample).toMatchObject({ prompt: ["a red fox"], seed: 5 });
     expect(JSON.parse(fs.readFileSync(path.join(out, "model_index.json"), "utf8")).scheduler).toEqual(["diffusers", "DDIMScheduler"]);
     expect(JSON.parse(fs.readFileSync(path.join(out, "scheduler", "scheduler_config.json"), "utf8"))._class_name).toBe("DDIMScheduler");
     // and back: the plan changes again, the graphs still do not
     const back = await compileYaml();
     expect(back.rebuilt).toEqual([]);
     expect(untouched(after, snapshot(out))).toEqual(GRAPH_NAMES);
+  });
+
+  it("run settings (guidance, prompts, size, seed, output, threads) are not compiled: the folder is up to date", async () => {
+    await compileYaml();
+    const before = snapshot(out);
+    const r = await compileYaml(
+      "guidance:\n  scale: 3\n  negative_prompt: blurry\nsample:\n  prompt: a red fox\n  seed: 5\n  batch: 2\n  width: 32\noutput:\n  dir: elsewhere\n  grid: true\nruntime:\n  threads: 1\n",
+    );
+    expect(r).toMatchObject({ upToDate: true, rebuilt: [] });
+    expect(snapshot(out)).toEqual(before);
+    expect(JSON.stringify(r.plan)).not.toMatch(/red fox|blurry|elsewhere/);
   });
 
   it("a U-Net architecture change rebuilds only the unet", async () => {

@@ -1,7 +1,7 @@
 /**
  * `sdc inspect`: the plan of a compiled folder, its plan.json, or a pipeline file's compiled folder,
  * described for a person (numbers taken from the plan, shapes symbolic), staleness against the
- * pipeline file, changed sources, damaged graph files; `--json` prints the plan itself; a missing
+ * pipeline file and the run settings it gives (not part of the plan), changed sources, damaged graph files; `--json` prints the plan itself; a missing
  * or damaged plan is a located user error (exit 2) that says to run `sdc compile`.
  */
 import * as fs from "node:fs";
@@ -47,12 +47,14 @@ describe("sdc inspect describes the plan", () => {
     expect(r.dir).toBe(path.join(work, "compiled", "p"));
     expect(r).toMatchObject({ stale: null, changedSources: [], damaged: [] });
     const s = r.summary;
-    expect(s.split("\n")[0]).toBe("compiled/p: p (sdc-plan/1, sdc 0.1.0)");
+    expect(s.split("\n")[0]).toBe("compiled/p: p (sdc-plan/2, sdc 0.1.0)");
     expect(s).toContain(`  model      diffusers tiny-sd1 [${plan.model.hash}]\n  precision  fp32, device auto\n`);
-    expect(s).toContain("  scheduler  PNDMScheduler, 50 steps, epsilon, leading spacing\n  guidance   scale 5\n  sample     16×16, batch 1, seed 7\n");
-    expect(s).toContain('  prompt     "a lighthouse at dusk"\n');
+    expect(s).toContain("  scheduler  PNDMScheduler, 50 steps, epsilon, leading spacing\n  images     any size whose sides are multiples of 2 pixels, any batch\n");
     expect(s).toContain("  vae        scaling factor 0.18215, 2 pixels per latent, 4 latent channels\n");
-    expect(s).toContain('  tokenizer  tokenizer/, 77 tokens, pad "<|endoftext|>"\n  output     out/p (png)\n');
+    expect(s).toContain('  tokenizer  tokenizer/, 77 tokens, pad "<|endoftext|>"\n');
+    // run settings are not in the plan: a folder has none to show
+    expect(s).not.toContain("lighthouse");
+    expect(s).not.toContain("guidance");
     for (const g of GRAPH_NAMES) {
       const spec = plan.graphs[g];
       const block = s.slice(s.indexOf(`\n  ${g}  ${g}/model.onnx\n`));
@@ -80,11 +82,32 @@ describe("sdc inspect describes the plan", () => {
     expect(b.plan).toEqual(a.plan);
     expect(c.plan).toEqual(a.plan);
     expect(b.summary).toBe(a.summary);
-    expect(c.summary).toBe(a.summary.replace("  precision  fp32, device auto\n", "  precision  fp32, device auto\n  status     up to date with p.yaml\n"));
+    // the pipeline file adds its status, and the run settings it gives the runner
+    const runSettings = [
+      "",
+      "  run settings from p.yaml (given to the runner with each run, not part of the plan)",
+      "    guidance   scale 5",
+      "    sample     16×16, batch 1, seed 7",
+      '    prompt     "a lighthouse at dusk"',
+      "    output     out/p (png)",
+      "",
+    ].join("\n");
+    expect(c.summary).toBe(
+      a.summary
+        .replace("  precision  fp32, device auto\n", "  precision  fp32, device auto\n  status     up to date with p.yaml\n")
+        .replace('pad "<|endoftext|>"\n', `pad "<|endoftext|>"\n${runSettings}`),
+    );
   });
 
   it("given the pipeline file, says whether the plan is stale and what the next compile would redo", async () => {
-    editYaml("sample:\n  prompt: a lighthouse at dawn\n  seed: 7\nguidance:\n  scale: 5\n");
+    // run settings are not compiled: another prompt, seed or guidance leaves the plan up to date
+    editYaml("sample:\n  prompt: a lighthouse at dawn\n  seed: 8\nguidance:\n  scale: 6\n");
+    const run = await inspect(P, { cwd: work });
+    expect(run.stale).toEqual({ graphs: [], plan: false });
+    expect(run.summary).toContain("  status     up to date with p.yaml\n");
+    expect(run.summary).toContain('    prompt     "a lighthouse at dawn"\n');
+
+    editYaml("scheduler:\n  steps: 20\nsample:\n  prompt: a lighthouse at dusk\n  seed: 7\nguidance:\n  scale: 5\n");
     const settings = await inspect(P, { cwd: work });
     expect(settings.stale).toEqual({ graphs: [], plan: true });
     expect(settings.summary).toContain("  status     stale against p.yaml: the next compile rewrites plan.json\n");
@@ -153,7 +176,7 @@ describe("sdc inspect errors (exit 2, say to run sdc compile)", () => {
   });
 
   it("a plan.json that is not JSON: located", async () => {
-    fs.writeFileSync(planFile(), fs.readFileSync(planFile(), "utf8").replace('"format": "sdc-plan/1",', '"format": "sdc-plan/1"'));
+    fs.writeFileSync(planFile(), fs.readFileSync(planFile(), "utf8").replace('"format": "sdc-plan/2",', '"format": "sdc-plan/2"'));
     const r = await sdc("inspect", "compiled/p");
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^compiled\/p\/plan\.json:3:3: /);
@@ -173,10 +196,10 @@ describe("sdc inspect errors (exit 2, say to run sdc compile)", () => {
   });
 
   it("a plan of another format version", async () => {
-    fs.writeFileSync(planFile(), fs.readFileSync(planFile(), "utf8").replace('"sdc-plan/1"', '"sdc-plan/0"'));
+    fs.writeFileSync(planFile(), fs.readFileSync(planFile(), "utf8").replace('"sdc-plan/2"', '"sdc-plan/1"'));
     const r = await sdc("inspect", "compiled/p/plan.json");
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('compiled/p/plan.json:2:13: plan.json has format "sdc-plan/0"; this sdc reads sdc-plan/1\n');
+    expect(r.stderr).toContain('compiled/p/plan.json:2:13: plan.json has format "sdc-plan/1"; this sdc reads sdc-plan/2\n');
     expect(r.stderr).toContain("hint: it was written by another version of sdc; run `sdc compile <pipeline.yaml>` to (re)build it");
   });
 

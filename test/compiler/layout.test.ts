@@ -211,7 +211,7 @@ describe("the compiled folder (fp32, tiny-sd1)", () => {
     const raw = JSON.parse(fs.readFileSync(path.join(r.dir, "plan.json"), "utf8"));
     const plan = PlanSchema.parse(raw);
     expect(plan).toEqual(r.plan);
-    expect(plan.format).toBe("sdc-plan/1");
+    expect(plan.format).toBe("sdc-plan/2");
     for (const g of GRAPH_NAMES) {
       expect(plan.graphs[g].file).toBe(`${g}/model.onnx`);
       expect([g, sha256File(path.join(r.dir, plan.graphs[g].file))]).toEqual([g, plan.graphs[g].sha256]);

@@ -10,8 +10,8 @@ import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadPipeline } from "../../src/config/load.js";
 import { SafetensorsFile, writeSafetensors } from "../../src/models/weights/safetensors.js";
-import { readPngText } from "../../src/runtime/image.js";
-import { run } from "../../src/runtime/run.js";
+import { readPngText } from "../../src/image/image.js";
+import { run } from "../../src/pipeline.js";
 import { tempDir } from "../helpers/ort.js";
 import { FIXTURES } from "../helpers/pipeline.js";
 

@@ -8,8 +8,9 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadPipeline } from "../../src/config/load.js";
 import { writeSafetensors } from "../../src/models/weights/safetensors.js";
-import { parseParameters, readPngText } from "../../src/runtime/image.js";
-import { run, runPlan } from "../../src/runtime/run.js";
+import { parseParameters, readPngText } from "../../src/image/image.js";
+import { run, runSettings } from "../../src/pipeline.js";
+import { runPlan } from "../../src/runtime/run.js";
 import { cudaUnavailableReason, openSession } from "../../src/runtime/session.js";
 import { isUserError } from "../../src/util/errors.js";
 import { tempDir } from "../helpers/ort.js";
@@ -84,9 +85,13 @@ describe("run", () => {
   });
 
   it("needs a compiled plan to run one", async () => {
+    const { load } = await pipeline("  prompt: a cat\n");
     const dir = tempDir("sdc-noplan-");
-    const e = await runPlan(dir).catch((x: unknown) => x);
-    expect(isUserError(e) && e.problems[0]).toMatchObject({ message: "no valid plan.json", hint: "run `sdc compile` first" });
+    const e = await runPlan(dir, runSettings(await load())).catch((x: unknown) => x);
+    expect(isUserError(e) && e.problems[0]).toMatchObject({
+      message: "no plan.json: this is not a compiled pipeline folder (or its compile never finished)",
+      hint: "run `sdc compile <pipeline.yaml>` to (re)build it",
+    });
   });
 
   it("device cuda without the CUDA provider is a user error naming what is missing", async () => {

@@ -1,8 +1,9 @@
 /**
- * `watch --run` with a fake runner (the real one is the runtime's; its contract is the same: take
+ * `watch --run` with a fake runner (the real one is `runCompiled`; its contract is the same: take
  * steps, stop between steps when the signal aborts, name outputs by the run counter). A save that
- * changes the plan cancels the run in progress and runs the new plan; edits that leave the plan as
- * it was, and invalid edits, leave a run alone; failed runs are reported and retried on the next save.
+ * changes the plan or the run settings cancels the run in progress and runs the new ones; edits
+ * that leave both as they were, and invalid edits, leave a run alone; failed runs are reported and
+ * retried on the next save.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -65,7 +66,7 @@ describe("watch --run", () => {
     g.open();
   });
 
-  it("an invalid edit or an edit that leaves the plan as it was does not touch the run; the next plan change does", async () => {
+  it("an invalid edit or an edit that leaves plan and run settings as they were does not touch the run; the next change does", async () => {
     const g = gate();
     const fake = fakeRunner({ steps: () => 2, hold: (i) => (i === 2 ? g.p : undefined) });
     const { dir, rec } = await start(fake.runner);
@@ -77,11 +78,11 @@ describe("watch --run", () => {
     expect((await rec.next("compiled", m)).result.upToDate).toBe(true);
     expect(rec.typesSince(m)).toEqual(["change", "compiled"]); // a run would have started with the compile event
 
-    // a plan change: run 2 starts and is held
+    // a run-settings change (guidance is not compiled): run 2 starts and is held
     write(dir, "p.yaml", pipe("guidance:\n  scale: 3\n"));
     await rec.next("run-started", m, (e) => e.index === 2);
 
-    // while it runs: an invalid edit, then the valid text back (plan unchanged): run 2 goes on
+    // while it runs: an invalid edit, then the valid text back (plan and settings unchanged): run 2 goes on
     m = rec.mark();
     write(dir, "p.yaml", pipe("guidance:\n  scale: -3\n"));
     await rec.next("error", m);

@@ -151,15 +151,15 @@ describe("watch: what a save rebuilds", () => {
     const { dir, rec, compiled } = await start();
     const before = graphPrints(compiled);
     let m = rec.mark();
-    write(dir, "base.yaml", BASE.replace("scale: 7.5", "scale: 4"));
+    write(dir, "base.yaml", BASE.replace("steps: 20", "steps: 15"));
     const e = await rec.next("compiled", m);
     expect(e.changed).toEqual([{ file: path.join(dir, "base.yaml"), kind: "change" }]);
     expect(e.result.rebuilt).toEqual([]);
-    expect(readPlanJson(compiled).guidance.scale).toBe(4);
+    expect(readPlanJson(compiled).scheduler.steps).toBe(15);
 
     m = rec.mark();
     // a VAE architecture edit in the base (GroupNorm with 2 groups instead of 4: same weights): both VAE graphs
-    write(dir, "base.yaml", BASE.replace("scale: 7.5", "scale: 4").replace("model:\n", "model:\n  vae:\n    norm_num_groups: 2\n"));
+    write(dir, "base.yaml", BASE.replace("steps: 20", "steps: 15").replace("model:\n", "model:\n  vae:\n    norm_num_groups: 2\n"));
     const f = await rec.next("compiled", m);
     expect([...f.result.rebuilt].sort()).toEqual(["vae_decoder", "vae_encoder"]);
     expect(rewritten(before, graphPrints(compiled)).sort()).toEqual(["vae_decoder", "vae_encoder"]);
@@ -222,9 +222,9 @@ describe("watch: invalid edits and editor saves", () => {
     }
     // the base too
     const m = rec.mark();
-    renameSave(dir, "base.yaml", BASE.replace("scale: 7.5", "scale: 3"));
+    renameSave(dir, "base.yaml", BASE.replace("type: pndm", "type: ddim"));
     await rec.next("compiled", m);
-    expect(readPlanJson(compiled).guidance.scale).toBe(3);
+    expect(readPlanJson(compiled).scheduler.className).toBe("DDIMScheduler");
   });
 
   it("a deleted pipeline file is an error until it is written again", async () => {
@@ -303,16 +303,16 @@ describe("watch: the watched set follows the pipeline", () => {
   });
 
   it("a new extends base joins the watched set", async () => {
-    const { dir, rec, compiled, s } = await start({ "more.yaml": "version: 1\nextends: base.yaml\nguidance:\n  scale: 2\n" });
+    const { dir, rec, compiled, s } = await start({ "more.yaml": "version: 1\nextends: base.yaml\nscheduler:\n  steps: 2\n" });
     let m = rec.mark();
     write(dir, "p.yaml", pipe().replace("extends: base.yaml", "extends: more.yaml"));
     await rec.next("compiled", m);
     expect(s.watched()).toContain(path.join(dir, "more.yaml"));
-    expect(readPlanJson(compiled).guidance.scale).toBe(2);
+    expect(readPlanJson(compiled).scheduler.steps).toBe(2);
     m = rec.mark();
-    write(dir, "more.yaml", "version: 1\nextends: base.yaml\nguidance:\n  scale: 6\n");
+    write(dir, "more.yaml", "version: 1\nextends: base.yaml\nscheduler:\n  steps: 6\n");
     await rec.next("compiled", m);
-    expect(readPlanJson(compiled).guidance.scale).toBe(6);
+    expect(readPlanJson(compiled).scheduler.steps).toBe(6);
   });
 
   it("files inside the compiled or output folder are never watched", async () => {

@@ -1,9 +1,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { buildTokenizerJson, ClipTokenizer, readTokenizerConfig, tokenizerFiles, truncationWarning } from "../../src/runtime/tokenizer.js";
+import { buildTokenizerJson, ClipTokenizer, readTokenizerConfig, tokenizerFiles, truncationWarning } from "../../src/tokenizer/clip.js";
 import { UserError } from "../../src/util/errors.js";
-import { FIXTURES, tempDir, tokenizerFolder } from "./helpers.js";
+import { FIXTURES, tempDir, tokenizerFolder } from "../runtime/helpers.js";
 
 interface Reference {
   prompts: string[];

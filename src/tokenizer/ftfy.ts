@@ -9,7 +9,7 @@
  * "badness" heuristic), C1 controls, Latin ligatures, character widths, curly quotes, line breaks,
  * surrogates, terminal escapes, control characters, NFC. The tables and regular expressions are
  * generated from ftfy and Python by `test/fixtures/gen/ftfy_tables.py` into `ftfy-tables.ts`;
- * `test/runtime/ftfy.test.ts` compares this module with ftfy on a few hundred strings.
+ * `test/tokenizer/ftfy.test.ts` compares this module with ftfy on a few hundred strings.
  *
  * Known limit: Unicode character data comes from Node (NFC), while ftfy ran on Python's
  * unicodedata 14.0; characters assigned after that may normalise differently.

@@ -16,9 +16,9 @@ import {
   samplerName,
   savePng,
   tensorToImages,
-} from "../../src/runtime/image.js";
+} from "../../src/image/image.js";
 import { UserError } from "../../src/util/errors.js";
-import { FIXTURES, readSafetensors, tempDir } from "./helpers.js";
+import { FIXTURES, readSafetensors, tempDir } from "../runtime/helpers.js";
 
 const ref = readSafetensors(path.join(FIXTURES, "runtime", "image_processor.safetensors"));
 

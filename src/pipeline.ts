@@ -1,0 +1,89 @@
+/**
+ * A loaded pipeline, from its config to images: compile when the compiled folder is stale, then run
+ * the plan with the run settings taken from the same config.
+ *
+ * The data flows one way: config → compiler → plan → runtime. The compiler never sees run settings
+ * and the runtime never sees the config; this module (used by the CLI, the library API and
+ * `sdc watch`) is where the two meet. `runSettings` derives what one run is asked for (prompts,
+ * guidance, size, seed, init image, latents, output) from a config; those settings never reach
+ * plan.json, so `sdc run --prompt ...` on an up-to-date pipeline writes nothing under compiled/.
+ */
+import * as fs from "node:fs";
+import { compile, defaultCompiledDir } from "./compiler/compile.js";
+import type { LoadedPipeline } from "./config/load.js";
+import { runPlan, type RunPlanOptions, type RunResult } from "./runtime/run.js";
+import { CUDA_HINT, cudaUnavailableReason } from "./runtime/session.js";
+import type { RunSettings } from "./runtime/settings.js";
+import { UserError } from "./util/errors.js";
+import { fileIdentity, hashValue } from "./util/hash.js";
+
+export interface RunOptions extends RunPlanOptions {
+  /** Recompile even when the compiled folder is up to date. */
+  recompile?: boolean;
+  /** Compiled folder (default compiled/<name> under cwd). */
+  compiledDir?: string;
+  cwd?: string;
+}
+
+/** What one run of this pipeline is asked for: everything in the config that is not compiled. */
+export function runSettings(p: LoadedPipeline): RunSettings {
+  const c = p.config;
+  const list = (v: string | string[]) => (Array.isArray(v) ? [...v] : [v]);
+  return {
+    prompts: list(c.sample.prompt),
+    negativePrompts: list(c.guidance.negative_prompt),
+    guidanceScale: c.guidance.scale,
+    guidanceRescale: c.guidance.rescale,
+    width: c.sample.width,
+    height: c.sample.height,
+    batch: c.sample.batch,
+    seed: c.sample.seed,
+    initImage: c.sample.init_image ?? null,
+    strength: c.sample.strength,
+    latents: c.sample.latents ?? null,
+    outputDir: c.output.dir,
+    grid: c.output.grid,
+    threads: c.runtime.threads,
+  };
+}
+
+/**
+ * What a run's result depends on besides the plan: its settings and the identity (size, mtime) of
+ * the files it reads. `sdc watch --run` re-runs when this or the plan changes.
+ */
+export function runSettingsKey(p: LoadedPipeline): string {
+  const s = runSettings(p);
+  const inputs = [s.initImage, s.latents].map((f) => (f && fs.existsSync(f) ? fileIdentity(f) : f));
+  return hashValue({ settings: s, inputs });
+}
+
+/** Compile the pipeline when its compiled folder is stale, then run it. */
+export async function run(p: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {
+  const cwd = opts.cwd ?? process.cwd();
+  checkRunnable(p);
+  const c = await compile(p, { outDir: opts.compiledDir, cwd, force: opts.recompile, log: opts.log });
+  if (!c.upToDate) opts.log?.(c.summary);
+  return runPlan(c.dir, runSettings(p), opts);
+}
+
+/**
+ * Run the pipeline's compiled folder as it is, without compiling: for a caller that has just
+ * compiled it (`sdc watch --run`).
+ */
+export async function runCompiled(p: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {
+  checkRunnable(p);
+  return runPlan(opts.compiledDir ?? defaultCompiledDir(p, opts.cwd), runSettings(p), opts);
+}
+
+/** Refusals that need the config's locations: a train section, a CUDA device that cannot start. */
+function checkRunnable(p: LoadedPipeline): void {
+  if (p.config.train)
+    throw new UserError({
+      message: "this pipeline has a train section, and sdc does not train yet: the section is checked, but training graphs and optimizers are not built",
+      ...p.where(["train"], "key"),
+      hint: "remove the train section to sample from the model",
+    });
+  // say so before compiling: a CUDA run without the CUDA provider cannot start
+  const noCuda = p.config.runtime.device === "cuda" ? cudaUnavailableReason() : null;
+  if (noCuda) throw new UserError({ message: `runtime.device is cuda, but ${noCuda}`, ...p.where(["runtime", "device"]), hint: CUDA_HINT });
+}

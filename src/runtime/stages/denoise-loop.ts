@@ -1,0 +1,90 @@
+/**
+ * Stage 3, the denoising loop: the scheduler over the schedule's timesteps, the U-Net on
+ * [negative; positive] embeddings in one batch, classifier-free guidance (optionally rescaled), a
+ * progress bar, and cancellation between steps. The loop itself is ../denoise.ts; this stage feeds
+ * it a U-Net runner.
+ */
+import type { NoiseSource } from "../../schedulers/index.js";
+import { Cancelled, denoise } from "../denoise.js";
+import type { GraphRunner } from "../graphs.js";
+import type { Progress } from "../progress.js";
+import type { PromptEmbeddings } from "./encode-prompts.js";
+import type { LatentShape } from "./initial-latents.js";
+import type { Schedule } from "./schedule.js";
+
+export interface DenoiseLoopOptions {
+  schedule: Schedule;
+  /** The initial latents [images, C, h, w]. */
+  latents: Float32Array;
+  shape: LatentShape;
+  embeddings: PromptEmbeddings;
+  guidanceScale: number;
+  guidanceRescale: number;
+  /** Noise for the stochastic schedulers (the run's generator). */
+  noise: NoiseSource;
+  /** Aborting stops the loop between steps. */
+  signal?: AbortSignal;
+  progress?: Progress;
+  /** Label of the progress bar. */
+  label?: string;
+  /** After each step: its number (1-based) and the latents. */
+  onStep?: (step: number, latents: Float32Array) => void;
+}
+
+export interface DenoiseLoopResult {
+  /** The final latents, or the latest ones when cancelled. */
+  latents: Float32Array;
+  /** Steps completed (U-Net evaluations). */
+  steps: number;
+  /** Steps the schedule has. */
+  total: number;
+  /** Seconds spent in the loop. */
+  seconds: number;
+  /** The loop stopped early because the signal aborted. */
+  cancelled: boolean;
+}
+
+export async function denoiseLoop(unet: GraphRunner, o: DenoiseLoopOptions): Promise<DenoiseLoopResult> {
+  const { channels: C, height: h, width: w } = o.shape;
+  const { sequence, width } = o.embeddings;
+  const total = o.schedule.timesteps.length;
+  const bar = o.progress;
+  bar?.start(total, o.label ?? "denoise");
+  const t0 = performance.now();
+  let steps = 0;
+  let latest = o.latents;
+  try {
+    const latents = await denoise({
+      scheduler: o.schedule.scheduler,
+      timesteps: o.schedule.timesteps,
+      latents: o.latents,
+      batch: o.shape.images,
+      text: o.embeddings.text,
+      uncond: o.embeddings.uncond,
+      guidanceScale: o.guidanceScale,
+      guidanceRescale: o.guidanceRescale,
+      noise: o.noise,
+      unet: async (sample, t, emb, n) => {
+        const out = await unet.run({
+          sample: { data: sample, dims: [n, C, h, w] },
+          timestep: { data: new Float32Array(n).fill(t), dims: [n] },
+          encoder_hidden_states: { data: emb, dims: [n, sequence, width] },
+        });
+        return out.out_sample!.data;
+      },
+      onStep: (i, _n, l) => {
+        steps = i;
+        latest = l;
+        bar?.tick();
+        o.onStep?.(i, l);
+      },
+      cancelled: () => o.signal?.aborted === true,
+    });
+    return { latents, steps, total, seconds: (performance.now() - t0) / 1000, cancelled: false };
+  } catch (e) {
+    if (e instanceof Cancelled) return { latents: latest, steps: e.step, total, seconds: (performance.now() - t0) / 1000, cancelled: true };
+    throw e;
+  } finally {
+    bar?.stop();
+  }
+}
