@@ -8,7 +8,7 @@
  */
 import { shapeEq, shapeStr } from "../ir/dims.js";
 import { Builder } from "../ir/builder.js";
-import { isFloat, type DType, type Graph, type Value } from "../ir/graph.js";
+import { isFloat, Node, Value, type DType, type Graph } from "../ir/graph.js";
 import { getOp } from "../ir/ops/index.js";
 
 export class GradError extends Error {
@@ -21,6 +21,12 @@ export class GradError extends Error {
 export interface GradOptions {
   /** The loss's cotangent (default: ones, i.e. d loss / d loss = 1). */
   seed?: Value;
+  /**
+   * Gradient checkpointing: the segment (e.g. a module's scope) a forward node belongs to, or
+   * null. A segment's activations are not kept for the backward pass: when the backward reaches
+   * it, its forward nodes are emitted again from its inputs, made to wait for the backward so far.
+   */
+  checkpoint?: (nodeName: string) => string | null;
   /** Float type of constants the rules make with `b.float` (the graph's activation dtype). */
   floatType?: DType;
 }
@@ -61,6 +67,49 @@ export function differentiate(g: Graph, loss: Value, wrt: Value[], opts: GradOpt
   if (!opts.seed && loss.rank > 0) seed = b.op1("Expand", [seed, b.op1("Shape", [loss])]);
   cot.set(loss, [seed]);
 
+  // gradient checkpointing: segments of forward nodes, and their recomputed copies once made
+  const segOf = new Map<Node, string>();
+  const segments = new Map<string, Node[]>();
+  if (opts.checkpoint)
+    for (const n of forward) {
+      const s = opts.checkpoint(n.name);
+      if (s === null) continue;
+      segOf.set(n, s);
+      const list = segments.get(s);
+      if (list) list.push(n);
+      else segments.set(s, [n]);
+    }
+  const copies = new Map<Node, Node>();
+  const recompute = (seg: string, anchor: Value) => {
+    const nodes = segments.get(seg)!;
+    const inside = new Set(nodes.flatMap((n) => n.outputs));
+    const map = new Map<Value, Value>();
+    b.enterNodeScope(`recompute_inputs.${seg}/x`);
+    // the copies' float inputs get + 0·(one element of a cotangent), so they wait for the backward
+    const zero = b.mul(b.gather(b.reshape(anchor, [-1]), b.int64(0)), b.scalar(0, anchor.dtype));
+    const zeros = new Map<DType, Value>();
+    const late = (v: Value): Value => {
+      if (!isFloat(v.dtype) || v.kind === "const") return v;
+      let z = zeros.get(v.dtype);
+      if (!z) zeros.set(v.dtype, (z = b.cast(zero, v.dtype)));
+      const w = b.add(v, z);
+      map.set(v, w);
+      return w;
+    };
+    for (const n of nodes) {
+      const ins = n.inputs.map((v) => (v ? (map.get(v) ?? (inside.has(v) ? v : late(v))) : null));
+      const outs = n.outputs.map((o) => new Value(`recompute.${o.name}`, { ...o.type }, "node"));
+      const c = new Node(n.op, n.domain, ins, outs, n.attrs, `recompute.${n.name}`);
+      outs.forEach((o, k) => {
+        o.producer = c;
+        o.known = n.outputs[k]!.known;
+        map.set(n.outputs[k]!, o);
+      });
+      g.nodes.push(c);
+      copies.set(n, c);
+    }
+  };
+
   for (let i = forward.length - 1; i >= 0; i--) {
     const n = forward[i]!;
     if (!n.outputs.some((o) => active(o) && cot.has(o))) continue;
@@ -70,10 +119,13 @@ export function differentiate(g: Graph, loss: Value, wrt: Value[], opts: GradOpt
     const def = getOp(n.domain, n.op);
     if (!def.grad) throw new GradError(`${where}: no gradient rule for ${n.op}; it lies between a trained value and the loss`);
     const dy = n.outputs.map((o) => (active(o) ? total(o) : null));
+    const seg = segOf.get(n);
+    if (seg !== undefined && !copies.has(n)) recompute(seg, dy.find((d) => d)!);
+    const at = copies.get(n) ?? n;
     b.enterNodeScope(`grad.${n.name}`);
     let res: (Value | null)[];
     try {
-      res = def.grad({ b, node: n, x: n.inputs, y: n.outputs, dy, wants });
+      res = def.grad({ b, node: at, x: at.inputs, y: at.outputs, dy, wants });
     } catch (e) {
       throw new GradError(`${where}: ${(e as Error).message}`);
     }

@@ -11,7 +11,7 @@
  * JavaScript, on exact pixel values, in that order (as torchvision's Resize → Crop → Flip).
  */
 import sharp from "sharp";
-import type { RgbImage } from "../runtime/image.js";
+import type { RgbImage } from "../image/image.js";
 import type { CropBox, Size } from "./buckets.js";
 
 export type Rgb = readonly [number, number, number];

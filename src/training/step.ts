@@ -63,6 +63,14 @@ export interface TrainStepOptions {
   target: LowerTarget;
   /** Also output each gradient (after accumulation, before clipping) as `grad.<name>`. */
   outputGradients?: boolean;
+  /** Recompute each resnet and attention module's activations in the backward pass instead of keeping them. */
+  gradientCheckpointing?: boolean;
+}
+
+/** The module a node belongs to for gradient checkpointing: each resnet and attention block, as diffusers checkpoints them. */
+export function checkpointSegment(nodeName: string): string | null {
+  const m = /^((?:(?:encoder|decoder)\.)?(?:(?:down|up)_blocks\.\d+\.(?:resnets|attentions)\.\d+|mid_block\.(?:resnets|attentions)\.\d+))[./]/.exec(nodeName);
+  return m ? m[1]! : null;
 }
 
 export interface TrainStep {
@@ -107,7 +115,7 @@ export function buildTrainStep(b: Builder, o: TrainStepOptions): TrainStep {
       g.inputs.push({ name: v.name, value: v });
     }
   }
-  const grads0 = differentiate(g, loss, params);
+  const grads0 = differentiate(g, loss, params, o.gradientCheckpointing ? { checkpoint: checkpointSegment } : {});
   const unused = params.filter((_, i) => !grads0[i]).map((v) => v.name);
   const trained = params.filter((_, i) => grads0[i]);
   let grads = grads0.filter((x): x is Value => !!x);
