@@ -1,15 +1,11 @@
-/** Test helpers: write an IR graph to a temp folder and run it with onnxruntime (CPU). */
+/** Test helpers: write an IR graph to a temp folder and run it with onnxruntime (CPU); error metrics. */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as ort from "onnxruntime-node";
 import type { Graph } from "../../src/ir/graph.js";
 import { verify } from "../../src/ir/verify.js";
 import { writeOnnx } from "../../src/ir/onnx/writer.js";
-
-export function tempDir(prefix = "sdc-test-"): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-}
+import { tempDir } from "./repo.js";
 
 export async function runGraph(
   g: Graph,
@@ -17,7 +13,7 @@ export async function runGraph(
   opts: { optimization?: "disabled" | "all" } = {},
 ): Promise<Record<string, ort.Tensor>> {
   verify(g, { final: true });
-  const dir = tempDir();
+  const dir = tempDir("sdc-graph-");
   try {
     writeOnnx(g, { dir });
     const session = await ort.InferenceSession.create(path.join(dir, "model.onnx"), {

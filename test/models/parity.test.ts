@@ -12,7 +12,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { f16ToF32, f32ToF16 } from "../../src/util/half.js";
 import { SafetensorsFile } from "../../src/models/weights/safetensors.js";
 import { relErr } from "../helpers/ort.js";
-import { compileFixture, FIXTURES, refTensor, session } from "../helpers/pipeline.js";
+import { compileFixture, refTensor, session } from "../helpers/pipeline.js";
+import { MODEL_FIXTURES } from "../helpers/repo.js";
 import * as R from "../helpers/ref.js";
 
 const TOL = 1e-4;
@@ -27,8 +28,8 @@ interface Case {
 }
 
 describe.each(["tiny-sd1", "tiny-sd2", "tiny-x"])("%s", (fixture) => {
-  const refJson = JSON.parse(fs.readFileSync(path.join(FIXTURES, "models", `${fixture}.reference.json`), "utf8")) as { cases: Case[] };
-  const ref = SafetensorsFile.open(path.join(FIXTURES, "models", `${fixture}.reference.safetensors`));
+  const refJson = JSON.parse(fs.readFileSync(path.join(MODEL_FIXTURES, `${fixture}.reference.json`), "utf8")) as { cases: Case[] };
+  const ref = SafetensorsFile.open(path.join(MODEL_FIXTURES, `${fixture}.reference.safetensors`));
   const compiled = compileFixture(fixture);
 
   it.each(refJson.cases.map((c) => [`${c.model} ${c.case}`, c] as const))("%s", async (_, c) => {
@@ -62,7 +63,7 @@ describe.each(["tiny-sd1", "tiny-sd2", "tiny-x"])("%s", (fixture) => {
     const out = await s.run({ input_ids: refTensor(ref, c.inputs.input_ids!, "int32") });
     const hs = c.outputs.hidden_states as string[];
     const pen = ref.readFloat32(hs[hs.length - 2]!);
-    const te = SafetensorsFile.open(path.join(FIXTURES, "models", fixture, "text_encoder", "model.safetensors"));
+    const te = SafetensorsFile.open(path.join(MODEL_FIXTURES, fixture, "text_encoder", "model.safetensors"));
     const d = te.tensors.get("text_model.final_layer_norm.weight")!.shape[0]!;
     const want = R.layerNorm(R.arr(pen, [pen.length / d, d]), R.arr(te.readFloat32("text_model.final_layer_norm.weight"), [d]), R.arr(te.readFloat32("text_model.final_layer_norm.bias"), [d]), 1e-5);
     const e = relErr(out.last_hidden_state!.data as Float32Array, want.data);
@@ -78,8 +79,8 @@ describe.each(["tiny-sd1", "tiny-sd2", "tiny-x"])("%s", (fixture) => {
  * float16's: < 1e-2 relative.
  */
 describe("fp16 graphs", () => {
-  const refJson = JSON.parse(fs.readFileSync(path.join(FIXTURES, "models", "tiny-sd1.reference.json"), "utf8")) as { cases: Case[] };
-  const ref = SafetensorsFile.open(path.join(FIXTURES, "models", "tiny-sd1.reference.safetensors"));
+  const refJson = JSON.parse(fs.readFileSync(path.join(MODEL_FIXTURES, "tiny-sd1.reference.json"), "utf8")) as { cases: Case[] };
+  const ref = SafetensorsFile.open(path.join(MODEL_FIXTURES, "tiny-sd1.reference.safetensors"));
   it("tiny-sd1 text encoder, U-Net and VAE decoder within 1e-2 of float32 diffusers", async () => {
     const { r } = await compileFixture("tiny-sd1", "runtime:\n  device: cpu\n  precision: fp16\n");
     expect(r.plan.graphs.unet.inputs.find((i) => i.name === "sample")!.dtype).toBe("float16");
@@ -110,8 +111,8 @@ describe("fp16 graphs", () => {
  * size, as diffusers does. Same tolerance.
  */
 describe("U-Net at odd latent sizes", () => {
-  const json = JSON.parse(fs.readFileSync(path.join(FIXTURES, "models", "odd-latents.reference.json"), "utf8")) as { cases: { case: string; fixture: string }[] };
-  const ref = SafetensorsFile.open(path.join(FIXTURES, "models", "odd-latents.reference.safetensors"));
+  const json = JSON.parse(fs.readFileSync(path.join(MODEL_FIXTURES, "odd-latents.reference.json"), "utf8")) as { cases: { case: string; fixture: string }[] };
+  const ref = SafetensorsFile.open(path.join(MODEL_FIXTURES, "odd-latents.reference.safetensors"));
   it.each(json.cases.map((c) => [c.case, c] as const))("%s", async (name, c) => {
     const { r } = await compileFixture(c.fixture);
     const s = await session(r.dir, "unet");

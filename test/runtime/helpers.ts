@@ -1,18 +1,11 @@
-/** Shared test helpers for runtime tests: fixture paths, temporary tokenizer folders, safetensors reading. */
+/** Shared test helpers for runtime tests: temporary tokenizer folders, safetensors reading. */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
-
-export const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
-
-export function tempDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `sdc-${prefix}-`));
-}
+import { FIXTURES, tempDir } from "../helpers/repo.js";
 
 /** A diffusers-style tokenizer/ folder: the CLIP vocabulary plus the sd1/ or sd2/ special-token files. */
 export function tokenizerFolder(variant: "sd1" | "sd2", extra: Record<string, string> = {}): string {
-  const dir = tempDir(`tok-${variant}`);
+  const dir = tempDir(`sdc-tok-${variant}-`);
   const src = path.join(FIXTURES, "clip-tokenizer");
   for (const f of ["vocab.json", "merges.txt"]) fs.copyFileSync(path.join(src, f), path.join(dir, f));
   for (const f of ["special_tokens_map.json", "tokenizer_config.json"]) fs.copyFileSync(path.join(src, variant, f), path.join(dir, f));

@@ -12,8 +12,7 @@ import { loadPipeline } from "../../src/config/load.js";
 import { SafetensorsFile, writeSafetensors } from "../../src/models/weights/safetensors.js";
 import { readPngText } from "../../src/runtime/image.js";
 import { run } from "../../src/runtime/run.js";
-import { tempDir } from "../helpers/ort.js";
-import { FIXTURES } from "../helpers/pipeline.js";
+import { FIXTURES, tempDir } from "../helpers/repo.js";
 
 interface RefCase {
   id: string;

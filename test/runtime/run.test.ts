@@ -12,8 +12,7 @@ import { parseParameters, readPngText } from "../../src/runtime/image.js";
 import { run, runPlan } from "../../src/runtime/run.js";
 import { cudaUnavailableReason, openSession } from "../../src/runtime/session.js";
 import { isUserError } from "../../src/util/errors.js";
-import { tempDir } from "../helpers/ort.js";
-import { REPO } from "../helpers/pipeline.js";
+import { REPO, tempDir } from "../helpers/repo.js";
 
 const MODEL = path.join(REPO, "models", "tiny-sd");
 
