@@ -5,6 +5,7 @@
  * A test never writes into the repository: whatever it makes (projects, compiled folders, copies
  * of fixtures it may damage) goes into a `tempDir()`.
  */
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -31,3 +32,18 @@ export function tempDir(prefix = "sdc-test-"): string {
   return dir;
 }
 
+/**
+ * The package as `npm install` leaves it, built from the current sources into a temp folder (the
+ * repository's own dist/ is neither read, as it may be stale, nor written): package.json, bin/,
+ * dist/ from tsconfig.build.json, and links to the repository's models/ and node_modules/.
+ * Returns the path of its bin/sdc.js.
+ */
+export function buildPackage(): string {
+  const dir = tempDir("sdc-pkg-");
+  const tsc = path.join(REPO, "node_modules", "typescript", "bin", "tsc");
+  execFileSync(process.execPath, [tsc, "-p", "tsconfig.build.json", "--outDir", path.join(dir, "dist")], { cwd: REPO, stdio: "pipe" });
+  fs.copyFileSync(path.join(REPO, "package.json"), path.join(dir, "package.json"));
+  fs.cpSync(path.join(REPO, "bin"), path.join(dir, "bin"), { recursive: true });
+  for (const d of ["models", "node_modules"]) fs.symlinkSync(path.join(REPO, d), path.join(dir, d), "junction");
+  return path.join(dir, "bin", "sdc.js");
+}
