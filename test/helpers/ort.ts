@@ -36,11 +36,15 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-/** max |a-b| / max(max |b|, tiny): error relative to the reference's scale. */
-export function relErr(a: ArrayLike<number>, ref: ArrayLike<number>): number {
+/**
+ * max |got − ref| / max |ref|, both maxima over every element: the largest error, relative to the
+ * reference's largest magnitude (not an element-wise relative error, which small elements would
+ * blow up). NaN anywhere in `got` gives NaN, which fails any `toBeLessThan`.
+ */
+export function maxErrOverMaxRef(got: ArrayLike<number>, ref: ArrayLike<number>): number {
   let scale = 0;
   for (let i = 0; i < ref.length; i++) scale = Math.max(scale, Math.abs(ref[i]!));
-  return maxAbsDiff(a, ref) / Math.max(scale, 1e-12);
+  return maxAbsDiff(got, ref) / Math.max(scale, 1e-12);
 }
 
 /** Deterministic pseudo-random floats in [-1, 1) (xorshift), for test inputs. */
