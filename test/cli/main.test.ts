@@ -3,7 +3,7 @@
  * watch / inspect only hand the parsed arguments to the library API. Most tests call `main()` in
  * process with captured output; the last ones run the real bin/sdc.js after a build.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -12,6 +12,7 @@ import { pipelineJsonSchemaText } from "../../src/config/json-schema.js";
 import * as lib from "../../src/index.js";
 import { HEAD, P, project, REPO } from "../config/helpers.js";
 import type { CompileResult } from "../../src/compiler/compile.js";
+import { buildPackage } from "../helpers/repo.js";
 
 async function sdc(argv: string[], cwd: string, api?: Partial<Api>) {
   let stdout = "";
@@ -192,10 +193,11 @@ describe("schema", () => {
 });
 
 describe("bin/sdc.js (built)", () => {
+  let sdcJs = "";
   beforeAll(() => {
-    execFileSync(process.execPath, [path.join(REPO, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], { cwd: REPO, stdio: "pipe" });
+    sdcJs = buildPackage();
   });
-  const bin = (args: string[], cwd: string) => spawnSync(process.execPath, [path.join(REPO, "bin", "sdc.js"), ...args], { cwd, encoding: "utf8" });
+  const bin = (args: string[], cwd: string) => spawnSync(process.execPath, [sdcJs, ...args], { cwd, encoding: "utf8" });
 
   it("--help lists the commands", () => {
     const r = bin(["--help"], REPO);

@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
 import { parseParameters, readPngText } from "../../src/image/image.js";
 import { snapshot, tmp } from "../compiler/helpers.js";
-import { FIXTURES } from "../helpers/pipeline.js";
+import { FIXTURES } from "../helpers/repo.js";
 
 const MODEL = path.join(FIXTURES, "models", "tiny-sd1");
 const PIPE = `version: 1\nname: p\nmodel:\n  from: ${JSON.stringify(MODEL)}\nscheduler:\n  steps: 2\nsample:\n  prompt: a cat\n  seed: 1\nruntime:\n  device: cpu\n`;

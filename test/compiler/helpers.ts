@@ -5,29 +5,19 @@
  * with onnx-proto, and every reference case of a fixture run through a compiled folder.
  */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import onnxProto, { type onnx as P } from "onnx-proto";
-import { afterAll } from "vitest";
 import { loadPipeline, type LoadedPipeline } from "../../src/config/load.js";
 import { SafetensorsFile, writeSafetensors, type StDtype, type TensorEntry } from "../../src/models/weights/safetensors.js";
 import { sha256File } from "../../src/util/hash.js";
-import { FIXTURES, refTensor, session } from "../helpers/pipeline.js";
+import { refTensor, session } from "../helpers/pipeline.js";
+import { MODEL_FIXTURES as MODELS, tempDir } from "../helpers/repo.js";
 
 export const { onnx } = onnxProto;
-export const MODELS = path.join(FIXTURES, "models");
-
-const made: string[] = [];
-afterAll(() => {
-  for (const d of made.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+export { MODELS };
 
 /** A temporary folder, removed after the test file. */
-export function tmp(prefix = "sdc-ctest-"): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  made.push(d);
-  return d;
-}
+export const tmp = (prefix = "sdc-ctest-"): string => tempDir(prefix);
 
 /** A private copy of a fixture (folder or file) inside `into`; returns its path. */
 export function copyFixture(name: string, into: string): string {

@@ -21,9 +21,9 @@ import {
   unetHeads,
   vaeScaleFactor,
 } from "../../src/models/arch.js";
-import { FIXTURES } from "./helpers.js";
+import { CONFIG_FIXTURES } from "./helpers.js";
 
-const readJson = (rel: string) => JSON.parse(fs.readFileSync(path.join(FIXTURES, rel), "utf8"));
+const readJson = (rel: string) => JSON.parse(fs.readFileSync(path.join(CONFIG_FIXTURES, rel), "utf8"));
 const defaults = readJson("arch_defaults.json") as Record<"unet" | "vae" | "text_encoder", Record<string, unknown>>;
 const modules = readJson("modules.json") as Record<string, { config: Record<string, unknown>; modules: Record<string, string> }>;
 

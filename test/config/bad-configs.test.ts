@@ -6,9 +6,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { FIXTURES, HEAD, P, problems } from "./helpers.js";
+import { CONFIG_FIXTURES, HEAD, P, problems } from "./helpers.js";
 
-const modelFile = (rel: string) => fs.readFileSync(path.join(FIXTURES, "models", "tiny-sd", rel), "utf8");
+const modelFile = (rel: string) => fs.readFileSync(path.join(CONFIG_FIXTURES, "models", "tiny-sd", rel), "utf8");
 const replaced = (rel: string, from: string, to: string) => {
   const text = modelFile(rel);
   if (!text.includes(from)) throw new Error(`fixture ${rel} has no ${from}`);

@@ -4,26 +4,19 @@
  * folder, so snapshots hold no machine-specific paths.
  */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
-import { afterAll } from "vitest";
 import { type LoadedPipeline, type LoadOptions, loadPipeline } from "../../src/config/load.js";
 import { isUserError, renderProblems } from "../../src/util/errors.js";
+import { FIXTURES, tempDir } from "../helpers/repo.js";
 
-export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-export const FIXTURES = path.join(REPO, "test", "fixtures", "config");
-
-const made: string[] = [];
-afterAll(() => {
-  for (const d of made.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+export { REPO } from "../helpers/repo.js";
+/** test/fixtures/config: the config-only model folder and the libraries' recorded defaults. */
+export const CONFIG_FIXTURES = path.join(FIXTURES, "config");
 
 /** A fresh project folder; `files` maps relative paths to contents (null deletes a fixture file). */
 export function project(files: Record<string, string | Buffer | null> = {}): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sdc-config-"));
-  made.push(dir);
-  fs.cpSync(path.join(FIXTURES, "models"), path.join(dir, "models"), { recursive: true });
+  const dir = tempDir("sdc-config-");
+  fs.cpSync(path.join(CONFIG_FIXTURES, "models"), path.join(dir, "models"), { recursive: true });
   for (const [rel, content] of Object.entries(files)) {
     const p = path.join(dir, rel);
     if (content === null) fs.rmSync(p, { recursive: true, force: true });

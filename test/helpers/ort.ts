@@ -1,15 +1,11 @@
-/** Test helpers: write an IR graph to a temp folder and run it with onnxruntime (CPU). */
+/** Test helpers: write an IR graph to a temp folder and run it with onnxruntime (CPU); error metrics. */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as ort from "onnxruntime-node";
 import type { Graph } from "../../src/ir/graph.js";
 import { verify } from "../../src/ir/verify.js";
 import { writeOnnx } from "../../src/ir/onnx/writer.js";
-
-export function tempDir(prefix = "sdc-test-"): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-}
+import { tempDir } from "./repo.js";
 
 export async function runGraph(
   g: Graph,
@@ -17,7 +13,7 @@ export async function runGraph(
   opts: { optimization?: "disabled" | "all" } = {},
 ): Promise<Record<string, ort.Tensor>> {
   verify(g, { final: true });
-  const dir = tempDir();
+  const dir = tempDir("sdc-graph-");
   try {
     writeOnnx(g, { dir });
     const session = await ort.InferenceSession.create(path.join(dir, "model.onnx"), {
@@ -40,11 +36,15 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-/** max |a-b| / max(max |b|, tiny): error relative to the reference's scale. */
-export function relErr(a: ArrayLike<number>, ref: ArrayLike<number>): number {
+/**
+ * max |got − ref| / max |ref|, both maxima over every element: the largest error, relative to the
+ * reference's largest magnitude (not an element-wise relative error, which small elements would
+ * blow up). NaN anywhere in `got` gives NaN, which fails any `toBeLessThan`.
+ */
+export function maxErrOverMaxRef(got: ArrayLike<number>, ref: ArrayLike<number>): number {
   let scale = 0;
   for (let i = 0; i < ref.length; i++) scale = Math.max(scale, Math.abs(ref[i]!));
-  return maxAbsDiff(a, ref) / Math.max(scale, 1e-12);
+  return maxAbsDiff(got, ref) / Math.max(scale, 1e-12);
 }
 
 /** Deterministic pseudo-random floats in [-1, 1) (xorshift), for test inputs. */

@@ -5,10 +5,7 @@ import * as ort from "onnxruntime-node";
 import { compile, type CompileResult } from "../../src/compiler/compile.js";
 import { loadPipeline, type LoadedPipeline } from "../../src/config/load.js";
 import { SafetensorsFile } from "../../src/models/weights/safetensors.js";
-import { tempDir } from "./ort.js";
-
-export const REPO = path.resolve(import.meta.dirname, "..", "..");
-export const FIXTURES = path.join(REPO, "test", "fixtures");
+import { MODEL_FIXTURES, tempDir } from "./repo.js";
 
 /** A pipeline YAML in a temp folder (model paths absolute), loaded. */
 export async function fixturePipeline(yaml: string, overrides: string[] = []): Promise<{ p: LoadedPipeline; dir: string }> {
@@ -19,7 +16,7 @@ export async function fixturePipeline(yaml: string, overrides: string[] = []): P
 }
 
 export async function compileFixture(model: string, extraYaml = "", overrides: string[] = []): Promise<{ p: LoadedPipeline; r: CompileResult; dir: string }> {
-  const from = path.isAbsolute(model) ? model : path.join(FIXTURES, "models", model);
+  const from = path.isAbsolute(model) ? model : path.join(MODEL_FIXTURES, model);
   const { p, dir } = await fixturePipeline(`model:\n  from: ${JSON.stringify(from)}\n${extraYaml}`, overrides);
   const r = await compile(p, { outDir: path.join(dir, "compiled") });
   return { p, r, dir };

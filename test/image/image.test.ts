@@ -18,7 +18,8 @@ import {
   tensorToImages,
 } from "../../src/image/image.js";
 import { UserError } from "../../src/util/errors.js";
-import { FIXTURES, readSafetensors, tempDir } from "../runtime/helpers.js";
+import { FIXTURES, tempDir } from "../helpers/repo.js";
+import { readSafetensors } from "../runtime/helpers.js";
 
 const ref = readSafetensors(path.join(FIXTURES, "runtime", "image_processor.safetensors"));
 
@@ -80,7 +81,7 @@ describe("tensor <-> image conversions match diffusers' VaeImageProcessor", () =
 });
 
 describe("PNG files", () => {
-  const dir = tempDir("png");
+  const dir = tempDir("sdc-png-");
 
   it("round-trip pixels exactly and carry text chunks (Latin-1 as tEXt, other text as iTXt)", async () => {
     const img = pattern(37, 23);
@@ -137,7 +138,7 @@ describe("PNG files", () => {
 });
 
 describe("loadImage", () => {
-  const dir = tempDir("img");
+  const dir = tempDir("sdc-img-");
 
   it("reads PNG, JPEG and WebP; same-size PNG pixels arrive unchanged, alpha and grey become RGB", async () => {
     const img = pattern(16, 8, 5);
@@ -296,7 +297,7 @@ describe("generation parameters", () => {
   });
 
   it("model hash is the first 10 hex digits of the file's SHA-256", async () => {
-    const f = path.join(tempDir("hash"), "m.bin");
+    const f = path.join(tempDir("sdc-hash-"), "m.bin");
     fs.writeFileSync(f, "abc");
     expect(await modelHash(f)).toBe("ba7816bf8f"); // sha256("abc") = ba7816bf8f01cfea...
     await expect(modelHash(f + ".missing")).rejects.toThrow(UserError);

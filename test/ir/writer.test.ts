@@ -5,18 +5,18 @@ import * as path from "node:path";
 import * as ort from "onnxruntime-node";
 import onnxProto from "onnx-proto";
 import type { onnx as OnnxT } from "onnx-proto";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Builder } from "../../src/ir/builder.js";
 import { writeOnnx } from "../../src/ir/onnx/writer.js";
 import { allOps } from "../../src/ir/ops/index.js";
 import { f32ToF16 } from "../../src/util/half.js";
-import { randomFloats, tempDir } from "../helpers/ort.js";
+import { randomFloats } from "../helpers/ort.js";
+import { tempDir } from "../helpers/repo.js";
 
 // onnx-proto is CommonJS: its namespace comes through the default export under Node's ESM loader
 const { onnx } = onnxProto;
 
-const dir = tempDir();
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir("sdc-writer-");
 
 describe("writeOnnx", () => {
   it("links f32 weights in place, converts f16 ones once, and onnxruntime agrees", async () => {

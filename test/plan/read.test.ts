@@ -14,7 +14,7 @@ import type { LoadedPipeline } from "../../src/config/load.js";
 import { runSettings } from "../../src/pipeline.js";
 import { runPlan } from "../../src/runtime/run.js";
 import { isUserError, type Problem } from "../../src/util/errors.js";
-import { tempDir } from "../helpers/ort.js";
+import { tempDir } from "../helpers/repo.js";
 import { compileFixture } from "../helpers/pipeline.js";
 
 let good: string;

@@ -1,21 +1,17 @@
-/** Shared test helpers for runtime tests: fixture paths, temporary tokenizer folders, safetensors reading. */
+/** Shared test helpers for runtime tests: temporary tokenizer folders, safetensors reading. */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
+import { CLIP_TOKENIZER, FIXTURES, tempDir } from "../helpers/repo.js";
 
-export const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
-
-export function tempDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `sdc-${prefix}-`));
-}
-
-/** A diffusers-style tokenizer/ folder: the CLIP vocabulary plus the sd1/ or sd2/ special-token files. */
+/**
+ * A tokenizer/ folder as SD 1.x (sd1) or 2.x (sd2) diffusers checkpoints ship it, in a temp folder
+ * a test may change: the bundled tokenizer's vocab.json, merges.txt and special_tokens_map.json,
+ * with the hub's tokenizer_config.json (test/fixtures/clip-tokenizer), then `extra` files.
+ */
 export function tokenizerFolder(variant: "sd1" | "sd2", extra: Record<string, string> = {}): string {
-  const dir = tempDir(`tok-${variant}`);
-  const src = path.join(FIXTURES, "clip-tokenizer");
-  for (const f of ["vocab.json", "merges.txt"]) fs.copyFileSync(path.join(src, f), path.join(dir, f));
-  for (const f of ["special_tokens_map.json", "tokenizer_config.json"]) fs.copyFileSync(path.join(src, variant, f), path.join(dir, f));
+  const dir = tempDir(`sdc-tok-${variant}-`);
+  for (const f of ["vocab.json", "merges.txt", "special_tokens_map.json"]) fs.copyFileSync(path.join(CLIP_TOKENIZER, variant, f), path.join(dir, f));
+  fs.copyFileSync(path.join(FIXTURES, "clip-tokenizer", variant, "tokenizer_config.json"), path.join(dir, "tokenizer_config.json"));
   for (const [name, text] of Object.entries(extra)) fs.writeFileSync(path.join(dir, name), text);
   return dir;
 }

@@ -2,7 +2,8 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { fmaf, TorchGenerator } from "../../src/runtime/rng.js";
 import { UserError } from "../../src/util/errors.js";
-import { FIXTURES, readSafetensorsWithMetadata } from "./helpers.js";
+import { FIXTURES } from "../helpers/repo.js";
+import { readSafetensorsWithMetadata } from "./helpers.js";
 
 const { tensors, metadata } = readSafetensorsWithMetadata(path.join(FIXTURES, "runtime", "torch_rng.safetensors"));
 

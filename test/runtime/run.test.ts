@@ -5,18 +5,23 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { loadPipeline } from "../../src/config/load.js";
 import { writeSafetensors } from "../../src/models/weights/safetensors.js";
 import { parseParameters, readPngText } from "../../src/image/image.js";
 import { run, runSettings } from "../../src/pipeline.js";
 import { runPlan } from "../../src/runtime/run.js";
-import { cudaUnavailableReason, openSession } from "../../src/runtime/session.js";
+import { cudaUnavailableReason, openSession, ortBinDir } from "../../src/runtime/session.js";
 import { isUserError } from "../../src/util/errors.js";
-import { tempDir } from "../helpers/ort.js";
-import { REPO } from "../helpers/pipeline.js";
+import { REPO, tempDir } from "../helpers/repo.js";
 
 const MODEL = path.join(REPO, "models", "tiny-sd");
+
+// The CUDA provider library may or may not be installed here: a test can say it is missing.
+vi.mock("../../src/runtime/session.js", async (importOriginal) => {
+  const actual = await importOriginal<typeof import("../../src/runtime/session.js")>();
+  return { ...actual, cudaUnavailableReason: vi.fn(actual.cudaUnavailableReason) };
+});
 
 async function pipeline(sample: string, extra = "") {
   const dir = tempDir("sdc-run-");
@@ -95,8 +100,12 @@ describe("run", () => {
   });
 
   it("device cuda without the CUDA provider is a user error naming what is missing", async () => {
-    const reason = cudaUnavailableReason();
-    if (reason === null) return; // a machine with the provider installed: nothing to refuse here
+    // this machine: a reason exactly when the library is not next to the binding
+    const lib = process.platform === "win32" ? "onnxruntime_providers_cuda.dll" : "libonnxruntime_providers_cuda.so";
+    const reason = `the CUDA provider library ${lib} is not installed next to onnxruntime-node's binding`;
+    expect(cudaUnavailableReason()).toBe(fs.existsSync(path.join(ortBinDir(), lib)) ? null : reason);
+    // the refusal, on any machine: the run is told the library is missing
+    vi.mocked(cudaUnavailableReason).mockClear().mockReturnValueOnce(reason);
     const { dir, load } = await pipeline("  prompt: a cat\n");
     const p = await load({ overrides: ["runtime.device=cuda"] });
     await run(p, { cwd: dir, progress: false }).then(
@@ -108,6 +117,7 @@ describe("run", () => {
         expect(pr.hint).toContain("libonnxruntime_providers_cuda.so");
       },
     );
+    expect(vi.mocked(cudaUnavailableReason)).toHaveBeenCalledTimes(1);
     await expect(openSession(path.join(dir, "missing.onnx"), { device: "cpu" })).rejects.toThrow(/compiled graph .*missing\.onnx is missing/);
   });
 });

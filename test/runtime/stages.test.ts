@@ -15,8 +15,8 @@ import { TorchGenerator } from "../../src/runtime/rng.js";
 import type { RunSettings } from "../../src/runtime/settings.js";
 import { decodeAndSave, denoiseLoop, encodePrompts, imageParameters, initialLatents, type LatentShape, prepareSchedule } from "../../src/runtime/stages/index.js";
 import { ClipTokenizer } from "../../src/tokenizer/clip.js";
-import { tempDir } from "../helpers/ort.js";
-import { FIXTURES } from "../helpers/pipeline.js";
+import { tempDir } from "../helpers/repo.js";
+import { FIXTURES } from "../helpers/repo.js";
 
 /** A graph as a function; counts its calls. */
 function graph(f: (feeds: Record<string, { data: Float32Array | Int32Array; dims: readonly number[] }>) => Record<string, FloatTensor>): GraphRunner & { calls: number } {

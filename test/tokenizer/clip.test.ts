@@ -3,7 +3,8 @@ import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { buildTokenizerJson, ClipTokenizer, readTokenizerConfig, tokenizerFiles, truncationWarning } from "../../src/tokenizer/clip.js";
 import { UserError } from "../../src/util/errors.js";
-import { FIXTURES, tempDir, tokenizerFolder } from "../runtime/helpers.js";
+import { FIXTURES, tempDir } from "../helpers/repo.js";
+import { tokenizerFolder } from "../runtime/helpers.js";
 
 interface Reference {
   prompts: string[];
@@ -115,7 +116,7 @@ describe("tokenizer.json", () => {
     expect(json.post_processor).toMatchObject({ type: "RobertaProcessing", cls: ["<|startoftext|>", 49406], sep: ["<|endoftext|>", 49407] });
 
     // a compiled folder: tokenizer.json next to the special-token files, without vocab.json/merges.txt
-    const compiled = tempDir("compiled-tok");
+    const compiled = tempDir("sdc-compiled-tok-");
     fs.writeFileSync(path.join(compiled, "tokenizer.json"), JSON.stringify(json));
     for (const f of ["special_tokens_map.json", "tokenizer_config.json"]) fs.copyFileSync(path.join(dir, f), path.join(compiled, f));
     const tok = ClipTokenizer.fromFolder(compiled);
@@ -128,7 +129,7 @@ describe("tokenizer.json", () => {
   it("tokenizerFiles gives a compiled folder that loads with the same ids", () => {
     const files = tokenizerFiles(tokenizerFolder("sd2"));
     expect([...files.keys()].sort()).toEqual(["merges.txt", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.json"]);
-    const out = tempDir("tok-out");
+    const out = tempDir("sdc-tok-out-");
     for (const [name, text] of files) fs.writeFileSync(path.join(out, name), text);
     const tok = ClipTokenizer.fromFolder(out);
     expect(Array.from(tok.encode(ref.prompts[10]!).ids)).toEqual(ref.sd2.ids[10]);
@@ -155,7 +156,7 @@ describe("tokenizer.json", () => {
 
 describe("tokenizer errors name the file and what to do", () => {
   it("a missing folder or vocabulary file", () => {
-    expect(userError(() => ClipTokenizer.fromFolder(path.join(tempDir("none"), "nope"))).message).toMatch(/tokenizer folder not found/);
+    expect(userError(() => ClipTokenizer.fromFolder(path.join(tempDir("sdc-none-"), "nope"))).message).toMatch(/tokenizer folder not found/);
     const dir = tokenizerFolder("sd1");
     fs.rmSync(path.join(dir, "vocab.json"));
     const e = userError(() => ClipTokenizer.fromFolder(dir));

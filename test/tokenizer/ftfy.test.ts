@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { fixEncoding, fixText, isBad, unescapeHtml } from "../../src/tokenizer/ftfy.js";
-import { FIXTURES } from "../runtime/helpers.js";
+import { FIXTURES } from "../helpers/repo.js";
 
 const fixture = JSON.parse(fs.readFileSync(path.join(FIXTURES, "runtime", "ftfy_cases.json"), "utf8")) as {
   cases: [string, string][];

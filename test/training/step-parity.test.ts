@@ -33,7 +33,7 @@ import type { VaeArch } from "../../src/models/vae.js";
 import { SafetensorsFile } from "../../src/models/weights/safetensors.js";
 import { noiseSchedule } from "../../src/schedulers/schedule.js";
 import { buildTrainStep, type TrainStepOptions } from "../../src/training/step.js";
-import { tempDir } from "../helpers/ort.js";
+import { tempDir } from "../helpers/repo.js";
 
 const DIR = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "fixtures", "train");
 const TOL = { loss: 1e-5, grad: 1e-4, update: 1e-3 };

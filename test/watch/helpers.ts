@@ -5,28 +5,21 @@
  * its abort signal between them, as the real runner does.
  */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { afterAll } from "vitest";
 import type { RunOptions } from "../../src/pipeline.js";
 import type { RunResult } from "../../src/runtime/run.js";
 import type { LoadedPipeline } from "../../src/config/load.js";
 import { GRAPH_NAMES, type GraphName } from "../../src/plan/schema.js";
 import { renderProblems } from "../../src/util/errors.js";
 import type { WatchEvent, WatchEventType } from "../../src/watch/events.js";
+import { MODEL_FIXTURES, tempDir } from "../helpers/repo.js";
 
-export const REPO = path.resolve(import.meta.dirname, "..", "..");
-export const MODEL = path.join(REPO, "test", "fixtures", "models", "tiny-sd1");
-export const LORA = path.join(REPO, "test", "fixtures", "models", "lora", "tiny-sd1.diffusers.safetensors");
-
-const made: string[] = [];
-afterAll(() => {
-  for (const d of made.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+export { REPO } from "../helpers/repo.js";
+export const MODEL = path.join(MODEL_FIXTURES, "tiny-sd1");
+export const LORA = path.join(MODEL_FIXTURES, "lora", "tiny-sd1.diffusers.safetensors");
 
 export function tempProject(files: Record<string, string | Buffer>): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sdc-watch-"));
-  made.push(dir);
+  const dir = tempDir("sdc-watch-");
   for (const [rel, text] of Object.entries(files)) write(dir, rel, text);
   return dir;
 }

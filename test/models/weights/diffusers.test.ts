@@ -9,10 +9,11 @@ import {
 } from "../../../src/models/weights/diffusers.js";
 import { SafetensorsFile, toFloat32, writeSafetensors } from "../../../src/models/weights/safetensors.js";
 import { readWeightFloat32, readWeightRaw } from "../../../src/models/weights/weight-set.js";
-import { bytesEqual, FIX, problemsOf, tmpDir } from "./helpers.js";
+import { MODEL_FIXTURES, tempDir } from "../../helpers/repo.js";
+import { bytesEqual, problemsOf } from "./helpers.js";
 
-const SD1 = path.join(FIX, "tiny-sd1");
-const dir = tmpDir();
+const SD1 = path.join(MODEL_FIXTURES, "tiny-sd1");
+const dir = tempDir("sdc-weights-");
 
 describe("loadDiffusersComponent on the tiny-sd1 fixture", () => {
   it("maps every tensor of each component file to a WeightRef at its byte range", () => {
@@ -186,7 +187,7 @@ describe("folders sdc cannot use get a clear refusal", () => {
   });
 
   it("a requested variant that is absent, and a variant-only folder without the option", () => {
-    const [a] = problemsOf(() => loadDiffusersComponent(path.join(FIX, "tiny-sd2"), "vae", { variant: "fp16" }));
+    const [a] = problemsOf(() => loadDiffusersComponent(path.join(MODEL_FIXTURES, "tiny-sd2"), "vae", { variant: "fp16" }));
     expect(a!.message).toBe("diffusion_pytorch_model.fp16.safetensors not found");
     expect(a!.hint).toBe("this folder has no fp16 variant; drop the variant option to use diffusion_pytorch_model.safetensors");
     const root = folder("only-fp16", { "vae/diffusion_pytorch_model.fp16.safetensors": "" });

@@ -8,7 +8,8 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { readComponentConfig } from "../../../src/models/weights/diffusers.js";
 import { SafetensorsFile } from "../../../src/models/weights/safetensors.js";
-import { bytesEqual, FIX, ROOT, readJson } from "./helpers.js";
+import { MODEL_FIXTURES, REPO } from "../../helpers/repo.js";
+import { bytesEqual, readJson } from "./helpers.js";
 
 function stats(st: SafetensorsFile, key: string): { std: number; finite: boolean } {
   const v = st.readFloat32(key);
@@ -24,11 +25,11 @@ function stats(st: SafetensorsFile, key: string): { std: number; finite: boolean
 }
 
 describe.each(["tiny-sd1", "tiny-sd2", "tiny-x"])("%s reference outputs", (name) => {
-  const ref = readJson(path.join(FIX, `${name}.reference.json`));
-  const st = SafetensorsFile.open(path.join(FIX, ref.tensors));
-  const unet = readComponentConfig(path.join(FIX, name), "unet") as any;
-  const vae = readComponentConfig(path.join(FIX, name), "vae") as any;
-  const text = readComponentConfig(path.join(FIX, name), "text_encoder") as any;
+  const ref = readJson(path.join(MODEL_FIXTURES, `${name}.reference.json`));
+  const st = SafetensorsFile.open(path.join(MODEL_FIXTURES, ref.tensors));
+  const unet = readComponentConfig(path.join(MODEL_FIXTURES, name), "unet") as any;
+  const vae = readComponentConfig(path.join(MODEL_FIXTURES, name), "vae") as any;
+  const text = readComponentConfig(path.join(MODEL_FIXTURES, name), "text_encoder") as any;
   const shape = (k: string) => st.info(k).shape;
 
   it("covers the three models, batch 1 and 2, int and float timesteps, square and non-square", () => {
@@ -80,8 +81,8 @@ describe.each(["tiny-sd1", "tiny-sd2", "tiny-x"])("%s reference outputs", (name)
 });
 
 describe("pipeline references", () => {
-  const index = readJson(path.join(ROOT, "test", "fixtures", "pipelines", "index.json"));
-  const st = SafetensorsFile.open(path.join(ROOT, "test", "fixtures", "pipelines", index.tensors));
+  const index = readJson(path.join(REPO, "test", "fixtures", "pipelines", "index.json"));
+  const st = SafetensorsFile.open(path.join(REPO, "test", "fixtures", "pipelines", index.tensors));
 
   it("cover the seven schedulers on both fixtures, ancestral, rescale, guidance 1 and img2img", () => {
     const ids = index.cases.map((c: any) => c.id);
@@ -91,7 +92,7 @@ describe("pipeline references", () => {
       }
     }
     expect(ids).toEqual(expect.arrayContaining(["tiny-sd1.ancestral", "tiny-sd2.rescale0.7", "tiny-sd1.guidance1", "tiny-sd1.img2img.DDIMScheduler", "tiny-sd1.img2img.EulerDiscreteScheduler"]));
-    expect(fs.existsSync(path.join(ROOT, "test", "fixtures", "pipelines", "init-16x16.png"))).toBe(true);
+    expect(fs.existsSync(path.join(REPO, "test", "fixtures", "pipelines", "init-16x16.png"))).toBe(true);
   });
 
   it("every case lists tensors that exist: one latent per loop iteration and an image of the stated size", () => {
@@ -109,11 +110,11 @@ describe("pipeline references", () => {
 
 describe("models/tiny-sd, the default model", () => {
   it("is tiny-sd1 (fp32 files only), byte for byte", () => {
-    const dst = path.join(ROOT, "models", "tiny-sd");
+    const dst = path.join(REPO, "models", "tiny-sd");
     const walk = (d: string): string[] =>
       fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name)).map((f) => path.join(e.name, f)) : [e.name]));
     const files = walk(dst).filter((f) => f !== "README.md").sort();
-    expect(files).toEqual(walk(path.join(FIX, "tiny-sd1")).filter((f) => !f.includes(".fp16.")).sort());
-    for (const f of files) expect([f, bytesEqual(fs.readFileSync(path.join(dst, f)), fs.readFileSync(path.join(FIX, "tiny-sd1", f)))]).toEqual([f, true]);
+    expect(files).toEqual(walk(path.join(MODEL_FIXTURES, "tiny-sd1")).filter((f) => !f.includes(".fp16.")).sort());
+    for (const f of files) expect([f, bytesEqual(fs.readFileSync(path.join(dst, f)), fs.readFileSync(path.join(MODEL_FIXTURES, "tiny-sd1", f)))]).toEqual([f, true]);
   });
 });

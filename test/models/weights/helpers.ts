@@ -1,20 +1,6 @@
-/** Shared helpers for the weights tests: fixture paths, temp dirs, raw header surgery. */
+/** Shared helpers for the weights tests: raw header surgery, problems of a UserError, byte comparison. */
 import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import { fileURLToPath } from "node:url";
-import { afterAll } from "vitest";
 import { isUserError, type Problem } from "../../../src/util/errors.js";
-
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-export const FIX = path.join(ROOT, "test", "fixtures", "models");
-
-/** A fresh temporary directory, removed after the test file. */
-export function tmpDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), "sdc-weights-"));
-  afterAll(() => fs.rmSync(d, { recursive: true, force: true }));
-  return d;
-}
 
 /** Write a safetensors file from a header object and a data buffer, without any validation. */
 export function writeRaw(file: string, header: unknown, data: Uint8Array = new Uint8Array(0), headerText?: string): string {

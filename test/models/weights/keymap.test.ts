@@ -16,7 +16,8 @@ import {
 } from "../../../src/models/weights/keymap.js";
 import { loadDiffusersComponent, readComponentConfig } from "../../../src/models/weights/diffusers.js";
 import { moduleNames } from "../../../src/models/weights/lora.js";
-import { FIX, readJson } from "./helpers.js";
+import { MODEL_FIXTURES } from "../../helpers/repo.js";
+import { readJson } from "./helpers.js";
 
 describe("U-Net LDM <-> diffusers rules", () => {
   const rules = unetRules(SD_UNET_LAYOUT);
@@ -45,7 +46,7 @@ describe("U-Net LDM <-> diffusers rules", () => {
 
   it("maps every key of SD 1.5 and SD 2.1 (both namings from diffusers' converter) one to one", () => {
     for (const name of ["sd15", "sd21"]) {
-      const keys = readJson(path.join(FIX, `${name}.keys.json`));
+      const keys = readJson(path.join(MODEL_FIXTURES, `${name}.keys.json`));
       for (const [comp, r] of [["unet", rules], ["vae", vaeRules({ levels: 4, layersPerBlock: 2 })]] as const) {
         const prefix = comp === "unet" ? "model.diffusion_model." : "first_stage_model.";
         const ldm = Object.keys(keys.components[comp].ldm).map((k) => k.slice(prefix.length));
@@ -64,7 +65,7 @@ describe("U-Net LDM <-> diffusers rules", () => {
   });
 
   it("derives the layout from a diffusers config", () => {
-    const cfg = readComponentConfig(path.join(FIX, "tiny-x"), "unet") as any;
+    const cfg = readComponentConfig(path.join(MODEL_FIXTURES, "tiny-x"), "unet") as any;
     expect(unetLayoutFromConfig(cfg)).toEqual({ levels: 2, layersPerBlock: 2, downAttention: [false, true], upAttention: [true, false] });
   });
 });
@@ -98,11 +99,11 @@ describe("kohya names", () => {
   it("unflattening restores every module name of the fixtures and of SD 1.5 / SD 2.1", () => {
     const modules: [string, "unet" | "text_encoder", string[]][] = [];
     for (const f of ["tiny-sd1", "tiny-sd2", "tiny-x"]) {
-      modules.push([f, "unet", moduleNames(loadDiffusersComponent(path.join(FIX, f), "unet"))]);
-      modules.push([f, "text_encoder", moduleNames(loadDiffusersComponent(path.join(FIX, f), "text_encoder"))]);
+      modules.push([f, "unet", moduleNames(loadDiffusersComponent(path.join(MODEL_FIXTURES, f), "unet"))]);
+      modules.push([f, "text_encoder", moduleNames(loadDiffusersComponent(path.join(MODEL_FIXTURES, f), "text_encoder"))]);
     }
     for (const name of ["sd15", "sd21"]) {
-      const keys = readJson(path.join(FIX, `${name}.keys.json`));
+      const keys = readJson(path.join(MODEL_FIXTURES, `${name}.keys.json`));
       const strip = (ks: string[]) => ks.filter((k) => k.endsWith(".weight")).map((k) => k.slice(0, -7));
       modules.push([name, "unet", strip(Object.keys(keys.components.unet.diffusers))]);
       modules.push([name, "text_encoder", strip(Object.keys(keys.components.text_encoder.diffusers))]);

@@ -8,7 +8,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { loraDelta, readLora } from "../../../src/models/weights/lora.js";
 import { addnetHashes, saveLora, type LoraFactors } from "../../../src/models/weights/lora-save.js";
 import { SafetensorsFile } from "../../../src/models/weights/safetensors.js";
-import { randomFloats, tempDir } from "../../helpers/ort.js";
+import { randomFloats } from "../../helpers/ort.js";
+import { tempDir } from "../../helpers/repo.js";
 
 const dir = tempDir();
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -5,10 +5,11 @@ import { unetLayoutFromConfig } from "../../../src/models/weights/keymap.js";
 import { loraDelta, loraScale, moduleNames, readLora, type LoraEntry } from "../../../src/models/weights/lora.js";
 import { SafetensorsFile, writeSafetensors, type TensorEntry } from "../../../src/models/weights/safetensors.js";
 import { readWeightFloat32, readWeightRaw } from "../../../src/models/weights/weight-set.js";
-import { bytesEqual, FIX, problemsOf, readJson, tmpDir } from "./helpers.js";
+import { MODEL_FIXTURES, tempDir } from "../../helpers/repo.js";
+import { bytesEqual, problemsOf, readJson } from "./helpers.js";
 
-const LORA = path.join(FIX, "lora");
-const SD1 = path.join(FIX, "tiny-sd1");
+const LORA = path.join(MODEL_FIXTURES, "lora");
+const SD1 = path.join(MODEL_FIXTURES, "tiny-sd1");
 const meta = readJson(path.join(LORA, "lora.json"));
 const unet = loadDiffusersComponent(SD1, "unet");
 const te = loadDiffusersComponent(SD1, "text_encoder");
@@ -16,7 +17,7 @@ const modules = { unet: moduleNames(unet), text_encoder: moduleNames(te) };
 const unetLayout = unetLayoutFromConfig(readComponentConfig(SD1, "unet") as any);
 const file = (dialect: string) => path.join(LORA, meta.files[dialect]);
 const byModule = (es: LoraEntry[]) => new Map(es.map((e) => [`${e.component}.${e.module}`, e]));
-const dir = tmpDir();
+const dir = tempDir("sdc-weights-");
 
 describe("the same LoRA in five dialects", () => {
   const kohya = readLora(file("kohya"), { modules });

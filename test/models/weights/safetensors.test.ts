@@ -11,9 +11,10 @@ import {
   type StDtype,
   type TensorEntry,
 } from "../../../src/models/weights/safetensors.js";
-import { bytesEqual, FIX, problemsOf, tmpDir, writeRaw } from "./helpers.js";
+import { MODEL_FIXTURES, tempDir } from "../../helpers/repo.js";
+import { bytesEqual, problemsOf, writeRaw } from "./helpers.js";
 
-const dir = tmpDir();
+const dir = tempDir("sdc-weights-");
 let n = 0;
 const tmp = (name = "t.safetensors") => path.join(dir, `${n++}-${name}`);
 
@@ -263,7 +264,7 @@ describe("float conversions", () => {
 });
 
 describe("a file written by the Python fixture environment (pyshim) reads back exactly", () => {
-  const st = SafetensorsFile.open(path.join(FIX, "known-values.safetensors"));
+  const st = SafetensorsFile.open(path.join(MODEL_FIXTURES, "known-values.safetensors"));
   const raw = (name: string) => {
     const b = st.readRaw(name);
     return new DataView(b.buffer, b.byteOffset, b.byteLength);

@@ -5,9 +5,10 @@ import { loadDiffusersComponent, readComponentConfig } from "../../../src/models
 import { SafetensorsFile, writeSafetensors } from "../../../src/models/weights/safetensors.js";
 import { loadSingleFile, loadVaeFile, type SingleFileCheckpoint } from "../../../src/models/weights/single-file.js";
 import { readWeightRaw, type WeightSet } from "../../../src/models/weights/weight-set.js";
-import { bytesEqual, FIX, problemsOf, readJson, tmpDir } from "./helpers.js";
+import { MODEL_FIXTURES, tempDir } from "../../helpers/repo.js";
+import { bytesEqual, problemsOf, readJson } from "./helpers.js";
 
-const dir = tmpDir();
+const dir = tempDir("sdc-weights-");
 
 /** Every diffusers key of the folder is in the single file's set, with the same shape, dtype and bytes. */
 function expectSameWeights(single: WeightSet, folder: WeightSet): void {
@@ -31,8 +32,8 @@ describe.each([
   { name: "tiny-sd1", variant: "fp16" as const, family: "sd1" },
   { name: "tiny-sd2", variant: undefined, family: "sd2" },
 ])("$name.ldm.safetensors (made by diffusers' conversion script)", ({ name, variant, family }) => {
-  const folder = path.join(FIX, name);
-  const ck: SingleFileCheckpoint = loadSingleFile(path.join(FIX, `${name}.ldm.safetensors`));
+  const folder = path.join(MODEL_FIXTURES, name);
+  const ck: SingleFileCheckpoint = loadSingleFile(path.join(MODEL_FIXTURES, `${name}.ldm.safetensors`));
   const opts = variant ? { variant } : {};
 
   it("holds exactly the diffusers folder's weights, byte for byte, with diffusers' shapes", () => {
@@ -81,8 +82,8 @@ describe.each([
 
 describe("OpenCLIP's fused in_proj_weight", () => {
   it("becomes q/k/v views: consecutive thirds of the same bytes, no copy", () => {
-    const ck = loadSingleFile(path.join(FIX, "tiny-sd2.ldm.safetensors"));
-    const st = SafetensorsFile.open(path.join(FIX, "tiny-sd2.ldm.safetensors"));
+    const ck = loadSingleFile(path.join(MODEL_FIXTURES, "tiny-sd2.ldm.safetensors"));
+    const st = SafetensorsFile.open(path.join(MODEL_FIXTURES, "tiny-sd2.ldm.safetensors"));
     const fused = st.info("cond_stage_model.model.transformer.resblocks.1.attn.in_proj_weight");
     const refs = ["q", "k", "v"].map((p) => ck.textEncoder.get(`text_model.encoder.layers.1.self_attn.${p}_proj.weight`));
     refs.forEach((r, i) => {
@@ -99,7 +100,7 @@ describe("OpenCLIP's fused in_proj_weight", () => {
 describe("real-size SD 1.5 and SD 2.1 checkpoints (names and shapes from diffusers' converter, sparse files)", () => {
   /** A sparse F16 file with the real key names and shapes: the header is real, the data all zeros. */
   function sparseCheckpoint(name: string): { file: string; keys: any } {
-    const keys = readJson(path.join(FIX, `${name}.keys.json`));
+    const keys = readJson(path.join(MODEL_FIXTURES, `${name}.keys.json`));
     const header: Record<string, unknown> = {};
     let off = 0;
     for (const comp of ["unet", "vae", "text_encoder"]) {
@@ -156,7 +157,7 @@ describe("real-size SD 1.5 and SD 2.1 checkpoints (names and shapes from diffuse
 });
 
 describe("files sdc refuses, each with a clear message", () => {
-  const base = SafetensorsFile.open(path.join(FIX, "tiny-sd1.ldm.safetensors"));
+  const base = SafetensorsFile.open(path.join(MODEL_FIXTURES, "tiny-sd1.ldm.safetensors"));
   /** A copy of tiny-sd1.ldm with tensors dropped and added. */
   function variant(name: string, drop: (k: string) => boolean, add: Record<string, number[]> = {}): string {
     const file = path.join(dir, name);
@@ -176,8 +177,8 @@ describe("files sdc refuses, each with a clear message", () => {
   });
 
   it("a folder, a LoRA, an SDXL file", () => {
-    expect(problemsOf(() => loadSingleFile(path.join(FIX, "tiny-sd1")))[0]!.message).toBe("is a folder; a single-file checkpoint is one .safetensors file");
-    const [lora] = problemsOf(() => loadSingleFile(path.join(FIX, "lora", "tiny-sd1.kohya.safetensors")));
+    expect(problemsOf(() => loadSingleFile(path.join(MODEL_FIXTURES, "tiny-sd1")))[0]!.message).toBe("is a folder; a single-file checkpoint is one .safetensors file");
+    const [lora] = problemsOf(() => loadSingleFile(path.join(MODEL_FIXTURES, "lora", "tiny-sd1.kohya.safetensors")));
     expect(lora!.message).toBe("has no U-Net (no model.diffusion_model.* tensors), so it is not a full SD checkpoint");
     expect(lora!.hint).toBe("this file is a LoRA: load it as a LoRA on top of a base model");
     const sdxl = variant("sdxl.safetensors", () => false, { "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": [4] });
@@ -204,7 +205,7 @@ describe("files sdc refuses, each with a clear message", () => {
   });
 
   it("a weight with a wrong shape is named when the model asks for it", () => {
-    const ck = loadSingleFile(path.join(FIX, "tiny-sd1.ldm.safetensors"));
+    const ck = loadSingleFile(path.join(MODEL_FIXTURES, "tiny-sd1.ldm.safetensors"));
     const [p] = problemsOf(() => ck.unet.get("down_blocks.0.attentions.0.proj_in.weight", [16, 16]));
     expect(p!.message).toBe("has shape [16, 16, 1, 1], but the model expects [16, 16]");
     expect(p!.hint).toContain("(model.diffusion_model.input_blocks.1.1.proj_in.weight)");
@@ -212,8 +213,8 @@ describe("files sdc refuses, each with a clear message", () => {
 });
 
 describe("a VAE file on its own", () => {
-  const ldm = SafetensorsFile.open(path.join(FIX, "tiny-sd2.ldm.safetensors"));
-  const folderVae = loadDiffusersComponent(path.join(FIX, "tiny-sd2"), "vae");
+  const ldm = SafetensorsFile.open(path.join(MODEL_FIXTURES, "tiny-sd2.ldm.safetensors"));
+  const folderVae = loadDiffusersComponent(path.join(MODEL_FIXTURES, "tiny-sd2"), "vae");
   function extract(name: string, rename: (k: string) => string | null): string {
     const file = path.join(dir, name);
     const entries = [...ldm.tensors.values()].flatMap((t) => {
@@ -231,12 +232,12 @@ describe("a VAE file on its own", () => {
       const v = loadVaeFile(f);
       expect(v.naming).toBe("ldm");
       expectSameWeights(v.vae, folderVae);
-      expectInferred(v.inferred, v.assumed, readComponentConfig(path.join(FIX, "tiny-sd2"), "vae"));
+      expectInferred(v.inferred, v.assumed, readComponentConfig(path.join(MODEL_FIXTURES, "tiny-sd2"), "vae"));
     }
   });
 
   it("in diffusers naming, including the pre-0.15 attention names", () => {
-    const folder = SafetensorsFile.open(path.join(FIX, "tiny-sd2", "vae", "diffusion_pytorch_model.safetensors"));
+    const folder = SafetensorsFile.open(path.join(MODEL_FIXTURES, "tiny-sd2", "vae", "diffusion_pytorch_model.safetensors"));
     const legacy = { to_q: "query", to_k: "key", to_v: "value", "to_out.0": "proj_attn" } as Record<string, string>;
     const file = path.join(dir, "vae-diffusers-legacy.safetensors");
     writeSafetensors(
@@ -255,7 +256,7 @@ describe("a VAE file on its own", () => {
   });
 
   it("refuses a file without VAE tensors", () => {
-    expect(problemsOf(() => loadVaeFile(path.join(FIX, "lora", "tiny-sd1.peft.safetensors")))[0]!.message).toBe(
+    expect(problemsOf(() => loadVaeFile(path.join(MODEL_FIXTURES, "lora", "tiny-sd1.peft.safetensors")))[0]!.message).toBe(
       "has no VAE encoder tensors (encoder.down.N... or encoder.down_blocks.N...)",
     );
   });
