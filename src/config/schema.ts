@@ -292,9 +292,13 @@ const TrainSection = z
     objective: z
       .strictObject({
         prediction_type: z.enum(["epsilon", "v_prediction", "sample"]).optional().describe("Default: the scheduler's."),
-        snr_gamma: z.number().gt(0).optional().describe("Min-SNR weighting γ (Hang et al. 2023); absent: plain MSE."),
+        loss: z.enum(["mse", "l1", "huber"]).default("mse").describe("Per-element loss of the prediction (the VAE's reconstruction loss too)."),
+        huber_c: z.number().gt(0).default(0.1).describe("Huber's c: 2c·(√(d² + c²) − c)."),
+        snr_gamma: z.number().gt(0).optional().describe("Min-SNR weighting γ (Hang et al. 2023); absent: plain loss."),
         noise_offset: z.number().min(0).max(1).default(0),
-        cfg_dropout: z.number().min(0).max(1).default(0).describe("Probability of dropping the caption."),
+        input_perturbation: z.number().min(0).max(1).default(0).describe("Perturb only the noisy input by γ·ξ; the target keeps the noise (Ning et al. 2023)."),
+        cfg_dropout: z.number().min(0).max(1).default(0).describe("Probability of dropping the caption (classifier-free guidance training)."),
+        kl_weight: z.number().min(0).default(1e-6).describe("VAE training: weight β of the KL term."),
       })
       .prefault({}),
     optimizer: z
@@ -310,10 +314,20 @@ const TrainSection = z
       .prefault({}),
     lr_schedule: z
       .strictObject({
-        type: z.enum(["constant", "linear", "cosine", "constant_with_warmup"]).default("constant"),
+        type: z.enum(["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]).default("constant"),
         warmup_steps: z.int().min(0).default(0),
+        num_cycles: z.number().gt(0).optional().describe("cosine: waves (default 0.5, down to 0 once); cosine_with_restarts: restarts (default 1)."),
+        power: z.number().gt(0).default(1).describe("polynomial: the decay's power."),
+        lr_end: z.number().min(0).default(1e-7).describe("polynomial: the final learning rate."),
       })
       .prefault({}),
+    ema: z
+      .strictObject({
+        enabled: z.boolean().default(false).describe("Keep an exponential moving average of the trained weights (diffusers' EMAModel)."),
+        max_decay: z.number().gt(0).lt(1).default(0.9999),
+      })
+      .prefault({}),
+    gradient_checkpointing: z.boolean().default(false).describe("Recompute each resnet and attention block's activations in the backward pass: less memory, about 15% more time."),
     batch: posInt.max(4096).default(1),
     gradient_accumulation: posInt.default(1),
     steps: posInt.optional().describe("Optimizer steps (give steps or epochs)."),
