@@ -297,3 +297,14 @@ export function kInitNoiseSigma(sigmas: ArrayLike<number>, spacing: Spacing): nu
 export function inputScaleDenominator(sigma: number): number {
   return f32(Math.sqrt(f32(f32(sigma * sigma) + 1)));
 }
+
+/** α_t = 1/sqrt(σ² + 1), σ_t = σ·α_t (variance-preserving from the k-diffusion σ), float32. */
+export function alphaSigma(sigma: number): [number, number] {
+  const alpha = f32(1 / inputScaleDenominator(sigma));
+  return [alpha, f32(sigma * alpha)];
+}
+
+/** λ = log α_t − log σ_t (half the log-SNR), float32. */
+export function lambdaOf(alpha: number, sigma: number): number {
+  return f32(f32(Math.log(alpha)) - f32(Math.log(sigma)));
+}
