@@ -9,7 +9,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { perBlock, unetHeads, vaeScaleFactor } from "../models/arch.js";
+import { nonSd12UnetKeys, perBlock, SD12_UNET_VALUES, unetHeads, vaeScaleFactor } from "../models/arch.js";
 import type { Problem } from "../util/errors.js";
 import { archWhere, type ComponentName, type ComponentSources, type ModelContext, type ResolvedModel } from "./model.js";
 import { missingTargets } from "./modules.js";
@@ -45,17 +45,15 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
   const { unet, vae, textEncoder: te } = model;
 
   // --- U-Net structure -------------------------------------------------------------------------
-  // SD 1.x/2.x U-Nets have none of these; a config that sets them (SDXL, LCM, unCLIP, upscalers)
-  // is a model sdc does not build, better said now than by a failed compile.
-  const sd12 = { addition_embed_type: null, class_embed_type: null, encoder_hid_dim_type: null, time_cond_proj_dim: null, dual_cross_attention: false, time_embedding_type: "positional" } as const;
-  for (const [key, plain] of Object.entries(sd12)) {
-    const v = unet[key as keyof typeof sd12];
-    if (v !== plain)
-      add(
-        arch("unet", [key]),
-        `unet.${key} is ${JSON.stringify(v)}: sdc builds Stable Diffusion 1.x/2.x U-Nets, where it is ${JSON.stringify(plain)}${key === "addition_embed_type" && v === "text_time" ? " (this looks like SDXL)" : ""}`,
-        "use an SD 1.x/2.x model, or remove the key if the pipeline sets it",
-      );
+  // a config that sets keys SD 1.x/2.x leave alone (SDXL, LCM, unCLIP, upscalers) is a model sdc
+  // does not build, better said now than by a failed compile
+  for (const key of nonSd12UnetKeys(unet)) {
+    const v = unet[key];
+    add(
+      arch("unet", [key]),
+      `unet.${key} is ${JSON.stringify(v)}: sdc builds Stable Diffusion 1.x/2.x U-Nets, where it is ${JSON.stringify(SD12_UNET_VALUES[key])}${key === "addition_embed_type" && v === "text_time" ? " (this looks like SDXL)" : ""}`,
+      "use an SD 1.x/2.x model, or remove the key if the pipeline sets it",
+    );
   }
   const n = unet.down_block_types.length;
   let unetShapeOk = true;
@@ -100,7 +98,7 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
           `${headsKey} is the number of heads of each block (for SD 1/2 U-Nets) and must divide its block_out_channels`,
         );
     });
-    const cad = perBlock(unet.cross_attention_dim, n);
+    const cad = perBlock(unet.cross_attention_dim, n, "cross_attention_dim");
     const badCad = [...new Set(cad.filter((d) => d !== te.hidden_size))];
     if (badCad.length) {
       add(
@@ -208,7 +206,8 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
     if (train.steps !== undefined && train.epochs !== undefined)
       add(yaml(["train", "epochs"], "key"), "train.steps and train.epochs are both set", "keep one of them");
     checkExists(train.data.dir, ["train", "data", "dir"], "dir", "training data folder", ctx, problems);
-    if (train.target === "lora") {
+    // (module names need a consistent U-Net: with per-block lists of the wrong length, that is reported above)
+    if (train.target === "lora" && unetShapeOk) {
       const targets = train.lora.target_modules;
       for (const m of missingTargets(targets, model, ["unet", "text_encoder"])) {
         const i = targets.indexOf(m.target);
