@@ -1,8 +1,24 @@
-/** Locations inside the sdc package (the bundled models/ folder), from this module's location. */
+/** Locations inside the sdc package (the bundled models/ folder, package.json), from this module's location. */
+import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** The package root: src/util/ and dist/util/ are both two levels below it. */
 export function packageRoot(): string {
   return path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+}
+
+let version: string | undefined;
+
+/** sdc's version, as package.json (the one place it is written) says; "0.0.0" if that cannot be read. */
+export function packageVersion(): string {
+  if (version === undefined) {
+    try {
+      const pkg = JSON.parse(readFileSync(path.join(packageRoot(), "package.json"), "utf8")) as { version?: string };
+      version = pkg.version ?? "0.0.0";
+    } catch {
+      version = "0.0.0";
+    }
+  }
+  return version;
 }
