@@ -15,7 +15,7 @@ export type ModuleKind = "Linear" | "Conv2d" | "GroupNorm" | "LayerNorm" | "Embe
 export type ModuleMap = Map<string, ModuleKind>;
 
 /** Kinds a LoRA can be attached to. */
-export const LORA_KINDS: readonly ModuleKind[] = ["Linear", "Conv2d"];
+const LORA_KINDS: readonly ModuleKind[] = ["Linear", "Conv2d"];
 
 function resnet(out: ModuleMap, prefix: string, inCh: number, outCh: number): void {
   out.set(`${prefix}.norm1`, "GroupNorm");

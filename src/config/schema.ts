@@ -293,5 +293,3 @@ export type PipelineConfig = Omit<Parsed, "name" | "sample" | "output"> & {
 };
 
 export type TrainConfig = NonNullable<Parsed["train"]>;
-export type ModelSectionConfig = Parsed["model"];
-export type SchedulerSectionConfig = Parsed["scheduler"];

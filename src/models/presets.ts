@@ -55,7 +55,7 @@ const SD15_TEXT: CLIPTextConfigInput = {
   projection_dim: 768,
 };
 
-export interface Preset {
+interface Preset {
   unet: UNet2DConditionConfigInput;
   vae: AutoencoderKLConfigInput;
   textEncoder: CLIPTextConfigInput;
@@ -76,5 +76,3 @@ export const PRESETS: Record<"sd1.5" | "sd2.1", Preset> = {
     scheduler: { _class_name: "DDIMScheduler", beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear", num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, clip_sample: false, prediction_type: "v_prediction" },
   },
 };
-
-export type PresetName = keyof typeof PRESETS;

@@ -31,7 +31,7 @@ export interface OpenedSession {
 }
 
 /** Where onnxruntime-node keeps its native libraries (the CUDA provider must be copied there). */
-export function ortBinDir(): string {
+function ortBinDir(): string {
   const require = createRequire(import.meta.url);
   const main = require.resolve("onnxruntime-node");
   return path.join(path.dirname(main), "..", "bin", "napi-v6", process.platform, process.arch);

@@ -8,7 +8,7 @@ import { UserError } from "../util/errors.js";
 import { f32, inputScaleDenominator } from "./schedule.js";
 
 /** x.clamp(-range, range). */
-export function clipSample(x: Float32Array, range: number): Float32Array {
+function clipSample(x: Float32Array, range: number): Float32Array {
   const r = f32(range);
   return x.map((v) => Math.min(Math.max(v, -r), r));
 }
@@ -17,7 +17,7 @@ export function clipSample(x: Float32Array, range: number): Float32Array {
  * Dynamic thresholding (Imagen, Saharia et al. 2022, §2.3): per sample, s = the `ratio` quantile of
  * |x_0|, clamped to [1, maxValue]; x_0 is clamped to [-s, s] and divided by s.
  */
-export function thresholdSample(x: Float32Array, batchSize: number | undefined, ratio: number, maxValue: number): Float32Array {
+function thresholdSample(x: Float32Array, batchSize: number | undefined, ratio: number, maxValue: number): Float32Array {
   if (batchSize === undefined || batchSize < 1 || x.length % batchSize !== 0)
     throw new Error(`thresholding needs the batch size of the latents (got ${batchSize} for ${x.length} values): pass it to step()`);
   const n = x.length / batchSize;

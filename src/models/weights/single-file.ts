@@ -274,7 +274,7 @@ function indices(keys: string[], re: RegExp): number[] {
   return [...s].sort((a, b) => a - b);
 }
 
-export function inferUnetLayout(file: string, keys: string[]): UnetLayout {
+function inferUnetLayout(file: string, keys: string[]): UnetLayout {
   if (keys.some((k) => k.startsWith("label_emb."))) {
     fail("the U-Net is class-conditioned (label_emb.*: an upscaler or unCLIP model); sdc supports text-to-image SD 1.x/2.x U-Nets", {
       subject: file,
@@ -302,7 +302,7 @@ export function inferUnetLayout(file: string, keys: string[]): UnetLayout {
   return { levels, layersPerBlock: lpb, downAttention, upAttention };
 }
 
-export function inferVaeLayout(file: string, keys: string[]): VaeLayout {
+function inferVaeLayout(file: string, keys: string[]): VaeLayout {
   const levels = indices(keys, /^encoder\.down\.(\d+)\./).length;
   const lpb = indices(keys, /^encoder\.down\.0\.block\.(\d+)\./).length;
   if (levels === 0 || lpb === 0) layoutError(file, "the VAE encoder has no encoder.down.N.block.M tensors");
