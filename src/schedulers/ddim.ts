@@ -17,6 +17,7 @@ import type { NoiseSource, StepOutput } from "./types.js";
 export const ddimDefinition = defineScheduler({
   className: "DDIMScheduler",
   shortName: "ddim",
+  uiName: "DDIM",
   timestepSpacing: "leading",
   options: {
     ...clipOptions(true),

@@ -17,6 +17,7 @@ import type { NoiseSource, StepOutput } from "./types.js";
 export const ddpmDefinition = defineScheduler({
   className: "DDPMScheduler",
   shortName: "ddpm",
+  uiName: "DDPM",
   betaSchedules: ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"],
   timestepSpacing: "leading",
   options: {

@@ -25,6 +25,8 @@ const CLASS = "DPMSolverMultistepScheduler";
 export const dpmSolverMultistepDefinition = defineScheduler({
   className: CLASS,
   shortName: "dpm-solver++",
+  uiName: "DPM++ 2M",
+  uiKarrasName: "DPM++ 2M Karras",
   timestepSpacing: "linspace",
   options: {
     solver_order: z.int().min(1).max(3).default(2),

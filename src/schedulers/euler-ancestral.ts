@@ -13,6 +13,7 @@ import type { NoiseSource, StepOutput } from "./types.js";
 export const eulerAncestralDefinition = defineScheduler({
   className: "EulerAncestralDiscreteScheduler",
   shortName: "euler-ancestral",
+  uiName: "Euler a",
   predictionTypes: ["epsilon", "v_prediction"],
   timestepSpacing: "linspace",
   later: { rescale_betas_zero_snr: [false] },

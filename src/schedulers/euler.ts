@@ -20,6 +20,7 @@ import type { NoiseSource, StepOutput } from "./types.js";
 export const eulerDefinition = defineScheduler({
   className: "EulerDiscreteScheduler",
   shortName: "euler",
+  uiName: "Euler",
   predictionTypes: ["epsilon", "sample", "v_prediction", "original_sample"],
   timestepSpacing: "linspace",
   options: {

@@ -17,6 +17,7 @@ import type { StepOutput } from "./types.js";
 export const heunDefinition = defineScheduler({
   className: "HeunDiscreteScheduler",
   shortName: "heun",
+  uiName: "Heun",
   betaSchedules: ["linear", "scaled_linear", "squaredcos_cap_v2", "exp"],
   timestepSpacing: "linspace",
   betaRange: [0.00085, 0.012],

@@ -15,6 +15,8 @@ import type { StepOutput } from "./types.js";
 export const lmsDefinition = defineScheduler({
   className: "LMSDiscreteScheduler",
   shortName: "lms",
+  uiName: "LMS",
+  uiKarrasName: "LMS Karras",
   timestepSpacing: "linspace",
   options: { use_karras_sigmas: z.boolean().default(false) },
   later: { use_exponential_sigmas: [false], use_beta_sigmas: [false] },

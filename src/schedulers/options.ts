@@ -101,6 +101,9 @@ export interface SchedulerDefinition<C, N extends string = string, S extends str
   hints?: Record<string, string>;
   /** Checks across options, after validation: each returns problems (empty when fine). */
   check?: (c: C) => Problem[];
+  /** The sampler's name in AUTOMATIC1111's web UI (PNG `parameters`), and that of its Karras-sigma variant where it has one. */
+  uiName: string;
+  uiKarrasName?: string;
 }
 
 type Shape<B extends Values, P extends Values, O extends z.ZodRawShape> = ReturnType<typeof commonHead<B, P>> & O & ReturnType<typeof commonTail>;
@@ -136,6 +139,8 @@ export function defineScheduler<
   normalize?: (raw: Record<string, unknown>) => void;
   hints?: Record<string, string>;
   check?: (c: Output<B, P, O>) => Problem[];
+  uiName: string;
+  uiKarrasName?: string;
 }): SchedulerDefinition<Output<B, P, O>, N, S> {
   const { className, check, betaSchedules = BETA_SCHEDULES, predictionTypes = PREDICTION_TYPES, timestepSpacing, betaRange = [0.0001, 0.02], options = {} as O, ...rest } = spec;
   const shape: z.ZodRawShape = { ...commonHead(betaSchedules, predictionTypes, ...betaRange), ...options, ...commonTail(timestepSpacing) };

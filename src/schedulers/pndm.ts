@@ -18,6 +18,7 @@ import type { StepOutput } from "./types.js";
 export const pndmDefinition = defineScheduler({
   className: "PNDMScheduler",
   shortName: "pndm",
+  uiName: "PLMS",
   predictionTypes: ["epsilon", "v_prediction"],
   timestepSpacing: "leading",
   options: {

@@ -16,6 +16,7 @@ import type { NoiseSource, StepOutput } from "./types.js";
 export const unipcDefinition = defineScheduler({
   className: "UniPCMultistepScheduler",
   shortName: "unipc",
+  uiName: "UniPC",
   timestepSpacing: "linspace",
   options: {
     solver_order: z.int().min(1).default(2),
