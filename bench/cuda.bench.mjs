@@ -19,6 +19,7 @@ import { foldKnown } from "../dist/ir/passes/fold.js";
 import { lowerComposites } from "../dist/ir/passes/lower.js";
 import { sym } from "../dist/ir/dims.js";
 import { verify } from "../dist/ir/verify.js";
+import { UNet2DConditionConfigSchema } from "../dist/models/arch.js";
 import { PRESETS } from "../dist/models/presets.js";
 import { buildUNet } from "../dist/models/unet.js";
 import { writeSafetensors } from "../dist/models/weights/safetensors.js";
@@ -103,7 +104,7 @@ for (const key of ["cuda-fp32", "cuda-fp16"]) {
 }
 
 // ---- 3. SD 1.5 U-Net at full size ------------------------------------------------------------
-const cfg = PRESETS["sd1.5"].unet;
+const cfg = UNet2DConditionConfigSchema.parse(PRESETS["sd1.5"].unet);
 // the parameter list, from a shape-only build
 const shapes = new Map();
 {

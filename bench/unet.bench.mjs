@@ -13,6 +13,7 @@ import { dce } from "../dist/ir/passes/dce.js";
 import { foldKnown } from "../dist/ir/passes/fold.js";
 import { lowerComposites } from "../dist/ir/passes/lower.js";
 import { verify } from "../dist/ir/verify.js";
+import { UNet2DConditionConfigSchema } from "../dist/models/arch.js";
 import { PRESETS } from "../dist/models/presets.js";
 import { buildUNet } from "../dist/models/unet.js";
 import { machine, table, tempDir } from "./util.mjs";
@@ -50,7 +51,7 @@ if (process.argv[2] === "--child") {
 console.log(`SD 1.5 U-Net on the CPU provider, fp32, batch 2; ${machine()}`);
 const work = tempDir("sdc-unet-bench-");
 process.on("exit", () => fs.rmSync(work, { recursive: true, force: true }));
-const cfg = PRESETS["sd1.5"].unet;
+const cfg = UNet2DConditionConfigSchema.parse(PRESETS["sd1.5"].unet);
 
 // a sparse safetensors of zeros holding every U-Net weight
 const shapes = new Map();

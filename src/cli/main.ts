@@ -6,13 +6,12 @@
  * problem in what the user gave us) prints its located problems and exits 2, usage errors exit 2,
  * anything else is an internal error: exit 1, with the stack trace only under --debug.
  */
-import { readFileSync } from "node:fs";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 import { Command, CommanderError, Option } from "commander";
 import * as api from "../index.js";
 import type { LoadOptions } from "../index.js";
 import { writeFileAtomic } from "../util/fs.js";
+import { packageVersion } from "../util/paths.js";
 
 export interface CliIO {
   stdout: (text: string) => void;
@@ -50,6 +49,11 @@ function pipelineOptions(cmd: Command): Command {
     .option("--debug", "print stack traces of internal errors");
 }
 
+/** A command on a pipeline file: its own options (`own`), then the options every pipeline command has. */
+function pipelineCommand(program: Command, name: string, description: string, own: (cmd: Command) => Command): Command {
+  return pipelineOptions(own(program.command(name).description(description).argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)));
+}
+
 function loadOptions(flags: PipelineFlags, cwd: string): LoadOptions {
   return {
     overrides: flags.set,
@@ -75,18 +79,14 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
   const program = new Command()
     .name("sdc")
     .description("Declarative pipeline compiler and runner for Stable Diffusion 1.x/2.x on ONNX Runtime.")
-    .version(version(), "-V, --version")
+    .version(packageVersion(), "-V, --version")
     .addOption(new Option("--debug", "print stack traces of internal errors"))
     .exitOverride()
     .configureOutput({ writeOut: (t) => io.stdout(t), writeErr: (t) => io.stderr(t) })
     .showHelpAfterError("(run sdc --help for usage)");
 
-  pipelineOptions(
-    program
-      .command("validate")
-      .description("check a pipeline file and its model; print a summary (or the resolved config with --json)")
-      .argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)
-      .option("--json", "print the resolved config and model as JSON"),
+  pipelineCommand(program, "validate", "check a pipeline file and its model; print a summary (or the resolved config with --json)", (cmd) =>
+    cmd.option("--json", "print the resolved config and model as JSON"),
   ).action(async (file: string, flags: PipelineFlags) => {
     const p = await impl.loadPipeline(file, loadOptions(flags, cwd));
     if (flags.json) {
@@ -108,11 +108,8 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     );
   });
 
-  pipelineOptions(
-    program
-      .command("compile")
-      .description("compile a pipeline to ONNX graphs + plan.json (compiled/<name>)")
-      .argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)
+  pipelineCommand(program, "compile", "compile a pipeline to ONNX graphs + plan.json (compiled/<name>)", (cmd) =>
+    cmd
       .option("--force", "rewrite every graph, even unchanged ones")
       .option("--json", "print the result as JSON"),
   ).action(async (file: string, flags: PipelineFlags & { force?: boolean }) => {
@@ -121,11 +118,8 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     out(flags.json ? json({ dir: r.dir, rebuilt: r.rebuilt, reused: r.reused, upToDate: r.upToDate, seconds: r.seconds, summary: r.summary }) : r.summary);
   });
 
-  pipelineOptions(
-    program
-      .command("run")
-      .description("run a pipeline (generate images, or train), compiling it first when needed")
-      .argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)
+  pipelineCommand(program, "run", "run a pipeline (generate images, or train), compiling it first when needed", (cmd) =>
+    cmd
       .option("--recompile", "recompile even when the compiled pipeline is up to date")
       .option("--latents <file>", "initial latents (.safetensors, tensor 'latents' [batch, 4, h, w]) instead of seeded noise")
       .option("--init-image <file>", "img2img: start from this image (shortcut for --set sample.init_image=<file>)")
@@ -159,11 +153,8 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     }
   });
 
-  pipelineOptions(
-    program
-      .command("watch")
-      .description("recompile when the pipeline (or a file it extends) changes; with --run, re-run too")
-      .argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)
+  pipelineCommand(program, "watch", "recompile when the pipeline (or a file it extends) changes; with --run, re-run too", (cmd) =>
+    cmd
       .option("--run", "re-run the pipeline after each successful compile")
       .option("--json", "print one JSON event per line"),
   ).action(async (file: string, flags: PipelineFlags & { run?: boolean }) => {
@@ -229,15 +220,5 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     err(`sdc: internal error: ${error.message}`);
     err(debug && error.stack ? error.stack : "(run with --debug for the stack trace)");
     return 1;
-  }
-}
-
-/** package.json's version (src/cli and dist/cli are both two levels below it). */
-function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(fileURLToPath(new URL("../../package.json", import.meta.url)), "utf8")) as { version?: string };
-    return pkg.version ?? "0.0.0";
-  } catch {
-    return "0.0.0";
   }
 }

@@ -12,9 +12,9 @@ import { dce } from "../ir/passes/dce.js";
 import { foldKnown } from "../ir/passes/fold.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
 import { verify } from "../ir/verify.js";
-import { buildClipText, type ClipTextArch } from "../models/clip-text.js";
-import { buildUNet, type UNetArch } from "../models/unet.js";
-import { buildVaeDecoder, buildVaeEncoder, type VaeArch } from "../models/vae.js";
+import { buildClipText } from "../models/clip-text.js";
+import { buildUNet } from "../models/unet.js";
+import { buildVaeDecoder, buildVaeEncoder } from "../models/vae.js";
 import type { GraphName } from "../plan/schema.js";
 import type { Component } from "./weights.js";
 
@@ -27,10 +27,8 @@ export interface GraphJob {
 }
 
 export function graphJobs(model: ResolvedModel, precision: "fp32" | "fp16", target: LowerTarget): GraphJob[] {
-  const unet = model.unet as unknown as UNetArch;
-  const vae = model.vae as unknown as VaeArch;
-  const text = model.textEncoder as unknown as ClipTextArch;
-  const clipSkip = model.textEncoder.clip_skip ?? 0;
+  const { unet, vae, textEncoder: text } = model;
+  const clipSkip = text.clip_skip;
   const common = { precision, target };
   const h = sym("height");
   const w = sym("width");

@@ -2,14 +2,13 @@
  * Where each graph's weights come from: a diffusers folder, or a single-file checkpoint, with
  * LoRAs folded in. A weight the graph needs unchanged is handed to the ONNX writer as a byte range
  * of its source file (no copy); a weight with a LoRA delta, or in another dtype, is produced when
- * written. Identities (file, size, mtime) feed the graphs' build hashes.
+ * written. (The graphs' build hashes identify the files themselves: see compileKeys in compile.ts.)
  */
 import type { ResolvedModel } from "../config/model.js";
 import type { WeightProvider } from "../ir/builder.js";
 import type { DType, TensorData } from "../ir/graph.js";
 import { materialize } from "../ir/onnx/writer.js";
 import { loadDiffusersComponent, loadSingleFile, loraDelta, moduleNames, readLora, unetLayoutFromConfig, type LoraEntry, type StDtype, type WeightRef, type WeightSet } from "../models/weights/index.js";
-import { fileIdentity } from "../util/hash.js";
 import { f32ToF16 } from "../util/half.js";
 
 export type Component = "unet" | "vae" | "text_encoder";
@@ -20,8 +19,6 @@ export interface ModelWeights {
   sets: Record<Component, WeightSet>;
   /** LoRA deltas by component and weight key (`<module>.weight`), with their scale. */
   lora: Record<Component, Map<string, { entry: LoraEntry; scale: number }[]>>;
-  /** Identity of every file read, per component (for build hashes). */
-  identity: Record<Component, unknown>;
 }
 
 export function openModelWeights(model: ResolvedModel): ModelWeights {
@@ -40,7 +37,6 @@ export function openModelWeights(model: ResolvedModel): ModelWeights {
     throw new Error("inline architectures have no weights to compile");
   }
   const lora: ModelWeights["lora"] = { unet: new Map(), vae: new Map(), text_encoder: new Map() };
-  const loraIds: unknown[] = [];
   // LDM-named kohya keys (lora_unet_input_blocks_4_1_...) name blocks by position: they need this U-Net's layout
   // (LDM names exist only for a uniform layers_per_block)
   const lpb = model.unet.layers_per_block;
@@ -49,15 +45,13 @@ export function openModelWeights(model: ResolvedModel): ModelWeights {
   for (const l of model.lora) {
     const modules = { unet: moduleNames(sets.unet), text_encoder: moduleNames(sets.text_encoder) };
     const entries = readLora(l.file, { modules, ...(unetLayout ? { unetLayout } : {}) });
-    loraIds.push({ ...fileIdentity(l.file), scale: l.scale });
     for (const e of entries) {
       const key = `${e.module}.weight`;
       const m = lora[e.component as Component];
       m.set(key, [...(m.get(key) ?? []), { entry: e, scale: l.scale }]);
     }
   }
-  const ids = (c: Component) => ({ files: sets[c].files.map(fileIdentity), lora: c === "vae" ? [] : loraIds });
-  return { sets, lora, identity: { unet: ids("unet"), vae: ids("vae"), text_encoder: ids("text_encoder") } };
+  return { sets, lora };
 }
 
 /** The WeightProvider a graph builder asks for `key` (diffusers naming, without component prefix). */

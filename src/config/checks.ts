@@ -9,7 +9,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { perBlock, unetHeads, vaeScaleFactor } from "../models/arch.js";
+import { type AutoencoderKLConfig, nonSd12UnetKeys, perBlock, SD12_UNET_VALUES, type UNet2DConditionConfig, unetHeads, vaeScaleFactor } from "../models/arch.js";
 import type { Problem } from "../util/errors.js";
 import { archWhere, type ComponentName, type ComponentSources, type ModelContext, type ResolvedModel } from "./model.js";
 import { missingTargets } from "./modules.js";
@@ -42,35 +42,41 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
   /** "(set at file:line)" for a value the message compares against. */
   const setAt = (w: Where) => (w.at ? ` (set at ${w.at.file}:${w.at.line})` : w.subject ? ` (set by ${w.subject})` : "");
 
+  /** One up block and one channel count per down block (a U-Net's or a VAE's); false, and reported, when not. */
+  const blocksMatch = (c: "unet" | "vae", cfg: UNet2DConditionConfig | AutoencoderKLConfig, upHint: string): boolean => {
+    const n = cfg.down_block_types.length;
+    const up = cfg.up_block_types.length;
+    const out = cfg.block_out_channels.length;
+    if (up !== n) add(arch(c, ["up_block_types"]), `${c}.up_block_types has ${up} blocks but down_block_types has ${n}`, upHint);
+    if (out !== n) add(arch(c, ["block_out_channels"]), `${c}.block_out_channels has ${out} entries but there are ${n} down blocks`, "give one channel count per down block");
+    return up === n && out === n;
+  };
+  /** GroupNorm's groups must divide every channel count. */
+  const groupsDivide = (c: "unet" | "vae", g: number, ch: readonly number[]): void => {
+    const bad = ch.filter((x) => x % g !== 0);
+    if (bad.length)
+      add(
+        arch(c, ["norm_num_groups"]),
+        `${c}.norm_num_groups ${g} does not divide the channel count${bad.length > 1 ? "s" : ""} ${bad.join(", ")} of block_out_channels`,
+        `GroupNorm splits channels into equal groups; use a divisor of every channel count, e.g. ${bestGroups(ch, g)}`,
+      );
+  };
+
   const { unet, vae, textEncoder: te } = model;
 
   // --- U-Net structure -------------------------------------------------------------------------
-  // SD 1.x/2.x U-Nets have none of these; a config that sets them (SDXL, LCM, unCLIP, upscalers)
-  // is a model sdc does not build, better said now than by a failed compile.
-  const sd12 = { addition_embed_type: null, class_embed_type: null, encoder_hid_dim_type: null, time_cond_proj_dim: null, dual_cross_attention: false, time_embedding_type: "positional" } as const;
-  for (const [key, plain] of Object.entries(sd12)) {
-    const v = unet[key as keyof typeof sd12];
-    if (v !== plain)
-      add(
-        arch("unet", [key]),
-        `unet.${key} is ${JSON.stringify(v)}: sdc builds Stable Diffusion 1.x/2.x U-Nets, where it is ${JSON.stringify(plain)}${key === "addition_embed_type" && v === "text_time" ? " (this looks like SDXL)" : ""}`,
-        "use an SD 1.x/2.x model, or remove the key if the pipeline sets it",
-      );
-  }
-  const n = unet.down_block_types.length;
-  let unetShapeOk = true;
-  if (unet.up_block_types.length !== n) {
-    unetShapeOk = false;
-    add(arch("unet", ["up_block_types"]), `unet.up_block_types has ${unet.up_block_types.length} blocks but down_block_types has ${n}`, "the U-Net needs one up block per down block");
-  }
-  if (unet.block_out_channels.length !== n) {
-    unetShapeOk = false;
+  // a config that sets keys SD 1.x/2.x leave alone (SDXL, LCM, unCLIP, upscalers) is a model sdc
+  // does not build, better said now than by a failed compile
+  for (const key of nonSd12UnetKeys(unet)) {
+    const v = unet[key];
     add(
-      arch("unet", ["block_out_channels"]),
-      `unet.block_out_channels has ${unet.block_out_channels.length} entries but there are ${n} down blocks`,
-      "give one channel count per down block",
+      arch("unet", [key]),
+      `unet.${key} is ${JSON.stringify(v)}: sdc builds Stable Diffusion 1.x/2.x U-Nets, where it is ${JSON.stringify(SD12_UNET_VALUES[key])}${key === "addition_embed_type" && v === "text_time" ? " (this looks like SDXL)" : ""}`,
+      "use an SD 1.x/2.x model, or remove the key if the pipeline sets it",
     );
   }
+  const n = unet.down_block_types.length;
+  let unetShapeOk = blocksMatch("unet", unet, "the U-Net needs one up block per down block");
   for (const key of ["only_cross_attention", "attention_head_dim", "num_attention_heads", "cross_attention_dim", "layers_per_block", "transformer_layers_per_block"] as const) {
     const v = unet[key];
     if (Array.isArray(v) && v.length !== n) {
@@ -80,16 +86,7 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
   }
   if (unetShapeOk) {
     const ch = unet.block_out_channels;
-    if (unet.norm_num_groups !== null) {
-      const g = unet.norm_num_groups;
-      const bad = ch.filter((c) => c % g !== 0);
-      if (bad.length)
-        add(
-          arch("unet", ["norm_num_groups"]),
-          `unet.norm_num_groups ${g} does not divide the channel count${bad.length > 1 ? "s" : ""} ${bad.join(", ")} of block_out_channels`,
-          `GroupNorm splits channels into equal groups; use a divisor of every channel count, e.g. ${bestGroups(ch, g)}`,
-        );
-    }
+    if (unet.norm_num_groups !== null) groupsDivide("unet", unet.norm_num_groups, ch);
     const heads = unetHeads(unet);
     const headsKey = unet.num_attention_heads !== null ? "num_attention_heads" : "attention_head_dim";
     unet.down_block_types.forEach((t, i) => {
@@ -100,7 +97,7 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
           `${headsKey} is the number of heads of each block (for SD 1/2 U-Nets) and must divide its block_out_channels`,
         );
     });
-    const cad = perBlock(unet.cross_attention_dim, n);
+    const cad = perBlock(unet.cross_attention_dim, n, "cross_attention_dim");
     const badCad = [...new Set(cad.filter((d) => d !== te.hidden_size))];
     if (badCad.length) {
       add(
@@ -125,23 +122,8 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
     );
 
   // --- VAE ---------------------------------------------------------------------------------------
-  const vn = vae.down_block_types.length;
-  let vaeShapeOk = true;
-  if (vae.up_block_types.length !== vn) {
-    vaeShapeOk = false;
-    add(arch("vae", ["up_block_types"]), `vae.up_block_types has ${vae.up_block_types.length} blocks but down_block_types has ${vn}`, "the decoder needs one up block per encoder down block");
-  }
-  if (vae.block_out_channels.length !== vn) {
-    vaeShapeOk = false;
-    add(arch("vae", ["block_out_channels"]), `vae.block_out_channels has ${vae.block_out_channels.length} entries but there are ${vn} down blocks`, "give one channel count per down block");
-  }
-  const badV = vae.block_out_channels.filter((c) => c % vae.norm_num_groups !== 0);
-  if (badV.length)
-    add(
-      arch("vae", ["norm_num_groups"]),
-      `vae.norm_num_groups ${vae.norm_num_groups} does not divide the channel count${badV.length > 1 ? "s" : ""} ${badV.join(", ")} of block_out_channels`,
-      `GroupNorm splits channels into equal groups; use a divisor of every channel count, e.g. ${bestGroups(vae.block_out_channels, vae.norm_num_groups)}`,
-    );
+  const vaeShapeOk = blocksMatch("vae", vae, "the decoder needs one up block per encoder down block");
+  groupsDivide("vae", vae.norm_num_groups, vae.block_out_channels);
 
   // --- Text encoder ------------------------------------------------------------------------------
   if (te.hidden_size % te.num_attention_heads !== 0)
@@ -208,7 +190,8 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
     if (train.steps !== undefined && train.epochs !== undefined)
       add(yaml(["train", "epochs"], "key"), "train.steps and train.epochs are both set", "keep one of them");
     checkExists(train.data.dir, ["train", "data", "dir"], "dir", "training data folder", ctx, problems);
-    if (train.target === "lora") {
+    // (module names need a consistent U-Net: with per-block lists of the wrong length, that is reported above)
+    if (train.target === "lora" && unetShapeOk) {
       const targets = train.lora.target_modules;
       for (const m of missingTargets(targets, model, ["unet", "text_encoder"])) {
         const i = targets.indexOf(m.target);

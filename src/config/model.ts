@@ -21,11 +21,12 @@ import {
   UNet2DConditionConfigSchema,
 } from "../models/arch.js";
 import { loadSingleFile } from "../models/weights/single-file.js";
+import { SCHEDULER_CLASS_NAMES, SCHEDULER_SHORT_NAMES, schedulerClassName } from "../schedulers/registry.js";
 import { isUserError, type Problem } from "../util/errors.js";
 import { packageRoot } from "../util/paths.js";
 import { issuesToProblems } from "./issues.js";
 import { isPlainObject, type Origins, type Where, whereInSource } from "./origins.js";
-import { type ParsedPipelineConfig, SCHEDULER_CLASS_NAMES, SCHEDULER_TYPES, SchedulerConfigFileSchema, schedulerClassName } from "./schema.js";
+import { type ParsedPipelineConfig, SchedulerConfigFileSchema } from "./schema.js";
 import { parseSource, type Path, type SourceDoc } from "./source.js";
 
 export type ComponentName = "unet" | "vae" | "text_encoder";
@@ -431,7 +432,7 @@ function resolveScheduler(
     problems.push({
       message: `the model's scheduler ${JSON.stringify(base._class_name)} is not one sdc implements`,
       ...(src ? whereInSource(src, ["_class_name"], "value") : ctx.origins.where(["model", "from"])),
-      hint: `set scheduler.type in the pipeline; sdc has: ${Object.keys(SCHEDULER_TYPES).join(", ")} (or ${SCHEDULER_CLASS_NAMES.join(", ")})`,
+      hint: `set scheduler.type in the pipeline; sdc has: ${SCHEDULER_SHORT_NAMES.join(", ")} (or ${SCHEDULER_CLASS_NAMES.join(", ")})`,
     });
   }
   if (typeof out.lambda_min_clipped === "string") out.lambda_min_clipped = -Infinity;

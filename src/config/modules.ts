@@ -15,7 +15,7 @@ export type ModuleKind = "Linear" | "Conv2d" | "GroupNorm" | "LayerNorm" | "Embe
 export type ModuleMap = Map<string, ModuleKind>;
 
 /** Kinds a LoRA can be attached to. */
-export const LORA_KINDS: readonly ModuleKind[] = ["Linear", "Conv2d"];
+const LORA_KINDS: readonly ModuleKind[] = ["Linear", "Conv2d"];
 
 function resnet(out: ModuleMap, prefix: string, inCh: number, outCh: number): void {
   out.set(`${prefix}.norm1`, "GroupNorm");
@@ -52,8 +52,8 @@ export function unetModules(cfg: UNet2DConditionConfig): ModuleMap {
   const out: ModuleMap = new Map();
   const ch = cfg.block_out_channels;
   const n = cfg.down_block_types.length;
-  const layers = perBlock(cfg.layers_per_block, n);
-  const tlayers = perBlock(cfg.transformer_layers_per_block as number | (number | number[])[], n);
+  const layers = perBlock(cfg.layers_per_block, n, "layers_per_block");
+  const tlayers = perBlock(cfg.transformer_layers_per_block, n, "transformer_layers_per_block");
   const lin = cfg.use_linear_projection;
 
   out.set("conv_in", "Conv2d");

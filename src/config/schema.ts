@@ -10,6 +10,15 @@
  */
 import { z } from "zod";
 import { autoencoderKLFields, clipTextFields, unet2DConditionFields } from "../models/arch.js";
+import { optionAsWritten, type SchedulerDefinition } from "../schedulers/options.js";
+import {
+  SCHEDULER_CLASS_NAMES,
+  SCHEDULER_DEFINITIONS,
+  SCHEDULER_SHORT_NAMES,
+  type SchedulerOptionKey,
+  type SchedulerOptionValue,
+} from "../schedulers/registry.js";
+import { descriptionOf, enumValues, numberBounds, unwrap } from "./schema-walk.js";
 
 /** Fields that hold a filesystem path, resolved relative to the YAML file that names them. */
 export const pathFields = z.registry<{ path: "file" | "dir" | "any" }>();
@@ -24,71 +33,56 @@ const posInt = z.int().min(1);
 const textOrList = z.union([z.string(), z.array(z.string()).min(1)]);
 
 // ---------------------------------------------------------------------------------------------
-// Schedulers
+// Schedulers: names and options come from the scheduler registry
 
-/** Short names (as users write them) → diffusers scheduler class names (`_class_name`). */
-export const SCHEDULER_TYPES = {
-  ddpm: "DDPMScheduler",
-  ddim: "DDIMScheduler",
-  pndm: "PNDMScheduler",
-  lms: "LMSDiscreteScheduler",
-  euler: "EulerDiscreteScheduler",
-  "euler-ancestral": "EulerAncestralDiscreteScheduler",
-  heun: "HeunDiscreteScheduler",
-  "dpm-solver++": "DPMSolverMultistepScheduler",
-  unipc: "UniPCMultistepScheduler",
-} as const;
-export type SchedulerShortName = keyof typeof SCHEDULER_TYPES;
-export type SchedulerClassName = (typeof SCHEDULER_TYPES)[SchedulerShortName];
-export const SCHEDULER_CLASS_NAMES = Object.values(SCHEDULER_TYPES) as SchedulerClassName[];
-const SCHEDULER_TYPE_NAMES = [...Object.keys(SCHEDULER_TYPES), ...SCHEDULER_CLASS_NAMES] as [string, ...string[]];
+export {
+  SCHEDULER_CLASS_NAMES,
+  SCHEDULER_TYPES,
+  schedulerClassName,
+  type SchedulerClassName,
+  type SchedulerShortName,
+} from "../schedulers/registry.js";
+const SCHEDULER_TYPE_NAMES = [...SCHEDULER_SHORT_NAMES, ...SCHEDULER_CLASS_NAMES] as [string, ...string[]];
 
-/** The diffusers class name for a `scheduler.type` (short name or class name), or undefined. */
-export function schedulerClassName(type: string): SchedulerClassName | undefined {
-  if (Object.hasOwn(SCHEDULER_TYPES, type)) return SCHEDULER_TYPES[type as SchedulerShortName];
-  return (SCHEDULER_CLASS_NAMES as string[]).includes(type) ? (type as SchedulerClassName) : undefined;
+/** One option's field: what any scheduler that has it accepts (enum values joined, the widest number bounds). */
+function joinOption(key: string, owners: readonly SchedulerDefinition<unknown>[]): z.ZodType {
+  const parts = owners.map((d) => unwrap(d.shape[key] as z.ZodType));
+  const bare = parts.map((p) => optionAsWritten(p.schema));
+  const json = bare.map((b) => JSON.stringify(z.toJSONSchema(b, { unrepresentable: "any" })));
+  let field: z.ZodType;
+  if (bare.every((b) => enumValues(b))) field = z.enum([...new Set(bare.flatMap((b) => enumValues(b)!.map(String)))] as [string, ...string[]]);
+  else if (json.every((j) => j === json[0])) field = bare[0]!;
+  else if (bare.every((b) => numberBounds(b))) field = widestNumber(bare.map((b) => numberBounds(b)!));
+  else throw new Error(`internal: schedulers declare option ${key} in ways that cannot be joined; declare it once in schedulers/options.ts`);
+  const hint = owners.length === 1 ? owners[0]!.hints?.[key] : undefined;
+  if (hint && !descriptionOf(field)) field = field.describe(hint);
+  return parts.some((p) => p.nullable) ? field.nullable() : field;
+}
+
+function widestNumber(bounds: NonNullable<ReturnType<typeof numberBounds>>[]): z.ZodType {
+  let n: z.ZodNumber = bounds.every((b) => b.int) ? z.int() : z.number();
+  const mins = bounds.map((b) => b.min);
+  const maxs = bounds.map((b) => b.max);
+  if (mins.every((m) => m)) {
+    const lo = Math.min(...mins.map((m) => m!.value));
+    n = mins.some((m) => m!.value === lo && m!.inclusive) ? n.min(lo) : n.gt(lo);
+  }
+  if (maxs.every((m) => m)) {
+    const hi = Math.max(...maxs.map((m) => m!.value));
+    n = maxs.some((m) => m!.value === hi && m!.inclusive) ? n.max(hi) : n.lt(hi);
+  }
+  return n;
 }
 
 /**
- * Every option a diffusers v0.24 scheduler_config.json of the supported schedulers can hold (the
- * union of their `__init__` arguments, plus `final_sigmas_type` of later versions). All optional:
- * unset options fall back to the model folder's scheduler_config.json, then to diffusers' defaults.
+ * Every option of the schedulers sdc implements (the union of their options, each as the schedulers
+ * that have it accept it), for the config file and the YAML before the scheduler class is known. The
+ * chosen scheduler checks its own options again when it is created.
  */
-export const schedulerOptionFields = {
-  num_train_timesteps: posInt.describe("Number of diffusion steps the model was trained with."),
-  beta_start: z.number().gt(0).lt(1),
-  beta_end: z.number().gt(0).lt(1),
-  beta_schedule: z.enum(["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"]),
-  trained_betas: z.array(z.number().gt(0).lte(1)).min(1).nullable(),
-  prediction_type: z.enum(["epsilon", "v_prediction", "sample"]),
-  timestep_spacing: z.enum(["leading", "trailing", "linspace"]),
-  steps_offset: z.int().min(0),
-  use_karras_sigmas: z.boolean().nullable(),
-  use_lu_lambdas: z.boolean().nullable(),
-  clip_sample: z.boolean().nullable(),
-  clip_sample_range: z.number().gt(0),
-  set_alpha_to_one: z.boolean(),
-  skip_prk_steps: z.boolean(),
-  thresholding: z.boolean(),
-  dynamic_thresholding_ratio: z.number().gt(0).lte(1),
-  sample_max_value: z.number().gt(0),
-  rescale_betas_zero_snr: z.boolean(),
-  variance_type: z.enum(["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"]).nullable(),
-  solver_order: z.int().min(1).max(3),
-  algorithm_type: z.enum(["dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++"]),
-  solver_type: z.enum(["midpoint", "heun", "bh1", "bh2"]),
-  lower_order_final: z.boolean(),
-  euler_at_final: z.boolean(),
-  final_sigmas_type: z.enum(["zero", "sigma_min"]),
-  // Python writes -inf as `-Infinity`, which JSON readers take for a string; model.ts turns it into a number.
-  lambda_min_clipped: z.union([z.number(), z.enum(["-Infinity", "-inf", "-.inf"])]),
-  predict_x0: z.boolean(),
-  disable_corrector: z.array(z.int().min(0)),
-  timestep_type: z.enum(["discrete", "continuous"]),
-  interpolation_type: z.enum(["linear", "log_linear"]),
-  sigma_min: z.number().gt(0).nullable(),
-  sigma_max: z.number().gt(0).nullable(),
-};
+const schedulerOptionFields = (() => {
+  const keys = [...new Set(SCHEDULER_DEFINITIONS.flatMap((d) => d.keys))];
+  return Object.fromEntries(keys.map((k) => [k, joinOption(k, SCHEDULER_DEFINITIONS.filter((d) => d.keys.includes(k)))]));
+})() as { [K in SchedulerOptionKey]: z.ZodType<SchedulerOptionValue<K>> };
 
 const optionalFields = <T extends Record<string, z.ZodType>>(fields: T) =>
   Object.fromEntries(Object.entries(fields).map(([k, s]) => [k, s.optional()])) as { [K in keyof T]: z.ZodOptional<T[K]> };
@@ -106,7 +100,6 @@ const SchedulerSection = z
       .optional()
       .describe("Sampler: a short name or a diffusers class name. Default: the model folder's scheduler."),
     steps: posInt.max(10000).default(50).describe("Number of inference steps (num_inference_steps)."),
-    eta: z.number().min(0).max(1).optional().describe("DDIM's eta (0: deterministic DDIM, 1: DDPM-like)."),
     ...optionalFields(schedulerOptionFields),
   })
   .describe("The noise scheduler. Unset options default to the model folder's scheduler_config.json.");
@@ -388,5 +381,3 @@ export type PipelineConfig = Omit<Parsed, "name" | "sample" | "output"> & {
 export type TrainConfig = NonNullable<Parsed["train"]>;
 /** train.data after schema defaults (data.dir absolute once loaded). */
 export type TrainDataConfig = z.output<typeof TrainDataSection>;
-export type ModelSectionConfig = Parsed["model"];
-export type SchedulerSectionConfig = Parsed["scheduler"];

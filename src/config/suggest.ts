@@ -40,8 +40,3 @@ export function closest(word: string, candidates: Iterable<string>): string | un
   return bestD <= limit ? best : undefined;
 }
 
-/** `did you mean "x"? ` or an empty string. */
-export function didYouMean(word: string, candidates: Iterable<string>): string {
-  const c = closest(word, candidates);
-  return c === undefined ? "" : `did you mean "${c}"? `;
-}

@@ -12,6 +12,7 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as zlib from "node:zlib";
 import sharp, { type OutputInfo, type Sharp } from "sharp";
+import { SCHEDULER_DEFINITIONS } from "../schedulers/registry.js";
 import { fail } from "../util/errors.js";
 import { writeFileAtomic } from "../util/fs.js";
 
@@ -325,24 +326,10 @@ export interface ParsedParameters {
   params: Record<string, string>;
 }
 
-const SAMPLER_NAMES: Record<string, string> = {
-  ddim: "DDIM",
-  ddpm: "DDPM",
-  pndm: "PLMS",
-  lms: "LMS",
-  euler: "Euler",
-  "euler-ancestral": "Euler a",
-  heun: "Heun",
-  "dpm-solver++": "DPM++ 2M",
-  unipc: "UniPC",
-};
-/** Names AUTOMATIC1111 has for the Karras-sigma variants. */
-const KARRAS_NAMES: Record<string, string> = { lms: "LMS Karras", "dpm-solver++": "DPM++ 2M Karras" };
-
 /** The UI's sampler name for an sdc scheduler name (unknown names pass through unchanged). */
 export function samplerName(scheduler: string, opts: { karras?: boolean } = {}): string {
-  if (opts.karras && KARRAS_NAMES[scheduler]) return KARRAS_NAMES[scheduler]!;
-  return SAMPLER_NAMES[scheduler] ?? scheduler;
+  const d = SCHEDULER_DEFINITIONS.find((x) => x.shortName === scheduler);
+  return (opts.karras && d?.uiKarrasName) || d?.uiName || scheduler;
 }
 
 /**

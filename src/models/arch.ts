@@ -6,11 +6,13 @@
  * what it means there. The objects are loose: keys sdc does not know (`_class_name`,
  * `_diffusers_version`, transformers' generic `PretrainedConfig` keys) are kept, not rejected, because
  * real config files carry many of them. Block types are enums of the blocks sdc can build, so an
- * unsupported model fails here, located in its config.json, rather than deep in the compiler.
+ * unsupported model fails here, located in its config.json, rather than deep in the compiler; the
+ * U-Net keys of later models that SD 1.x/2.x leave at one value are listed in `SD12_UNET_VALUES`.
  * The `*Fields` shapes are reused by the pipeline schema, where the same keys override a folder's
- * config from YAML (there without defaults, and strict).
+ * config from YAML (there without defaults, and strict). The model builders take the parsed configs.
  */
 import { z } from "zod";
+import { UserError } from "../util/errors.js";
 import { PRESETS } from "./presets.js";
 
 const posInt = z.int().min(1);
@@ -126,6 +128,42 @@ export const CLIPTextConfigSchema = z.looseObject(clipTextFields);
 export type UNet2DConditionConfig = z.output<typeof UNet2DConditionConfigSchema>;
 export type AutoencoderKLConfig = z.output<typeof AutoencoderKLConfigSchema>;
 export type CLIPTextConfig = z.output<typeof CLIPTextConfigSchema>;
+/** A config.json as written (keys may be missing: the schemas' defaults fill them). */
+export type UNet2DConditionConfigInput = z.input<typeof UNet2DConditionConfigSchema>;
+export type AutoencoderKLConfigInput = z.input<typeof AutoencoderKLConfigSchema>;
+export type CLIPTextConfigInput = z.input<typeof CLIPTextConfigSchema>;
+
+/**
+ * The U-Net keys of later models (SDXL, LCM, unCLIP, upscalers, ...) that Stable Diffusion 1.x/2.x
+ * leave at one value, with that value: sdc builds only U-Nets that have all of them. (The block types
+ * sdc builds are the enums above.)
+ */
+export const SD12_UNET_VALUES = {
+  addition_embed_type: null,
+  class_embed_type: null,
+  num_class_embeds: null,
+  encoder_hid_dim: null,
+  encoder_hid_dim_type: null,
+  time_cond_proj_dim: null,
+  dual_cross_attention: false,
+  time_embedding_type: "positional",
+  resnet_time_scale_shift: "default",
+  mid_block_type: "UNetMidBlock2DCrossAttn",
+  time_embedding_act_fn: null,
+  timestep_post_act: null,
+  resnet_skip_time_act: false,
+  resnet_out_scale_factor: 1,
+  cross_attention_norm: null,
+  attention_type: "default",
+  mid_block_only_cross_attention: null,
+  reverse_transformer_layers_per_block: null,
+  class_embeddings_concat: false,
+} as const;
+
+/** The keys of SD12_UNET_VALUES where this U-Net has another value. */
+export function nonSd12UnetKeys(unet: UNet2DConditionConfig): (keyof typeof SD12_UNET_VALUES)[] {
+  return (Object.keys(SD12_UNET_VALUES) as (keyof typeof SD12_UNET_VALUES)[]).filter((k) => JSON.stringify(unet[k]) !== JSON.stringify(SD12_UNET_VALUES[k]));
+}
 
 /** Spatial factor between image pixels and VAE latents: 2^(number of VAE down blocks − 1). */
 export function vaeScaleFactor(vae: Pick<AutoencoderKLConfig, "block_out_channels">): number {
@@ -137,9 +175,15 @@ export function unetDownFactor(unet: Pick<UNet2DConditionConfig, "down_block_typ
   return 2 ** (unet.down_block_types.length - 1);
 }
 
-/** A per-block setting diffusers accepts as one value or a list, expanded to one value per block. */
-export function perBlock<T>(value: T | readonly T[], blocks: number): T[] {
-  return Array.isArray(value) ? [...(value as readonly T[])] : Array.from({ length: blocks }, () => value as T);
+/**
+ * A per-block setting of the U-Net (`key`), which diffusers accepts as one value or a list, expanded
+ * to one value per block. As in diffusers, a list must have one entry per block.
+ */
+export function perBlock<T>(value: T | readonly T[], blocks: number, key: string): T[] {
+  if (!Array.isArray(value)) return Array.from({ length: blocks }, () => value as T);
+  if (value.length !== blocks)
+    throw new UserError({ message: `unet.${key} has ${value.length} entries for ${blocks} blocks`, subject: "unet config", hint: `give one value or ${blocks}` });
+  return [...(value as readonly T[])];
 }
 
 /**
@@ -147,7 +191,8 @@ export function perBlock<T>(value: T | readonly T[], blocks: number): T[] {
  * SD1/SD2 checkpoints (see the comment in unet_2d_condition.py); `num_attention_heads` wins when set.
  */
 export function unetHeads(unet: UNet2DConditionConfig): number[] {
-  return perBlock(unet.num_attention_heads ?? unet.attention_head_dim, unet.down_block_types.length);
+  const key = unet.num_attention_heads !== null ? "num_attention_heads" : "attention_head_dim";
+  return perBlock(unet[key]!, unet.down_block_types.length, key);
 }
 
 /** Stable Diffusion 1.5's component configs (runwayml/stable-diffusion-v1-5) under diffusers' folder names. */

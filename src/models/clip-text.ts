@@ -10,19 +10,8 @@ import type { Builder } from "../ir/builder.js";
 import { sym, type Dim } from "../ir/dims.js";
 import type { Value } from "../ir/graph.js";
 import { UserError } from "../util/errors.js";
+import type { CLIPTextConfig } from "./arch.js";
 import { act } from "./layers.js";
-
-export interface ClipTextArch {
-  vocab_size: number;
-  hidden_size: number;
-  intermediate_size: number;
-  num_hidden_layers: number;
-  num_attention_heads: number;
-  max_position_embeddings: number;
-  hidden_act: string;
-  layer_norm_eps: number;
-  [key: string]: unknown;
-}
 
 export interface ClipGraphOptions {
   batch?: Dim;
@@ -31,7 +20,7 @@ export interface ClipGraphOptions {
   clipSkip?: number;
 }
 
-export function buildClipText(b: Builder, c: ClipTextArch, o: ClipGraphOptions = {}): { hidden: Value; pooled: Value } {
+export function buildClipText(b: Builder, c: CLIPTextConfig, o: ClipGraphOptions = {}): { hidden: Value; pooled: Value } {
   const d = c.hidden_size;
   const h = c.num_attention_heads;
   if (d % h !== 0) throw new UserError({ message: `text_encoder.hidden_size ${d} is not divisible by num_attention_heads ${h}`, subject: "text_encoder config" });

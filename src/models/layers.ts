@@ -7,8 +7,6 @@
 import type { Builder } from "../ir/builder.js";
 import type { Value } from "../ir/graph.js";
 
-export type Activation = "silu" | "swish" | "gelu" | "quick_gelu" | "relu" | "mish";
-
 export function act(b: Builder, x: Value, fn: string): Value {
   switch (fn) {
     case "silu":
@@ -110,7 +108,7 @@ export function attention(b: Builder, name: string, x: Value, context: Value | n
 }
 
 /** FeedForward with GEGLU (diffusers' default for SD): D → 2·4D → (a · gelu(g)) → D. */
-export function feedForward(b: Builder, name: string, x: Value, dim: number, mult = 4): Value {
+function feedForward(b: Builder, name: string, x: Value, dim: number, mult = 4): Value {
   return b.scope(name, () => {
     const inner = dim * mult;
     const [hidden, gate] = b.split(b.linear(x, "net.0.proj", dim, inner * 2), 2, -1);

@@ -1,13 +1,11 @@
 /**
  * The published architectures of Stable Diffusion 1.5 and 2.1 (their diffusers config.json
- * values): used where a checkpoint does not say (single files), for shape-only builds, and by
- * the real-size tests.
+ * values, parsed like any config.json before a model builder takes them): used where a checkpoint
+ * does not say (single files), for shape-only builds, and by the real-size tests.
  */
-import type { ClipTextArch } from "./clip-text.js";
-import type { UNetArch } from "./unet.js";
-import type { VaeArch } from "./vae.js";
+import type { AutoencoderKLConfigInput, CLIPTextConfigInput, UNet2DConditionConfigInput } from "./arch.js";
 
-const SD15_UNET: UNetArch = {
+const SD15_UNET: UNet2DConditionConfigInput = {
   in_channels: 4,
   out_channels: 4,
   center_input_sample: false,
@@ -31,7 +29,7 @@ const SD15_UNET: UNetArch = {
   sample_size: 64,
 };
 
-const SD_VAE: VaeArch = {
+const SD_VAE: AutoencoderKLConfigInput = {
   in_channels: 3,
   out_channels: 3,
   down_block_types: ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
@@ -45,7 +43,7 @@ const SD_VAE: VaeArch = {
   scaling_factor: 0.18215,
 };
 
-const SD15_TEXT: ClipTextArch = {
+const SD15_TEXT: CLIPTextConfigInput = {
   vocab_size: 49408,
   hidden_size: 768,
   intermediate_size: 3072,
@@ -57,10 +55,10 @@ const SD15_TEXT: ClipTextArch = {
   projection_dim: 768,
 };
 
-export interface Preset {
-  unet: UNetArch;
-  vae: VaeArch;
-  textEncoder: ClipTextArch;
+interface Preset {
+  unet: UNet2DConditionConfigInput;
+  vae: AutoencoderKLConfigInput;
+  textEncoder: CLIPTextConfigInput;
   scheduler: Record<string, unknown>;
 }
 
@@ -78,5 +76,3 @@ export const PRESETS: Record<"sd1.5" | "sd2.1", Preset> = {
     scheduler: { _class_name: "DDIMScheduler", beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear", num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, clip_sample: false, prediction_type: "v_prediction" },
   },
 };
-
-export type PresetName = keyof typeof PRESETS;

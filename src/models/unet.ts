@@ -10,86 +10,36 @@ import { Builder } from "../ir/builder.js";
 import { sym, type Dim } from "../ir/dims.js";
 import type { Value } from "../ir/graph.js";
 import { UserError } from "../util/errors.js";
+import { nonSd12UnetKeys, perBlock, SD12_UNET_VALUES, type UNet2DConditionConfig, unetHeads } from "./arch.js";
 import { act, downsample, resnetBlock, timestepFeatures, transformer2d, upsample } from "./layers.js";
 
-/** The keys of diffusers' unet/config.json that the graph depends on. */
-export interface UNetArch {
-  in_channels: number;
-  out_channels: number;
-  center_input_sample?: boolean;
-  flip_sin_to_cos: boolean;
-  freq_shift: number;
-  down_block_types: string[];
-  mid_block_type?: string | null;
-  up_block_types: string[];
-  only_cross_attention?: boolean | boolean[];
-  block_out_channels: number[];
-  layers_per_block: number | number[];
-  downsample_padding?: number;
-  mid_block_scale_factor?: number;
-  act_fn: string;
-  norm_num_groups: number;
-  norm_eps: number;
-  cross_attention_dim: number | number[];
-  transformer_layers_per_block?: number | number[];
-  attention_head_dim: number | number[];
-  num_attention_heads?: number | number[] | null;
-  use_linear_projection?: boolean;
-  upcast_attention?: boolean;
-  resnet_time_scale_shift?: string;
-  time_embedding_type?: string;
-  time_embedding_dim?: number | null;
-  conv_in_kernel?: number;
-  conv_out_kernel?: number;
-  class_embed_type?: string | null;
-  num_class_embeds?: number | null;
-  addition_embed_type?: string | null;
-  encoder_hid_dim?: number | null;
-  dual_cross_attention?: boolean;
-  time_cond_proj_dim?: number | null;
-  [key: string]: unknown;
+function refuse(key: string, what: string, hint = "use a Stable Diffusion 1.x/2.x U-Net configuration"): never {
+  throw new UserError({ message: `unet.${key}: ${what} is not supported by sdc`, subject: "unet config", hint });
 }
 
-function perBlock<T>(v: T | T[], n: number, key: string): T[] {
-  if (Array.isArray(v)) {
-    if (v.length !== n) throw new UserError({ message: `unet.${key} has ${v.length} entries for ${n} blocks`, subject: "unet config", hint: `give one value or ${n}` });
-    return v;
-  }
-  return Array(n).fill(v);
-}
-
-/** Features sdc does not build, refused with the key that asks for them. */
-function refuseUnsupported(c: UNetArch): void {
-  const refuse = (key: string, why: string) => {
-    throw new UserError({ message: `unet.${key}: ${why} is not supported by sdc`, subject: "unet config", hint: "use a Stable Diffusion 1.x/2.x U-Net configuration" });
+/** The per-block settings the graph is built from; features sdc does not build are refused with the key that asks for them. */
+function supported(c: UNet2DConditionConfig) {
+  for (const k of nonSd12UnetKeys(c))
+    refuse(k, JSON.stringify(c[k]), `Stable Diffusion 1.x/2.x U-Nets have ${k} ${JSON.stringify(SD12_UNET_VALUES[k])}`);
+  const nBlocks = c.block_out_channels.length;
+  if (c.down_block_types.length !== nBlocks || c.up_block_types.length !== nBlocks)
+    throw new UserError({ message: `unet has ${nBlocks} block_out_channels but ${c.down_block_types.length} down and ${c.up_block_types.length} up block types`, subject: "unet config" });
+  const crossDims = new Set(perBlock(c.cross_attention_dim, nBlocks, "cross_attention_dim"));
+  if (crossDims.size > 1) refuse("cross_attention_dim", "a cross_attention_dim that differs between blocks");
+  if (c.norm_num_groups === null) refuse("norm_num_groups", "null (no GroupNorm)");
+  const tLayers = perBlock(c.transformer_layers_per_block, nBlocks, "transformer_layers_per_block").map((n) =>
+    typeof n === "number" ? n : refuse("transformer_layers_per_block", "a per-layer list (an asymmetric U-Net)"),
+  );
+  return {
+    nBlocks,
+    layers: perBlock(c.layers_per_block, nBlocks, "layers_per_block"),
+    tLayers,
+    onlyCross: perBlock(c.only_cross_attention, nBlocks, "only_cross_attention"),
+    // diffusers' naming quirk: attention_head_dim holds the number of heads unless num_attention_heads is set
+    heads: unetHeads(c),
+    crossDim: [...crossDims][0]!,
+    groups: c.norm_num_groups,
   };
-  if (c.class_embed_type || c.num_class_embeds) refuse("num_class_embeds", "class conditioning (class_embed_type/num_class_embeds)");
-  if (c.addition_embed_type) refuse("addition_embed_type", `addition embedding "${c.addition_embed_type}" (SDXL-style)`);
-  if (c.encoder_hid_dim) refuse("encoder_hid_dim", "an encoder_hid_proj");
-  if (c.dual_cross_attention) refuse("dual_cross_attention", "dual cross-attention");
-  if (c.time_cond_proj_dim) refuse("time_cond_proj_dim", "a time condition projection");
-  if ((c.resnet_time_scale_shift ?? "default") !== "default") refuse("resnet_time_scale_shift", `resnet_time_scale_shift "${c.resnet_time_scale_shift}"`);
-  if ((c.time_embedding_type ?? "positional") !== "positional") refuse("time_embedding_type", `time_embedding_type "${c.time_embedding_type}"`);
-  if ((c.mid_block_type ?? "UNetMidBlock2DCrossAttn") !== "UNetMidBlock2DCrossAttn") refuse("mid_block_type", `mid block "${c.mid_block_type}"`);
-  for (const t of c.down_block_types) if (t !== "CrossAttnDownBlock2D" && t !== "DownBlock2D") refuse("down_block_types", `block type "${t}"`);
-  for (const t of c.up_block_types) if (t !== "CrossAttnUpBlock2D" && t !== "UpBlock2D") refuse("up_block_types", `block type "${t}"`);
-  if (Array.isArray(c.cross_attention_dim)) refuse("cross_attention_dim", "a per-block cross_attention_dim");
-  // keys of later U-Nets whose non-default values change the computation
-  const defaults: Record<string, unknown> = {
-    time_embedding_act_fn: null,
-    timestep_post_act: null,
-    resnet_skip_time_act: false,
-    resnet_out_scale_factor: 1,
-    cross_attention_norm: null,
-    attention_type: "default",
-    mid_block_only_cross_attention: null,
-    reverse_transformer_layers_per_block: null,
-    class_embeddings_concat: false,
-  };
-  for (const [k, d] of Object.entries(defaults)) {
-    const v = c[k];
-    if (v !== undefined && v !== d && !(d === null && v === undefined)) refuse(k, `${k}: ${JSON.stringify(v)}`);
-  }
 }
 
 export interface UNetGraphOptions {
@@ -103,19 +53,9 @@ export interface UNetGraphOptions {
   inputs?: { sample: Value; timestep: Value; encoderHiddenStates: Value };
 }
 
-export function buildUNet(b: Builder, c: UNetArch, o: UNetGraphOptions = {}): Value {
-  refuseUnsupported(c);
-  const nBlocks = c.block_out_channels.length;
-  if (c.down_block_types.length !== nBlocks || c.up_block_types.length !== nBlocks)
-    throw new UserError({ message: `unet has ${nBlocks} block_out_channels but ${c.down_block_types.length} down and ${c.up_block_types.length} up block types`, subject: "unet config" });
+export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOptions = {}): Value {
+  const { nBlocks, layers, tLayers, onlyCross, heads, crossDim, groups } = supported(c);
   const ch = c.block_out_channels;
-  const layers = perBlock(c.layers_per_block, nBlocks, "layers_per_block");
-  const tLayers = perBlock(c.transformer_layers_per_block ?? 1, nBlocks, "transformer_layers_per_block");
-  const onlyCross = perBlock(c.only_cross_attention ?? false, nBlocks, "only_cross_attention");
-  // diffusers' naming quirk: attention_head_dim holds the number of heads unless num_attention_heads is set
-  const heads = perBlock(c.num_attention_heads ?? c.attention_head_dim, nBlocks, "attention_head_dim");
-  const crossDim = c.cross_attention_dim as number;
-  const groups = c.norm_num_groups;
   const eps = c.norm_eps;
   const timeDim = c.time_embedding_dim ?? ch[0]! * 4;
   const resnet = { groups, eps, act: c.act_fn, tembChannels: timeDim };
@@ -125,8 +65,8 @@ export function buildUNet(b: Builder, c: UNetArch, o: UNetGraphOptions = {}): Va
     crossDim,
     groups,
     layers: tLayers[i]!,
-    useLinearProjection: !!c.use_linear_projection,
-    onlyCrossAttention: !!onlyCross[i],
+    useLinearProjection: c.use_linear_projection,
+    onlyCrossAttention: onlyCross[i]!,
   });
 
   const batch = o.batch ?? sym("batch");
@@ -142,8 +82,7 @@ export function buildUNet(b: Builder, c: UNetArch, o: UNetGraphOptions = {}): Va
   // 2. pre-process
   let x = sample;
   if (c.center_input_sample) x = b.sub(b.mul(x, b.float(2)), b.float(1));
-  const kin = c.conv_in_kernel ?? 3;
-  x = b.conv2d(x, "conv_in", c.in_channels, ch[0]!, kin);
+  x = b.conv2d(x, "conv_in", c.in_channels, ch[0]!, c.conv_in_kernel);
 
   // 3. down: every resnet/attention output and downsample is kept for the skip connections
   const skips: { v: Value; ch: number }[] = [{ v: x, ch: ch[0]! }];
@@ -159,7 +98,7 @@ export function buildUNet(b: Builder, c: UNetArch, o: UNetGraphOptions = {}): Va
         skips.push({ v: h, ch: cout });
       }
       if (i < nBlocks - 1) {
-        h = downsample(b, "downsamplers.0", h, cout, c.downsample_padding ?? 1);
+        h = downsample(b, "downsamplers.0", h, cout, c.downsample_padding);
         skips.push({ v: h, ch: cout });
       }
       return h;
@@ -170,7 +109,7 @@ export function buildUNet(b: Builder, c: UNetArch, o: UNetGraphOptions = {}): Va
   // 4. mid: resnet, (attention, resnet)×1
   const last = ch[nBlocks - 1]!;
   x = b.scope("mid_block", () => {
-    const mid = { ...resnet, outputScaleFactor: c.mid_block_scale_factor ?? 1 };
+    const mid = { ...resnet, outputScaleFactor: c.mid_block_scale_factor };
     let h = resnetBlock(b, "resnets.0", x, temb, last, last, mid);
     h = transformer2d(b, "attentions.0", h, ctx, last, { ...tx(nBlocks - 1, last), onlyCrossAttention: false });
     return resnetBlock(b, "resnets.1", h, temb, last, last, mid);
@@ -206,7 +145,7 @@ export function buildUNet(b: Builder, c: UNetArch, o: UNetGraphOptions = {}): Va
 
   // 6. post-process
   x = act(b, b.groupNorm(x, "conv_norm_out", ch[0]!, groups, eps), c.act_fn);
-  x = b.conv2d(x, "conv_out", ch[0]!, c.out_channels, c.conv_out_kernel ?? 3);
+  x = b.conv2d(x, "conv_out", ch[0]!, c.out_channels, c.conv_out_kernel);
   if (!o.inputs) b.output("out_sample", x);
   return x;
 }

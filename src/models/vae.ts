@@ -10,40 +10,23 @@ import type { Builder } from "../ir/builder.js";
 import { sym, type Dim } from "../ir/dims.js";
 import type { Value } from "../ir/graph.js";
 import { UserError } from "../util/errors.js";
+import type { AutoencoderKLConfig } from "./arch.js";
 import { act, downsample, resnetBlock, upsample } from "./layers.js";
-
-export interface VaeArch {
-  in_channels: number;
-  out_channels: number;
-  down_block_types: string[];
-  up_block_types: string[];
-  block_out_channels: number[];
-  layers_per_block: number;
-  act_fn: string;
-  latent_channels: number;
-  norm_num_groups: number;
-  scaling_factor?: number;
-  mid_block_add_attention?: boolean;
-  [key: string]: unknown;
-}
 
 const EPS = 1e-6;
 
-function checkArch(c: VaeArch): void {
-  for (const t of c.down_block_types)
-    if (t !== "DownEncoderBlock2D") throw new UserError({ message: `vae.down_block_types: block type "${t}" is not supported by sdc`, subject: "vae config", hint: "AutoencoderKL of Stable Diffusion uses DownEncoderBlock2D" });
-  for (const t of c.up_block_types)
-    if (t !== "UpDecoderBlock2D") throw new UserError({ message: `vae.up_block_types: block type "${t}" is not supported by sdc`, subject: "vae config", hint: "AutoencoderKL of Stable Diffusion uses UpDecoderBlock2D" });
+function checkArch(c: AutoencoderKLConfig): void {
   const n = c.block_out_channels.length;
   if (c.down_block_types.length !== n || c.up_block_types.length !== n)
     throw new UserError({ message: `vae has ${n} block_out_channels but ${c.down_block_types.length} down and ${c.up_block_types.length} up block types`, subject: "vae config" });
 }
 
 /** UNetMidBlock2D of the VAE: resnet, single-head self-attention over H×W, resnet. */
-function midBlock(b: Builder, x: Value, ch: number, c: VaeArch): Value {
+function midBlock(b: Builder, x: Value, ch: number, c: AutoencoderKLConfig): Value {
   return b.scope("mid_block", () => {
     const r = { groups: c.norm_num_groups, eps: EPS, act: c.act_fn, tembChannels: null };
     let h = resnetBlock(b, "resnets.0", x, null, ch, ch, r);
+    // mid_block_add_attention: a key of later diffusers (true before it existed)
     if (c.mid_block_add_attention ?? true) {
       h = b.scope("attentions.0", () => {
         // Attention with group_norm, one head of width C, biases everywhere, residual connection
@@ -68,7 +51,7 @@ export interface VaeGraphOptions {
   input?: Value;
 }
 
-export function buildVaeEncoder(b: Builder, c: VaeArch, o: VaeGraphOptions = {}): { mean: Value; parameters: Value } {
+export function buildVaeEncoder(b: Builder, c: AutoencoderKLConfig, o: VaeGraphOptions = {}): { mean: Value; parameters: Value } {
   checkArch(c);
   const ch = c.block_out_channels;
   const n = ch.length;
@@ -100,7 +83,7 @@ export function buildVaeEncoder(b: Builder, c: VaeArch, o: VaeGraphOptions = {})
   return { mean, parameters };
 }
 
-export function buildVaeDecoder(b: Builder, c: VaeArch, o: VaeGraphOptions = {}): Value {
+export function buildVaeDecoder(b: Builder, c: AutoencoderKLConfig, o: VaeGraphOptions = {}): Value {
   checkArch(c);
   const ch = c.block_out_channels;
   const n = ch.length;

@@ -29,7 +29,7 @@ function std(x: Float32Array): number {
 }
 
 /** In place: cfg ← φ · cfg · std(text)/std(cfg) + (1 − φ) · cfg, per sample. */
-export function rescaleNoiseCfg(cfg: Float32Array, text: Float32Array, phi: number, batch: number): void {
+function rescaleNoiseCfg(cfg: Float32Array, text: Float32Array, phi: number, batch: number): void {
   const per = cfg.length / batch;
   for (let b = 0; b < batch; b++) {
     const c = cfg.subarray(b * per, (b + 1) * per);

@@ -8,86 +8,31 @@
  */
 import { z } from "zod";
 
-import {
-  betaSchedule,
-  checkTrainedBetas,
-  clipOptions,
-  commonOptions,
-  predictionType,
-  resolveOptions,
-  thresholdingOptions,
-  timestepSpacing,
-  type SchedulerDefinition,
-} from "./options.js";
-import {
-  addNoiseAlphaBar,
-  alphaBarAt,
-  checkInferenceSteps,
-  checkTimestepsNonNegative,
-  clipSample,
-  requireTimesteps,
-  thresholdSample,
-} from "./sample-ops.js";
-import { discreteTimesteps, f32, noiseSchedule } from "./schedule.js";
-import type { NoiseSource, Scheduler, StepOutput } from "./types.js";
+import { AlphaBarScheduler } from "./base.js";
+import { clipOptions, defineScheduler, type OptionsOf, thresholdingOptions } from "./options.js";
+import { alphaBarAt, limitX0, predictEpsilon, predictX0, requireTimesteps } from "./sample-ops.js";
+import { f32 } from "./schedule.js";
+import type { NoiseSource, StepOutput } from "./types.js";
 
-const shape = {
-  num_train_timesteps: commonOptions.num_train_timesteps,
-  beta_start: commonOptions.beta_start,
-  beta_end: commonOptions.beta_end,
-  beta_schedule: betaSchedule(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-  trained_betas: commonOptions.trained_betas,
-  clip_sample: clipOptions(true).clip_sample,
-  set_alpha_to_one: z.boolean().default(true),
-  steps_offset: commonOptions.steps_offset,
-  prediction_type: predictionType(["epsilon", "sample", "v_prediction"]),
-  ...thresholdingOptions,
-  clip_sample_range: clipOptions(true).clip_sample_range,
-  timestep_spacing: timestepSpacing("leading"),
-  rescale_betas_zero_snr: z.boolean().default(false),
-  eta: z.number().min(0).default(0),
-};
-export const ddimOptions = z.object(shape);
-export type DDIMConfig = z.infer<typeof ddimOptions>;
-
-export const ddimDefinition: SchedulerDefinition<DDIMConfig> = {
+export const ddimDefinition = defineScheduler({
   className: "DDIMScheduler",
   shortName: "ddim",
-  schema: ddimOptions,
-  keys: Object.keys(shape),
+  uiName: "DDIM",
+  timestepSpacing: "leading",
+  options: {
+    ...clipOptions(true),
+    set_alpha_to_one: z.boolean().default(true),
+    ...thresholdingOptions,
+    rescale_betas_zero_snr: z.boolean().default(false),
+    eta: z.number().min(0).max(1).describe("DDIM's eta (0: deterministic DDIM, 1: DDPM-like).").default(0),
+  },
   extensions: ["eta"],
-  check: (c) => checkTrainedBetas("DDIMScheduler", c),
-};
+});
+type DDIMConfig = OptionsOf<typeof ddimDefinition>;
 
-export class DDIMScheduler implements Scheduler {
-  readonly className = "DDIMScheduler";
-  readonly order = 1;
-  readonly initNoiseSigma = 1.0;
-  readonly config: Readonly<DDIMConfig>;
-  readonly alphasCumprod: Float32Array;
-  /** ᾱ used for the step that leaves t = 0: 1, or ᾱ_0 (set_alpha_to_one = false, as SD's config). */
-  private readonly finalAlphaCumprod: number;
-  timesteps: Float64Array = new Float64Array(0);
-  readonly sigmas = new Float64Array(0);
-  private numInferenceSteps: number | null = null;
-
+export class DDIMScheduler extends AlphaBarScheduler<DDIMConfig> {
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    this.config = resolveOptions(ddimDefinition, config, overrides);
-    this.alphasCumprod = noiseSchedule(this.config).alphasCumprod;
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0]!;
-  }
-
-  setTimesteps(numInferenceSteps: number): void {
-    const c = this.config;
-    checkInferenceSteps(this.className, numInferenceSteps, c.num_train_timesteps);
-    const ts = discreteTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset);
-    checkTimestepsNonNegative(this.className, ts, numInferenceSteps);
-    this.timesteps = Float64Array.from(ts);
-    this.numInferenceSteps = numInferenceSteps;
-  }
-
-  scaleModelInput(sample: Float32Array): Float32Array {
-    return sample.slice();
+    super(ddimDefinition, config, overrides);
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array, noise?: NoiseSource, batchSize?: number): StepOutput {
@@ -100,29 +45,14 @@ export class DDIMScheduler implements Scheduler {
 
     // 2. ᾱ_t, ᾱ_{t-1}
     const alphaProdT = alphaBarAt(this.className, this.alphasCumprod, timestep);
-    const alphaProdTPrev = prevTimestep >= 0 ? this.alphasCumprod[prevTimestep]! : this.finalAlphaCumprod;
+    const alphaProdTPrev = this.alphaBarPrev(prevTimestep);
     const betaProdT = f32(1 - alphaProdT);
     const sqrtAlphaProdT = f32(Math.sqrt(alphaProdT));
     const sqrtBetaProdT = f32(Math.sqrt(betaProdT));
 
-    // 3. predicted x_0 ("f_θ(x_t, t)", eq. 12) and ε
-    let predOriginal: Float32Array;
-    let predEpsilon: Float32Array;
-    if (c.prediction_type === "epsilon") {
-      predOriginal = sample.map((x, i) => f32(f32(x - f32(sqrtBetaProdT * modelOutput[i]!)) / sqrtAlphaProdT));
-      predEpsilon = modelOutput;
-    } else if (c.prediction_type === "sample") {
-      predOriginal = modelOutput.slice();
-      predEpsilon = sample.map((x, i) => f32(f32(x - f32(sqrtAlphaProdT * modelOutput[i]!)) / sqrtBetaProdT));
-    } else {
-      predOriginal = sample.map((x, i) => f32(f32(sqrtAlphaProdT * x) - f32(sqrtBetaProdT * modelOutput[i]!)));
-      predEpsilon = sample.map((x, i) => f32(f32(sqrtAlphaProdT * modelOutput[i]!) + f32(sqrtBetaProdT * x)));
-    }
-
-    // 4. clip or threshold x_0
-    if (c.thresholding)
-      predOriginal = thresholdSample(predOriginal, batchSize, c.dynamic_thresholding_ratio, c.sample_max_value);
-    else if (c.clip_sample) predOriginal = clipSample(predOriginal, c.clip_sample_range);
+    // 3. predicted x_0 ("f_θ(x_t, t)", eq. 12) and ε, then 4. clip or threshold x_0
+    const predOriginal = limitX0(predictX0(c.prediction_type, sqrtAlphaProdT, sqrtBetaProdT, modelOutput, sample), c, batchSize);
+    const predEpsilon = predictEpsilon(c.prediction_type, sqrtAlphaProdT, sqrtBetaProdT, modelOutput, sample);
 
     // 5. σ_t(η) = η·sqrt((1 − ᾱ_{t-1})/(1 − ᾱ_t))·sqrt(1 − ᾱ_t/ᾱ_{t-1})  (eq. 16)
     const betaProdTPrev = f32(1 - alphaProdTPrev);
@@ -141,9 +71,5 @@ export class DDIMScheduler implements Scheduler {
       for (let i = 0; i < prev.length; i++) prev[i] = f32(prev[i]! + f32(stdDevT * z[i]!));
     }
     return { prevSample: prev, predOriginalSample: predOriginal };
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
-    return addNoiseAlphaBar(alphaBarAt(this.className, this.alphasCumprod, timestep), original, noise);
   }
 }

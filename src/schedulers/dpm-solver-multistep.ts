@@ -14,72 +14,34 @@
 import { z } from "zod";
 
 import { UserError } from "../util/errors.js";
-import {
-  betaSchedule,
-  checkTrainedBetas,
-  commonOptions,
-  lambdaMinClipped,
-  optionProblem,
-  predictionType,
-  resolveOptions,
-  thresholdingOptions,
-  timestepSpacing,
-  type SchedulerDefinition,
-} from "./options.js";
-import {
-  checkInferenceSteps,
-  checkTimestepsNonNegative,
-  initialStepIndex,
-  requireTimesteps,
-  thresholdSample,
-  uniqueIndexOf,
-} from "./sample-ops.js";
-import {
-  f32,
-  interpIndex,
-  karrasSigmas,
-  logSigmasF32,
-  multistepTimesteps,
-  noiseSchedule,
-  npLinspace,
-  roundHalfEven,
-  sigmaToT,
-  trainingSigmas,
-} from "./schedule.js";
-import type { NoiseSource, Scheduler, StepOutput } from "./types.js";
-
-const shape = {
-  num_train_timesteps: commonOptions.num_train_timesteps,
-  beta_start: commonOptions.beta_start,
-  beta_end: commonOptions.beta_end,
-  beta_schedule: betaSchedule(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-  trained_betas: commonOptions.trained_betas,
-  solver_order: z.number().int().min(1).max(3).default(2),
-  prediction_type: predictionType(["epsilon", "sample", "v_prediction"]),
-  ...thresholdingOptions,
-  algorithm_type: z.enum(["dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++"]).default("dpmsolver++"),
-  solver_type: z.enum(["midpoint", "heun"]).default("midpoint"),
-  lower_order_final: z.boolean().default(true),
-  euler_at_final: z.boolean().default(false),
-  use_karras_sigmas: z.boolean().default(false),
-  use_lu_lambdas: z.boolean().default(false),
-  final_sigmas_type: z.enum(["sigma_min", "zero"]).default("sigma_min"),
-  lambda_min_clipped: lambdaMinClipped,
-  // only "learned"/"learned_range" change anything (and need a variance-predicting model); DDPM's values pass through
-  variance_type: z.string().nullable().default(null),
-  timestep_spacing: timestepSpacing("linspace"),
-  steps_offset: commonOptions.steps_offset,
-};
-export const dpmSolverMultistepOptions = z.object(shape);
-export type DPMSolverMultistepConfig = z.infer<typeof dpmSolverMultistepOptions>;
+import { MultistepScheduler } from "./base.js";
+import { defineScheduler, lambdaMinClipped, optionProblem, type OptionsOf, thresholdingOptions, VARIANCE_TYPES } from "./options.js";
+import { limitX0, predictEpsilon, predictX0 } from "./sample-ops.js";
+import { alphaSigma, f32, lambdaOf } from "./schedule.js";
+import type { NoiseSource, StepOutput } from "./types.js";
 
 const CLASS = "DPMSolverMultistepScheduler";
 
-export const dpmSolverMultistepDefinition: SchedulerDefinition<DPMSolverMultistepConfig> = {
+export const dpmSolverMultistepDefinition = defineScheduler({
   className: CLASS,
   shortName: "dpm-solver++",
-  schema: dpmSolverMultistepOptions,
-  keys: Object.keys(shape),
+  uiName: "DPM++ 2M",
+  uiKarrasName: "DPM++ 2M Karras",
+  timestepSpacing: "linspace",
+  options: {
+    solver_order: z.int().min(1).max(3).default(2),
+    ...thresholdingOptions,
+    algorithm_type: z.enum(["dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++"]).default("dpmsolver++"),
+    solver_type: z.enum(["midpoint", "heun"]).default("midpoint"),
+    lower_order_final: z.boolean().default(true),
+    euler_at_final: z.boolean().default(false),
+    use_karras_sigmas: z.boolean().default(false),
+    use_lu_lambdas: z.boolean().default(false),
+    final_sigmas_type: z.enum(["sigma_min", "zero"]).default("sigma_min"),
+    lambda_min_clipped: lambdaMinClipped,
+    // only "learned"/"learned_range" change anything (and need a variance-predicting model); DDPM's values pass through
+    variance_type: z.enum(VARIANCE_TYPES).nullable().default(null),
+  },
   extensions: ["final_sigmas_type"],
   later: {
     use_exponential_sigmas: [false],
@@ -96,7 +58,6 @@ export const dpmSolverMultistepDefinition: SchedulerDefinition<DPMSolverMultiste
     if (raw.solver_type === "logrho" || raw.solver_type === "bh1" || raw.solver_type === "bh2") raw.solver_type = "midpoint";
   },
   check: (c) => [
-    ...checkTrainedBetas(CLASS, c),
     ...(c.variance_type === "learned" || c.variance_type === "learned_range"
       ? [optionProblem(CLASS, "variance_type", `${JSON.stringify(c.variance_type)} is for pixel-space models that predict their variance; SD's UNet does not`, "leave variance_type unset (null)")]
       : []),
@@ -107,39 +68,17 @@ export const dpmSolverMultistepDefinition: SchedulerDefinition<DPMSolverMultiste
       ? [optionProblem(CLASS, "final_sigmas_type", `"zero" needs a data-prediction solver (dpmsolver++ or sde-dpmsolver++), got ${c.algorithm_type}`, 'use final_sigmas_type "sigma_min"')]
       : []),
   ],
-};
-
-/** α_t = 1/sqrt(σ² + 1), σ_t = σ·α_t (variance-preserving from the k-diffusion σ), float32. */
-function alphaSigma(sigma: number): [number, number] {
-  const alpha = f32(1 / f32(Math.sqrt(f32(f32(sigma * sigma) + 1))));
-  return [alpha, f32(sigma * alpha)];
-}
-
-/** λ = log α_t − log σ_t (half the log-SNR), float32. */
-function lambdaOf(alpha: number, sigma: number): number {
-  return f32(f32(Math.log(alpha)) - f32(Math.log(sigma)));
-}
+});
+type DPMSolverMultistepConfig = OptionsOf<typeof dpmSolverMultistepDefinition>;
 
 const e32 = (x: number): number => f32(Math.exp(x));
 
-export class DPMSolverMultistepScheduler implements Scheduler {
-  readonly className = CLASS;
-  readonly order = 1;
-  readonly initNoiseSigma = 1.0;
-  readonly config: Readonly<DPMSolverMultistepConfig>;
-  readonly alphasCumprod: Float32Array;
+export class DPMSolverMultistepScheduler extends MultistepScheduler<DPMSolverMultistepConfig> {
   /** λ_t of every training timestep (for lambda_min_clipped). */
   private readonly lambdaT: Float32Array;
-  timesteps: Float64Array = new Float64Array(0);
-  sigmas: Float64Array = new Float64Array(0);
-  private numInferenceSteps: number | null = null;
-  private modelOutputs: (Float32Array | null)[] = [];
-  private lowerOrderNums = 0;
-  private stepIndex: number | null = null;
 
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    this.config = resolveOptions(dpmSolverMultistepDefinition, config, overrides);
-    this.alphasCumprod = noiseSchedule(this.config).alphasCumprod;
+    super(dpmSolverMultistepDefinition, config, overrides);
     this.lambdaT = this.alphasCumprod.map((a) =>
       lambdaOf(f32(Math.sqrt(a)), f32(Math.sqrt(f32(1 - a)))),
     );
@@ -148,35 +87,13 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
     const T = c.num_train_timesteps;
-    const n = numInferenceSteps;
-    checkInferenceSteps(this.className, n, T);
 
     // clip the schedule where λ(t) drops below lambda_min_clipped (for the cosine schedule)
     const clip = f32(c.lambda_min_clipped);
     let clippedIdx = 0;
     for (let i = T - 1; i >= 0 && this.lambdaT[i]! < clip; i--) clippedIdx++;
-    const last = T - clippedIdx;
 
-    let timesteps: number[] = multistepTimesteps(c.timestep_spacing, T, last, n, c.steps_offset);
-    const train = trainingSigmas(this.alphasCumprod);
-    let sigmas: number[];
-    let sigmaLast: number;
-    if (c.use_karras_sigmas || c.use_lu_lambdas) {
-      const logSigmas = logSigmasF32(train);
-      if (c.use_karras_sigmas) sigmas = Array.from(karrasSigmas(train[0]!, train[T - 1]!, n));
-      else {
-        // Lu et al.'s uniform-λ steps (diffusers interpolates log σ from its largest to its smallest value)
-        const [lo, hi] = [logSigmas[0]!, logSigmas[T - 1]!];
-        sigmas = Array.from(npLinspace(0, 1, n), (r) => Math.exp(hi + r * (lo - hi)));
-      }
-      timesteps = sigmas.map((s) => roundHalfEven(sigmaToT(s, logSigmas)));
-      sigmaLast = sigmas[sigmas.length - 1]!;
-    } else {
-      sigmas = timesteps.map((t) => interpIndex(t, train));
-      sigmaLast = train[0]!;
-    }
-    if (c.final_sigmas_type === "zero") sigmaLast = 0;
-    checkTimestepsNonNegative(this.className, timesteps, n);
+    const { timesteps, sigmas, sigmaLast } = this.schedule(numInferenceSteps, T - clippedIdx, c.use_lu_lambdas);
     if (c.use_karras_sigmas && c.solver_order === 3 && c.final_sigmas_type === "sigma_min" && timesteps.length >= 15 && !c.euler_at_final)
       throw new UserError(
         optionProblem(
@@ -186,40 +103,20 @@ export class DPMSolverMultistepScheduler implements Scheduler {
           'set final_sigmas_type: "zero" (later diffusers\' fix), or use fewer than 15 steps or solver_order 2',
         ),
       );
-    this.sigmas = Float64Array.from([...sigmas, sigmaLast], f32);
-    this.timesteps = Float64Array.from(timesteps);
-    this.numInferenceSteps = timesteps.length;
-    this.modelOutputs = new Array<Float32Array | null>(c.solver_order).fill(null);
-    this.lowerOrderNums = 0;
-    this.stepIndex = null;
-  }
-
-  scaleModelInput(sample: Float32Array): Float32Array {
-    return sample.slice();
+    this.setSchedule(timesteps, sigmas, c.final_sigmas_type === "zero" ? 0 : sigmaLast);
   }
 
   /** The model output as the algorithm integrates it: x̂_0 for dpmsolver++, ε̂ for dpmsolver. */
   private convertModelOutput(m: Float32Array, x: Float32Array, batchSize: number | undefined): Float32Array {
     const c = this.config;
     const [alphaT, sigmaT] = alphaSigma(this.sigmas[this.stepIndex!]!);
-    const threshold = (v: Float32Array) =>
-      thresholdSample(v, batchSize, c.dynamic_thresholding_ratio, c.sample_max_value);
-    if (c.algorithm_type === "dpmsolver++" || c.algorithm_type === "sde-dpmsolver++") {
-      let x0: Float32Array;
-      if (c.prediction_type === "epsilon") x0 = x.map((v, i) => f32(f32(v - f32(sigmaT * m[i]!)) / alphaT));
-      else if (c.prediction_type === "sample") x0 = m.slice();
-      else x0 = x.map((v, i) => f32(f32(alphaT * v) - f32(sigmaT * m[i]!)));
-      return c.thresholding ? threshold(x0) : x0;
-    }
-    let eps: Float32Array;
-    if (c.prediction_type === "epsilon") eps = m.slice();
-    else if (c.prediction_type === "sample") eps = x.map((v, i) => f32(f32(v - f32(alphaT * m[i]!)) / sigmaT));
-    else eps = x.map((v, i) => f32(f32(alphaT * m[i]!) + f32(sigmaT * v)));
-    if (c.thresholding) {
-      const x0 = threshold(x.map((v, i) => f32(f32(v - f32(sigmaT * eps[i]!)) / alphaT)));
-      eps = x.map((v, i) => f32(f32(v - f32(alphaT * x0[i]!)) / sigmaT));
-    }
-    return eps;
+    if (c.algorithm_type === "dpmsolver++" || c.algorithm_type === "sde-dpmsolver++")
+      return limitX0(predictX0(c.prediction_type, alphaT, sigmaT, m, x), c, batchSize);
+    const eps = predictEpsilon(c.prediction_type, alphaT, sigmaT, m, x);
+    if (!c.thresholding) return eps;
+    // thresholding acts on x̂_0: threshold the x̂_0 this ε implies, and take the ε of that
+    const x0 = limitX0(predictX0("epsilon", alphaT, sigmaT, eps, x), c, batchSize);
+    return predictEpsilon("sample", alphaT, sigmaT, x0, x);
   }
 
   /** First order (DPM-Solver-1 = DDIM), from σ_s = σ_i to σ_t = σ_{i+1}. */
@@ -358,13 +255,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array, noise?: NoiseSource, batchSize?: number): StepOutput {
-    requireTimesteps(this.className, this.numInferenceSteps);
     const c = this.config;
-    if (this.stepIndex === null) {
-      const i = initialStepIndex(this.timesteps, timestep);
-      this.stepIndex = i >= 0 ? i : this.timesteps.length - 1;
-    }
-    const i = this.stepIndex;
+    const i = this.beginStep(timestep);
     const n = this.timesteps.length;
     // lower order near the end: numerically stabler for few steps
     const lowerOrderFinal =
@@ -372,8 +264,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const lowerOrderSecond = i === n - 2 && c.lower_order_final && n < 15;
 
     const converted = this.convertModelOutput(modelOutput, sample, batchSize);
-    this.modelOutputs.shift();
-    this.modelOutputs.push(converted);
+    this.pushOutput(converted);
 
     let z: Float32Array | null = null;
     if (c.algorithm_type.startsWith("sde-")) {
@@ -386,13 +277,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     else if (c.solver_order === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) prev = this.secondOrderUpdate(sample, z);
     else prev = this.thirdOrderUpdate(sample);
 
-    if (this.lowerOrderNums < c.solver_order) this.lowerOrderNums += 1;
-    this.stepIndex = i + 1;
+    this.endStep(i);
     return { prevSample: prev };
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
-    const [alphaT, sigmaT] = alphaSigma(this.sigmas[uniqueIndexOf(this.className, this.timesteps, timestep)]!);
-    return original.map((x, i) => f32(f32(alphaT * x) + f32(sigmaT * noise[i]!)));
   }
 }

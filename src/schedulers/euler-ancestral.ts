@@ -4,75 +4,31 @@
  * from σ_i down to σ_down and adds fresh noise of size σ_up, where σ_down² + σ_up² = σ_{i+1}².
  * One noise draw per step, after the deterministic part, as diffusers draws it.
  */
-import { z } from "zod";
+import { SigmaScheduler } from "./base.js";
+import { defineScheduler, type OptionsOf } from "./options.js";
+import { predictX0Sigma } from "./sample-ops.js";
+import { f32 } from "./schedule.js";
+import type { NoiseSource, StepOutput } from "./types.js";
 
-import {
-  betaSchedule,
-  checkTrainedBetas,
-  commonOptions,
-  predictionType,
-  resolveOptions,
-  timestepSpacing,
-  type SchedulerDefinition,
-} from "./options.js";
-import { addNoiseSigma, scaleBySigma, sigmaSchedule, firstStepIndex, uniqueIndexOf } from "./sample-ops.js";
-import { f32, inputScaleDenominator, kInitNoiseSigma, noiseSchedule } from "./schedule.js";
-import type { NoiseSource, Scheduler, StepOutput } from "./types.js";
-
-const shape = {
-  num_train_timesteps: commonOptions.num_train_timesteps,
-  beta_start: commonOptions.beta_start,
-  beta_end: commonOptions.beta_end,
-  beta_schedule: betaSchedule(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-  trained_betas: commonOptions.trained_betas,
-  prediction_type: predictionType(["epsilon", "v_prediction"]),
-  timestep_spacing: timestepSpacing("linspace"),
-  steps_offset: commonOptions.steps_offset,
-};
-export const eulerAncestralOptions = z.object(shape);
-export type EulerAncestralConfig = z.infer<typeof eulerAncestralOptions>;
-
-export const eulerAncestralDefinition: SchedulerDefinition<EulerAncestralConfig> = {
+export const eulerAncestralDefinition = defineScheduler({
   className: "EulerAncestralDiscreteScheduler",
   shortName: "euler-ancestral",
-  schema: eulerAncestralOptions,
-  keys: Object.keys(shape),
+  uiName: "Euler a",
+  predictionTypes: ["epsilon", "v_prediction"],
+  timestepSpacing: "linspace",
   later: { rescale_betas_zero_snr: [false] },
   hints: { prediction_type: 'diffusers 0.24 raises NotImplementedError for "sample" with this scheduler' },
-  check: (c) => checkTrainedBetas("EulerAncestralDiscreteScheduler", c),
-};
+});
+type EulerAncestralConfig = OptionsOf<typeof eulerAncestralDefinition>;
 
-export class EulerAncestralDiscreteScheduler implements Scheduler {
-  readonly className = "EulerAncestralDiscreteScheduler";
-  readonly order = 1;
-  readonly config: Readonly<EulerAncestralConfig>;
-  readonly alphasCumprod: Float32Array;
-  timesteps: Float64Array = new Float64Array(0);
-  sigmas: Float64Array = new Float64Array(0);
-  initNoiseSigma = 1.0;
-  private stepIndex: number | null = null;
-
+export class EulerAncestralDiscreteScheduler extends SigmaScheduler<EulerAncestralConfig> {
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    this.config = resolveOptions(eulerAncestralDefinition, config, overrides);
-    this.alphasCumprod = noiseSchedule(this.config).alphasCumprod;
+    super(eulerAncestralDefinition, config, overrides);
   }
 
   setTimesteps(numInferenceSteps: number): void {
-    const c = this.config;
-    const { timesteps, sigmas } = sigmaSchedule(this.className, c, numInferenceSteps, this.alphasCumprod, false);
-    this.timesteps = timesteps;
-    this.sigmas = Float64Array.from([...sigmas, 0], f32);
-    this.initNoiseSigma = kInitNoiseSigma(this.sigmas, c.timestep_spacing);
-    this.stepIndex = null;
-  }
-
-  private ensureStepIndex(timestep: number): number {
-    this.stepIndex ??= firstStepIndex(this.className, this.timesteps, timestep);
-    return this.stepIndex;
-  }
-
-  scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
-    return scaleBySigma(sample, this.sigmas[this.ensureStepIndex(timestep)]!);
+    const { timesteps, sigmas } = this.schedule(numInferenceSteps, false);
+    this.setSchedule(timesteps, Float64Array.from([...sigmas, 0], f32));
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array, noise?: NoiseSource): StepOutput {
@@ -81,14 +37,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     const sigma = this.sigmas[idx]!;
 
     // 1. predicted x_0
-    let predOriginal: Float32Array;
-    if (this.config.prediction_type === "epsilon")
-      predOriginal = sample.map((x, i) => f32(x - f32(sigma * modelOutput[i]!)));
-    else {
-      const cOut = f32(-sigma / inputScaleDenominator(sigma));
-      const skipDen = f32(f32(sigma * sigma) + 1);
-      predOriginal = sample.map((x, i) => f32(f32(modelOutput[i]! * cOut) + f32(x / skipDen)));
-    }
+    const predOriginal = predictX0Sigma(this.config.prediction_type, sigma, modelOutput, sample);
 
     // 2. σ_up = sqrt(σ_to²(σ_from² − σ_to²)/σ_from²), σ_down = sqrt(σ_to² − σ_up²)
     const from2 = f32(sigma * sigma);
@@ -104,9 +53,5 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     for (let i = 0; i < prev.length; i++) prev[i] = f32(prev[i]! + f32(z[i]! * sigmaUp));
     this.stepIndex = idx + 1;
     return { prevSample: prev, predOriginalSample: predOriginal };
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
-    return addNoiseSigma(this.sigmas[uniqueIndexOf(this.className, this.timesteps, timestep)]!, original, noise);
   }
 }

@@ -11,89 +11,51 @@
  */
 import { z } from "zod";
 
-import {
-  betaSchedule,
-  checkTrainedBetas,
-  commonOptions,
-  predictionType,
-  resolveOptions,
-  timestepSpacing,
-  type SchedulerDefinition,
-} from "./options.js";
-import { addNoiseSigma, scaleBySigma, sigmaSchedule, firstStepIndex, uniqueIndexOf } from "./sample-ops.js";
-import { f32, inputScaleDenominator, kInitNoiseSigma, noiseSchedule, trainingSigmas } from "./schedule.js";
-import type { NoiseSource, Scheduler, StepOutput } from "./types.js";
+import { SigmaScheduler } from "./base.js";
+import { defineScheduler, type OptionsOf } from "./options.js";
+import { predictX0Sigma } from "./sample-ops.js";
+import { f32, trainingSigmas } from "./schedule.js";
+import type { NoiseSource, StepOutput } from "./types.js";
 
-const shape = {
-  num_train_timesteps: commonOptions.num_train_timesteps,
-  beta_start: commonOptions.beta_start,
-  beta_end: commonOptions.beta_end,
-  beta_schedule: betaSchedule(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-  trained_betas: commonOptions.trained_betas,
-  prediction_type: predictionType(["epsilon", "sample", "v_prediction", "original_sample"]),
-  interpolation_type: z.enum(["linear"]).default("linear"),
-  use_karras_sigmas: z.boolean().default(false),
-  sigma_min: z.number().positive().nullable().default(null),
-  sigma_max: z.number().positive().nullable().default(null),
-  timestep_spacing: timestepSpacing("linspace"),
-  timestep_type: z.enum(["discrete", "continuous"]).default("discrete"),
-  steps_offset: commonOptions.steps_offset,
-  final_sigmas_type: z.enum(["zero", "sigma_min"]).default("zero"),
-};
-export const eulerOptions = z.object(shape);
-export type EulerConfig = z.infer<typeof eulerOptions>;
-
-export const eulerDefinition: SchedulerDefinition<EulerConfig> = {
+export const eulerDefinition = defineScheduler({
   className: "EulerDiscreteScheduler",
   shortName: "euler",
-  schema: eulerOptions,
-  keys: Object.keys(shape),
+  uiName: "Euler",
+  predictionTypes: ["epsilon", "sample", "v_prediction", "original_sample"],
+  timestepSpacing: "linspace",
+  options: {
+    interpolation_type: z.enum(["linear"]).default("linear"),
+    use_karras_sigmas: z.boolean().default(false),
+    sigma_min: z.number().positive().nullable().default(null),
+    sigma_max: z.number().positive().nullable().default(null),
+    timestep_type: z.enum(["discrete", "continuous"]).default("discrete"),
+    final_sigmas_type: z.enum(["zero", "sigma_min"]).default("zero"),
+  },
   extensions: ["final_sigmas_type"],
   later: { use_exponential_sigmas: [false], use_beta_sigmas: [false], rescale_betas_zero_snr: [false] },
   hints: { interpolation_type: 'diffusers 0.24\'s "log_linear" fails (it passes a torch tensor to numpy)' },
-  check: (c) => checkTrainedBetas("EulerDiscreteScheduler", c),
-};
+});
+type EulerConfig = OptionsOf<typeof eulerDefinition>;
 
-export class EulerDiscreteScheduler implements Scheduler {
-  readonly className = "EulerDiscreteScheduler";
-  readonly order = 1;
-  readonly config: Readonly<EulerConfig>;
-  readonly alphasCumprod: Float32Array;
-  timesteps: Float64Array = new Float64Array(0);
-  sigmas: Float64Array = new Float64Array(0);
-  initNoiseSigma = 1.0;
-  private stepIndex: number | null = null;
-
+export class EulerDiscreteScheduler extends SigmaScheduler<EulerConfig> {
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    this.config = resolveOptions(eulerDefinition, config, overrides);
-    this.alphasCumprod = noiseSchedule(this.config).alphasCumprod;
+    super(eulerDefinition, config, overrides);
   }
 
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    const { timesteps, sigmas } = sigmaSchedule(this.className, c, numInferenceSteps, this.alphasCumprod, c.use_karras_sigmas);
+    const { timesteps, sigmas } = this.schedule(numInferenceSteps, c.use_karras_sigmas);
     const s32 = Float64Array.from(sigmas, f32);
-    if (c.timestep_type === "continuous" && c.prediction_type === "v_prediction")
-      // EDM's c_noise = ln(σ)/4
-      this.timesteps = s32.map((s) => f32(f32(0.25) * f32(Math.log(s))));
-    else this.timesteps = Float64Array.from(timesteps, f32);
     const last = c.final_sigmas_type === "zero" ? 0 : trainingSigmas(this.alphasCumprod)[0]!;
-    this.sigmas = Float64Array.from([...s32, last]);
-    this.initNoiseSigma = kInitNoiseSigma(this.sigmas, c.timestep_spacing);
-    this.stepIndex = null;
-  }
-
-  private ensureStepIndex(timestep: number): number {
-    this.stepIndex ??= firstStepIndex(this.className, this.timesteps, timestep);
-    return this.stepIndex;
-  }
-
-  scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
-    return scaleBySigma(sample, this.sigmas[this.ensureStepIndex(timestep)]!);
+    this.setSchedule(
+      c.timestep_type === "continuous" && c.prediction_type === "v_prediction"
+        ? s32.map((s) => f32(f32(0.25) * f32(Math.log(s)))) // EDM's c_noise = ln(σ)/4
+        : Float64Array.from(timesteps, f32),
+      Float64Array.from([...s32, last]),
+    );
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array, noise?: NoiseSource): StepOutput {
-    const c = this.config;
     const idx = this.ensureStepIndex(timestep);
     const sigma = this.sigmas[idx]!;
     // S_churn = 0: γ = 0, σ̂ = σ, and the drawn noise is not used
@@ -101,24 +63,12 @@ export class EulerDiscreteScheduler implements Scheduler {
     const sigmaHat = sigma;
 
     // 1. predicted x_0
-    let predOriginal: Float32Array;
-    if (c.prediction_type === "sample" || c.prediction_type === "original_sample") predOriginal = modelOutput.slice();
-    else if (c.prediction_type === "epsilon")
-      predOriginal = sample.map((x, i) => f32(x - f32(sigmaHat * modelOutput[i]!)));
-    else {
-      const cOut = f32(-sigma / inputScaleDenominator(sigma));
-      const skipDen = f32(f32(sigma * sigma) + 1);
-      predOriginal = sample.map((x, i) => f32(f32(modelOutput[i]! * cOut) + f32(x / skipDen)));
-    }
+    const predOriginal = predictX0Sigma(this.config.prediction_type, sigmaHat, modelOutput, sample);
 
     // 2. d = (x − x_0)/σ̂, x_{i+1} = x + d·(σ_{i+1} − σ̂)
     const dt = f32(this.sigmas[idx + 1]! - sigmaHat);
     const prev = sample.map((x, i) => f32(x + f32(f32(f32(x - predOriginal[i]!) / sigmaHat) * dt)));
     this.stepIndex = idx + 1;
     return { prevSample: prev, predOriginalSample: predOriginal };
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
-    return addNoiseSigma(this.sigmas[uniqueIndexOf(this.className, this.timesteps, timestep)]!, original, noise);
   }
 }

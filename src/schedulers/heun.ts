@@ -8,60 +8,29 @@
  */
 import { z } from "zod";
 
-import {
-  betaSchedule,
-  checkTrainedBetas,
-  clipOptions,
-  commonOptions,
-  predictionType,
-  resolveOptions,
-  timestepSpacing,
-  type SchedulerDefinition,
-} from "./options.js";
-import {
-  addNoiseSigma,
-  scaleBySigma, sigmaSchedule,
-  clipSample,
-  firstStepIndex,
-  indicesOf,
-} from "./sample-ops.js";
-import { f32, inputScaleDenominator, kInitNoiseSigma, noiseSchedule } from "./schedule.js";
-import type { Scheduler, StepOutput } from "./types.js";
+import { SigmaScheduler } from "./base.js";
+import { clipOptions, defineScheduler, type OptionsOf } from "./options.js";
+import { addNoiseSigma, indicesOf, limitX0, predictX0Sigma } from "./sample-ops.js";
+import { f32 } from "./schedule.js";
+import type { StepOutput } from "./types.js";
 
-const shape = {
-  num_train_timesteps: commonOptions.num_train_timesteps,
-  beta_start: commonOptions.beta_start.default(0.00085),
-  beta_end: commonOptions.beta_end.default(0.012),
-  beta_schedule: betaSchedule(["linear", "scaled_linear", "squaredcos_cap_v2", "exp"]),
-  trained_betas: commonOptions.trained_betas,
-  prediction_type: predictionType(["epsilon", "sample", "v_prediction"]),
-  use_karras_sigmas: z.boolean().default(false),
-  clip_sample: clipOptions(false).clip_sample,
-  clip_sample_range: clipOptions(false).clip_sample_range,
-  timestep_spacing: timestepSpacing("linspace"),
-  steps_offset: commonOptions.steps_offset,
-};
-export const heunOptions = z.object(shape);
-export type HeunConfig = z.infer<typeof heunOptions>;
-
-export const heunDefinition: SchedulerDefinition<HeunConfig> = {
+export const heunDefinition = defineScheduler({
   className: "HeunDiscreteScheduler",
   shortName: "heun",
-  schema: heunOptions,
-  keys: Object.keys(shape),
+  uiName: "Heun",
+  betaSchedules: ["linear", "scaled_linear", "squaredcos_cap_v2", "exp"],
+  timestepSpacing: "linspace",
+  betaRange: [0.00085, 0.012],
+  options: {
+    use_karras_sigmas: z.boolean().default(false),
+    ...clipOptions(false),
+  },
   later: { use_exponential_sigmas: [false], use_beta_sigmas: [false] },
-  check: (c) => checkTrainedBetas("HeunDiscreteScheduler", c),
-};
+});
+type HeunConfig = OptionsOf<typeof heunDefinition>;
 
-export class HeunDiscreteScheduler implements Scheduler {
-  readonly className = "HeunDiscreteScheduler";
-  readonly order = 2;
-  readonly config: Readonly<HeunConfig>;
-  readonly alphasCumprod: Float32Array;
-  timesteps: Float64Array = new Float64Array(0);
-  sigmas: Float64Array = new Float64Array(0);
-  initNoiseSigma = 1.0;
-  private stepIndex: number | null = null;
+export class HeunDiscreteScheduler extends SigmaScheduler<HeunConfig> {
+  override readonly order = 2;
   // first-order state, kept for the second call of a pair (null: the next call is a first-order one)
   private prevDerivative: Float32Array | null = null;
   private dt: number | null = null;
@@ -70,19 +39,18 @@ export class HeunDiscreteScheduler implements Scheduler {
   private indexCounter = new Map<number, number>();
 
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    this.config = resolveOptions(heunDefinition, config, overrides);
-    this.alphasCumprod = noiseSchedule(this.config).alphasCumprod;
+    super(heunDefinition, config, overrides);
   }
 
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    const { timesteps, sigmas } = sigmaSchedule(this.className, c, numInferenceSteps, this.alphasCumprod, c.use_karras_sigmas);
+    const { timesteps, sigmas } = this.schedule(numInferenceSteps, c.use_karras_sigmas);
     const s = Float64Array.from([...sigmas, 0], f32);
     // [σ0, σ1, σ1, ..., σ_{n-1}, σ_{n-1}, 0] and [t0, t1, t1, ..., t_{n-1}, t_{n-1}]
-    this.sigmas = Float64Array.from([s[0]!, ...Array.from(s.subarray(1, -1)).flatMap((v) => [v, v]), s[s.length - 1]!]);
-    this.timesteps = Float64Array.from([timesteps[0]!, ...Array.from(timesteps.subarray(1)).flatMap((t) => [t, t])]);
-    this.initNoiseSigma = kInitNoiseSigma(this.sigmas, c.timestep_spacing);
-    this.stepIndex = null;
+    this.setSchedule(
+      Float64Array.from([timesteps[0]!, ...Array.from(timesteps.subarray(1)).flatMap((t) => [t, t])]),
+      Float64Array.from([s[0]!, ...Array.from(s.subarray(1, -1)).flatMap((v) => [v, v]), s[s.length - 1]!]),
+    );
     this.prevDerivative = null;
     this.dt = null;
     this.savedSample = null;
@@ -91,15 +59,6 @@ export class HeunDiscreteScheduler implements Scheduler {
 
   private get stateInFirstOrder(): boolean {
     return this.dt === null;
-  }
-
-  private ensureStepIndex(timestep: number): number {
-    this.stepIndex ??= firstStepIndex(this.className, this.timesteps, timestep);
-    return this.stepIndex;
-  }
-
-  scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
-    return scaleBySigma(sample, this.sigmas[this.ensureStepIndex(timestep)]!);
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array): StepOutput {
@@ -115,15 +74,7 @@ export class HeunDiscreteScheduler implements Scheduler {
     const sigmaInput = first ? sigmaHat : sigmaNext;
 
     // 1. predicted x_0 at the σ the model saw
-    let predOriginal: Float32Array;
-    if (c.prediction_type === "epsilon")
-      predOriginal = sample.map((x, i) => f32(x - f32(sigmaInput * modelOutput[i]!)));
-    else if (c.prediction_type === "v_prediction") {
-      const cOut = f32(-sigmaInput / inputScaleDenominator(sigmaInput));
-      const skipDen = f32(f32(sigmaInput * sigmaInput) + 1);
-      predOriginal = sample.map((x, i) => f32(f32(modelOutput[i]! * cOut) + f32(x / skipDen)));
-    } else predOriginal = modelOutput.slice();
-    if (c.clip_sample) predOriginal = clipSample(predOriginal, c.clip_sample_range);
+    const predOriginal = limitX0(predictX0Sigma(c.prediction_type, sigmaInput, modelOutput, sample), c, undefined);
 
     let derivative: Float32Array;
     let dt: number;
@@ -152,7 +103,7 @@ export class HeunDiscreteScheduler implements Scheduler {
   }
 
   /** Entered mid-schedule (img2img) before any step, a duplicated timestep means its second occurrence. */
-  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
+  override addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
     const idx = indicesOf(this.timesteps, timestep);
     if (idx.length === 0) throw new Error(`HeunDiscreteScheduler.addNoise: timestep ${timestep} is not in the schedule`);
     const calls = this.indexCounter.size === 0 ? (idx.length > 1 ? 1 : 0) : (this.indexCounter.get(timestep) ?? 0);

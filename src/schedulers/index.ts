@@ -1,90 +1,21 @@
 /**
- * The scheduler registry: diffusers class names and sdc's short names to implementations, plus the
+ * Schedulers as the rest of sdc uses them: the registry's lookup by name (registry.ts), plus the
  * pieces of the diffusers pipelines that belong with schedulers: img2img's timestep slicing, the
  * Stable Diffusion pipelines' config fix-ups, and reading/writing scheduler_config.json.
  */
 import { UserError } from "../util/errors.js";
-import { DDIMScheduler, ddimDefinition } from "./ddim.js";
-import { DDPMScheduler, ddpmDefinition } from "./ddpm.js";
-import { DPMSolverMultistepScheduler, dpmSolverMultistepDefinition } from "./dpm-solver-multistep.js";
-import { EulerAncestralDiscreteScheduler, eulerAncestralDefinition } from "./euler-ancestral.js";
-import { EulerDiscreteScheduler, eulerDefinition } from "./euler.js";
-import { HeunDiscreteScheduler, heunDefinition } from "./heun.js";
-import { LMSDiscreteScheduler, lmsDefinition } from "./lms.js";
-import type { SchedulerDefinition } from "./options.js";
-import { PNDMScheduler, pndmDefinition } from "./pndm.js";
+import { createScheduler } from "./registry.js";
 import type { Scheduler } from "./types.js";
-import { UniPCMultistepScheduler, unipcDefinition } from "./unipc.js";
 
 export type { NoiseSource, Scheduler, StepOutput } from "./types.js";
 export {
-  DDIMScheduler,
-  DDPMScheduler,
-  DPMSolverMultistepScheduler,
-  EulerAncestralDiscreteScheduler,
-  EulerDiscreteScheduler,
-  HeunDiscreteScheduler,
-  LMSDiscreteScheduler,
-  PNDMScheduler,
-  UniPCMultistepScheduler,
-};
+  createScheduler,
+  SCHEDULER_CLASS_NAMES,
+  SCHEDULER_SHORT_NAMES,
+  schedulerDefinition,
+} from "./registry.js";
 
 type Options = Record<string, unknown>;
-
-interface Entry {
-  definition: SchedulerDefinition<unknown>;
-  create: (config: Options, overrides: Options) => Scheduler;
-}
-
-const entry = <C>(definition: SchedulerDefinition<C>, create: Entry["create"]): Entry => ({
-  definition: definition as SchedulerDefinition<unknown>,
-  create,
-});
-
-const REGISTRY: readonly Entry[] = [
-  entry(ddpmDefinition, (c, o) => new DDPMScheduler(c, o)),
-  entry(ddimDefinition, (c, o) => new DDIMScheduler(c, o)),
-  entry(pndmDefinition, (c, o) => new PNDMScheduler(c, o)),
-  entry(lmsDefinition, (c, o) => new LMSDiscreteScheduler(c, o)),
-  entry(eulerDefinition, (c, o) => new EulerDiscreteScheduler(c, o)),
-  entry(eulerAncestralDefinition, (c, o) => new EulerAncestralDiscreteScheduler(c, o)),
-  entry(heunDefinition, (c, o) => new HeunDiscreteScheduler(c, o)),
-  entry(dpmSolverMultistepDefinition, (c, o) => new DPMSolverMultistepScheduler(c, o)),
-  entry(unipcDefinition, (c, o) => new UniPCMultistepScheduler(c, o)),
-];
-
-/** diffusers class names sdc implements, e.g. "EulerDiscreteScheduler". */
-export const SCHEDULER_CLASS_NAMES: readonly string[] = REGISTRY.map((e) => e.definition.className);
-/** sdc's short names, e.g. "euler", "dpm-solver++". */
-export const SCHEDULER_SHORT_NAMES: readonly string[] = REGISTRY.map((e) => e.definition.shortName);
-
-function lookup(type: string): Entry {
-  const t = type.trim().toLowerCase();
-  const e = REGISTRY.find((x) => x.definition.className.toLowerCase() === t || x.definition.shortName === t);
-  if (!e)
-    throw new UserError({
-      subject: "scheduler",
-      message: `unknown scheduler ${JSON.stringify(type)}`,
-      hint: `use one of ${SCHEDULER_SHORT_NAMES.join(", ")} or a diffusers class name (${SCHEDULER_CLASS_NAMES.join(", ")})`,
-    });
-  return e;
-}
-
-/** The option schema and names of one scheduler type (for config validation and docs). */
-export function schedulerDefinition(type: string): SchedulerDefinition<unknown> {
-  return lookup(type).definition;
-}
-
-/**
- * A scheduler by diffusers class name or short name.
- * - `config`: a scheduler_config.json's contents (possibly written for another class; its foreign keys
- *   are ignored, as diffusers' from_config ignores them);
- * - `overrides`: options the user set, which must all be options of this scheduler.
- * Unknown types and bad or unsupported option values are UserErrors that list what is allowed.
- */
-export function createScheduler(type: string, config: Options = {}, overrides: Options = {}): Scheduler {
-  return lookup(type).create(config, overrides);
-}
 
 /**
  * diffusers' StableDiffusionPipeline and StableDiffusionImg2ImgPipeline (v0.24) rewrite an "outdated"

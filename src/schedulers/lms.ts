@@ -6,46 +6,22 @@
  */
 import { z } from "zod";
 
-import {
-  betaSchedule,
-  checkTrainedBetas,
-  commonOptions,
-  predictionType,
-  resolveOptions,
-  timestepSpacing,
-  type SchedulerDefinition,
-} from "./options.js";
-import {
-  addNoiseSigma,
-  scaleBySigma, sigmaSchedule,
-  firstStepIndex,
-  uniqueIndexOf,
-} from "./sample-ops.js";
-import { f32, inputScaleDenominator, kInitNoiseSigma, noiseSchedule } from "./schedule.js";
-import type { Scheduler, StepOutput } from "./types.js";
+import { SigmaScheduler } from "./base.js";
+import { defineScheduler, type OptionsOf } from "./options.js";
+import { predictX0Sigma } from "./sample-ops.js";
+import { f32 } from "./schedule.js";
+import type { StepOutput } from "./types.js";
 
-const shape = {
-  num_train_timesteps: commonOptions.num_train_timesteps,
-  beta_start: commonOptions.beta_start,
-  beta_end: commonOptions.beta_end,
-  beta_schedule: betaSchedule(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-  trained_betas: commonOptions.trained_betas,
-  use_karras_sigmas: z.boolean().default(false),
-  prediction_type: predictionType(["epsilon", "sample", "v_prediction"]),
-  timestep_spacing: timestepSpacing("linspace"),
-  steps_offset: commonOptions.steps_offset,
-};
-export const lmsOptions = z.object(shape);
-export type LMSConfig = z.infer<typeof lmsOptions>;
-
-export const lmsDefinition: SchedulerDefinition<LMSConfig> = {
+export const lmsDefinition = defineScheduler({
   className: "LMSDiscreteScheduler",
   shortName: "lms",
-  schema: lmsOptions,
-  keys: Object.keys(shape),
+  uiName: "LMS",
+  uiKarrasName: "LMS Karras",
+  timestepSpacing: "linspace",
+  options: { use_karras_sigmas: z.boolean().default(false) },
   later: { use_exponential_sigmas: [false], use_beta_sigmas: [false] },
-  check: (c) => checkTrainedBetas("LMSDiscreteScheduler", c),
-};
+});
+type LMSConfig = OptionsOf<typeof lmsDefinition>;
 
 /** Maximum order of the multistep rule (diffusers' step(order=4) default, which pipelines keep). */
 const LMS_ORDER = 4;
@@ -55,40 +31,19 @@ const LMS_ORDER = 4;
 const GL_X = [-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526];
 const GL_W = [0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538];
 
-export class LMSDiscreteScheduler implements Scheduler {
-  readonly className = "LMSDiscreteScheduler";
-  readonly order = 1;
-  readonly config: Readonly<LMSConfig>;
-  readonly alphasCumprod: Float32Array;
-  timesteps: Float64Array = new Float64Array(0);
-  sigmas: Float64Array = new Float64Array(0);
-  initNoiseSigma = 1.0;
-  private stepIndex: number | null = null;
+export class LMSDiscreteScheduler extends SigmaScheduler<LMSConfig> {
   private derivatives: Float32Array[] = [];
 
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    this.config = resolveOptions(lmsDefinition, config, overrides);
-    this.alphasCumprod = noiseSchedule(this.config).alphasCumprod;
+    super(lmsDefinition, config, overrides);
   }
 
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    const { timesteps, sigmas } = sigmaSchedule(this.className, c, numInferenceSteps, this.alphasCumprod, c.use_karras_sigmas);
+    const { timesteps, sigmas } = this.schedule(numInferenceSteps, c.use_karras_sigmas);
     // Karras timesteps stay float64 (numpy); the spaced ones are float32
-    this.timesteps = timesteps;
-    this.sigmas = Float64Array.from([...sigmas, 0], f32);
-    this.initNoiseSigma = kInitNoiseSigma(this.sigmas, c.timestep_spacing);
-    this.stepIndex = null;
+    this.setSchedule(timesteps, Float64Array.from([...sigmas, 0], f32));
     this.derivatives = [];
-  }
-
-  private ensureStepIndex(timestep: number): number {
-    this.stepIndex ??= firstStepIndex(this.className, this.timesteps, timestep);
-    return this.stepIndex;
-  }
-
-  scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
-    return scaleBySigma(sample, this.sigmas[this.ensureStepIndex(timestep)]!);
   }
 
   /** ∫_{σ_i}^{σ_{i+1}} Π_{k≠j} (τ − σ_{i−k}) / (σ_{i−j} − σ_{i−k}) dτ */
@@ -112,20 +67,11 @@ export class LMSDiscreteScheduler implements Scheduler {
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array): StepOutput {
-    const c = this.config;
     const idx = this.ensureStepIndex(timestep);
     const sigma = this.sigmas[idx]!;
 
     // 1. predicted x_0 from the σ-scaled prediction
-    let predOriginal: Float32Array;
-    if (c.prediction_type === "epsilon") predOriginal = sample.map((x, i) => f32(x - f32(sigma * modelOutput[i]!)));
-    else if (c.prediction_type === "sample") predOriginal = modelOutput.slice();
-    else {
-      // x_0 = c_out·v + c_skip·x with c_out = −σ/sqrt(σ²+1), c_skip = 1/(σ²+1)
-      const cOut = f32(-sigma / inputScaleDenominator(sigma));
-      const skipDen = f32(f32(sigma * sigma) + 1);
-      predOriginal = sample.map((x, i) => f32(f32(modelOutput[i]! * cOut) + f32(x / skipDen)));
-    }
+    const predOriginal = predictX0Sigma(this.config.prediction_type, sigma, modelOutput, sample);
 
     // 2. ODE derivative d = (x − x_0)/σ
     const derivative = sample.map((x, i) => f32(f32(x - predOriginal[i]!) / sigma));
@@ -147,9 +93,5 @@ export class LMSDiscreteScheduler implements Scheduler {
     const prev = sample.map((x, i) => f32(x + acc[i]!));
     this.stepIndex = idx + 1;
     return { prevSample: prev, predOriginalSample: predOriginal };
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
-    return addNoiseSigma(this.sigmas[uniqueIndexOf(this.className, this.timesteps, timestep)]!, original, noise);
   }
 }

@@ -1,7 +1,8 @@
 /**
- * Scheduler options: the zod pieces each scheduler's option schema is built from, and the resolution
- * of a raw config (a scheduler_config.json, possibly written for another class) plus user overrides
- * into a validated, fully defaulted config.
+ * Scheduler options: `defineScheduler`, which declares the options every scheduler has around a
+ * class's own (its option schema, its names, its checks), and the resolution of a raw config (a
+ * scheduler_config.json, possibly written for another class) plus user overrides into a validated,
+ * fully defaulted config.
  *
  * Rules, following diffusers' `from_config`: private keys (`_class_name`, `_diffusers_version`) and the
  * keys listed in `_use_default_values` are dropped; keys that belong to other diffusers schedulers are
@@ -16,31 +17,56 @@ import { UserError, type Problem } from "../util/errors.js";
 // ---------------------------------------------------------------------------------------------
 // schema pieces
 
+type Values = readonly [string, ...string[]];
+
 /** A finite number, or ±Infinity (diffusers writes `-Infinity` for lambda_min_clipped). */
 const extendedNumber = z.custom<number>((v) => typeof v === "number" && !Number.isNaN(v), {
   message: "expected a number (±Infinity allowed)",
 });
 
-export const commonOptions = {
-  num_train_timesteps: z.number().int().min(2).default(1000),
-  beta_start: z.number().min(0).default(0.0001),
-  beta_end: z.number().min(0).default(0.02),
-  trained_betas: z.array(z.number().min(0).max(1)).nullable().default(null),
-  steps_offset: z.number().int().min(0).default(0),
-};
+/**
+ * How a file or a YAML config may write an option: as its schema says, except an extended number
+ * (±Infinity allowed, which JSON cannot hold): a number, or Python's -inf spelled out, which the config
+ * layer turns back into -Infinity.
+ */
+export function optionAsWritten(schema: z.ZodType): z.ZodType {
+  return schema === extendedNumber ? z.union([z.number(), z.enum(["-Infinity", "-inf", "-.inf"])]) : schema;
+}
 
-export const betaSchedule = <const T extends readonly [string, ...string[]]>(values: T) =>
-  z.enum(values).default("linear" as T[number]);
+/** Timestep spacings (Table 2 of arXiv:2305.08891). */
+const TIMESTEP_SPACINGS = ["leading", "trailing", "linspace"] as const;
+type Spacing = (typeof TIMESTEP_SPACINGS)[number];
 
-export const predictionType = <const T extends readonly [string, ...string[]]>(values: T) =>
-  z.enum(values).default("epsilon" as T[number]);
+/** The beta schedules and prediction types of most schedulers (a class may allow others). */
+const BETA_SCHEDULES = ["linear", "scaled_linear", "squaredcos_cap_v2"] as const;
+const PREDICTION_TYPES = ["epsilon", "sample", "v_prediction"] as const;
 
-export const timestepSpacing = (def: "linspace" | "leading" | "trailing") =>
-  z.enum(["linspace", "leading", "trailing"]).default(def);
+/** diffusers' variance types (DDPMScheduler's; other schedulers act on learned / learned_range only). */
+export const VARIANCE_TYPES = ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"] as const;
+
+/** The options every scheduler has, before its own: the training noise schedule and what the model predicts. */
+function commonHead<B extends Values, P extends Values>(betaSchedules: B, predictionTypes: P, betaStart: number, betaEnd: number) {
+  return {
+    num_train_timesteps: z.int().min(2).describe("Number of diffusion steps the model was trained with.").default(1000),
+    beta_start: z.number().gt(0).lt(1).default(betaStart),
+    beta_end: z.number().gt(0).lt(1).default(betaEnd),
+    beta_schedule: z.enum(betaSchedules).default("linear" as B[number]),
+    trained_betas: z.array(z.number().gt(0).lte(1)).min(1).nullable().default(null),
+    prediction_type: z.enum(predictionTypes).default("epsilon" as P[number]),
+  };
+}
+
+/** The options every scheduler has, after its own: how the inference timesteps are spaced. */
+function commonTail(spacing: Spacing) {
+  return {
+    timestep_spacing: z.enum(TIMESTEP_SPACINGS).default(spacing),
+    steps_offset: z.int().min(0).default(0),
+  };
+}
 
 export const thresholdingOptions = {
   thresholding: z.boolean().default(false),
-  dynamic_thresholding_ratio: z.number().min(0).max(1).default(0.995),
+  dynamic_thresholding_ratio: z.number().gt(0).lte(1).default(0.995),
   sample_max_value: z.number().min(1).default(1.0),
 };
 
@@ -52,13 +78,15 @@ export const clipOptions = (clipDefault: boolean) => ({
 export const lambdaMinClipped = extendedNumber.default(-Infinity);
 
 // ---------------------------------------------------------------------------------------------
-// resolution
+// definitions
 
-export interface SchedulerDefinition<C> {
-  className: string;
-  shortName: string;
+export interface SchedulerDefinition<C, N extends string = string, S extends string = string> {
+  className: N;
+  shortName: S;
+  /** Every option's schema: the common ones, with the class's own between them. */
+  shape: Readonly<z.ZodRawShape>;
   schema: z.ZodType<C, Record<string, unknown>>;
-  /** Keys of the schema (its options, in diffusers' order). */
+  /** Keys of the schema, in the order of `shape`. */
   keys: readonly string[];
   /** Options of this class in newer diffusers: the values that behave as diffusers 0.24 does. */
   later?: Record<string, readonly unknown[]>;
@@ -73,7 +101,61 @@ export interface SchedulerDefinition<C> {
   hints?: Record<string, string>;
   /** Checks across options, after validation: each returns problems (empty when fine). */
   check?: (c: C) => Problem[];
+  /** The sampler's name in AUTOMATIC1111's web UI (PNG `parameters`), and that of its Karras-sigma variant where it has one. */
+  uiName: string;
+  uiKarrasName?: string;
 }
+
+type Shape<B extends Values, P extends Values, O extends z.ZodRawShape> = ReturnType<typeof commonHead<B, P>> & O & ReturnType<typeof commonTail>;
+type Output<B extends Values, P extends Values, O extends z.ZodRawShape> = z.output<z.ZodObject<Shape<B, P, O>>>;
+
+/** The validated, fully defaulted options of a scheduler definition. */
+export type OptionsOf<D> = D extends SchedulerDefinition<infer C, string, string> ? C : never;
+
+/**
+ * One scheduler's definition: its names, the options every scheduler has (with the values this class
+ * allows for beta_schedule and prediction_type when they are not the usual ones, and its default
+ * spacing) around `options`, its own. Every definition checks that trained_betas covers the training
+ * timesteps.
+ */
+export function defineScheduler<
+  const N extends string,
+  const S extends string,
+  O extends z.ZodRawShape = Record<never, never>,
+  const B extends Values = typeof BETA_SCHEDULES,
+  const P extends Values = typeof PREDICTION_TYPES,
+>(spec: {
+  className: N;
+  shortName: S;
+  betaSchedules?: B;
+  predictionTypes?: P;
+  timestepSpacing: Spacing;
+  /** beta_start and beta_end defaults, where the class's are not diffusers' usual 0.0001 and 0.02. */
+  betaRange?: readonly [number, number];
+  /** The class's own options. */
+  options?: O;
+  later?: Record<string, readonly unknown[]>;
+  extensions?: readonly string[];
+  normalize?: (raw: Record<string, unknown>) => void;
+  hints?: Record<string, string>;
+  check?: (c: Output<B, P, O>) => Problem[];
+  uiName: string;
+  uiKarrasName?: string;
+}): SchedulerDefinition<Output<B, P, O>, N, S> {
+  const { className, check, betaSchedules = BETA_SCHEDULES, predictionTypes = PREDICTION_TYPES, timestepSpacing, betaRange = [0.0001, 0.02], options = {} as O, ...rest } = spec;
+  const shape: z.ZodRawShape = { ...commonHead(betaSchedules, predictionTypes, ...betaRange), ...options, ...commonTail(timestepSpacing) };
+  return {
+    ...rest,
+    className,
+    shape,
+    schema: z.object(shape) as unknown as z.ZodType<Output<B, P, O>, Record<string, unknown>>,
+    keys: Object.keys(shape),
+    check: (c) => [...checkTrainedBetas(className, c as TrainingSchedule), ...(check?.(c) ?? [])],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// resolution
 
 /**
  * Every constructor option of every diffusers scheduler (v0.24 through v0.40): keys a config file may
@@ -199,8 +281,13 @@ export function optionProblem(className: string, key: string, message: string, h
   return { subject: `scheduler ${className}: option "${key}"`, message, ...(hint ? { hint } : {}) };
 }
 
+interface TrainingSchedule {
+  trained_betas: readonly number[] | null;
+  num_train_timesteps: number;
+}
+
 /** trained_betas, when given, must cover every training timestep. */
-export function checkTrainedBetas(className: string, c: { trained_betas: readonly number[] | null; num_train_timesteps: number }): Problem[] {
+function checkTrainedBetas(className: string, c: TrainingSchedule): Problem[] {
   if (c.trained_betas && c.trained_betas.length !== c.num_train_timesteps)
     return [
       optionProblem(

@@ -9,55 +9,29 @@
 import { z } from "zod";
 
 import { UserError } from "../util/errors.js";
-import {
-  betaSchedule,
-  checkTrainedBetas,
-  commonOptions,
-  predictionType,
-  resolveOptions,
-  timestepSpacing,
-  type SchedulerDefinition,
-} from "./options.js";
-import { addNoiseAlphaBar, alphaBarAt, checkInferenceSteps, checkTimestepsNonNegative, requireTimesteps } from "./sample-ops.js";
-import { f32, noiseSchedule, npArange, npLinspace, roundHalfEven } from "./schedule.js";
-import type { Scheduler, StepOutput } from "./types.js";
+import { AlphaBarScheduler } from "./base.js";
+import { defineScheduler, type OptionsOf } from "./options.js";
+import { alphaBarAt, checkInferenceSteps, checkTimestepsNonNegative, predictEpsilon, requireTimesteps } from "./sample-ops.js";
+import { discreteTimesteps, f32 } from "./schedule.js";
+import type { StepOutput } from "./types.js";
 
-const shape = {
-  num_train_timesteps: commonOptions.num_train_timesteps,
-  beta_start: commonOptions.beta_start,
-  beta_end: commonOptions.beta_end,
-  beta_schedule: betaSchedule(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-  trained_betas: commonOptions.trained_betas,
-  skip_prk_steps: z.boolean().default(false),
-  set_alpha_to_one: z.boolean().default(false),
-  prediction_type: predictionType(["epsilon", "v_prediction"]),
-  timestep_spacing: timestepSpacing("leading"),
-  steps_offset: commonOptions.steps_offset,
-};
-export const pndmOptions = z.object(shape);
-export type PNDMConfig = z.infer<typeof pndmOptions>;
-
-export const pndmDefinition: SchedulerDefinition<PNDMConfig> = {
+export const pndmDefinition = defineScheduler({
   className: "PNDMScheduler",
   shortName: "pndm",
-  schema: pndmOptions,
-  keys: Object.keys(shape),
+  uiName: "PLMS",
+  predictionTypes: ["epsilon", "v_prediction"],
+  timestepSpacing: "leading",
+  options: {
+    skip_prk_steps: z.boolean().default(false),
+    set_alpha_to_one: z.boolean().default(false),
+  },
   hints: { prediction_type: "diffusers 0.24's PNDM handles only epsilon and v_prediction models" },
-  check: (c) => checkTrainedBetas("PNDMScheduler", c),
-};
+});
+type PNDMConfig = OptionsOf<typeof pndmDefinition>;
 
 const PNDM_ORDER = 4;
 
-export class PNDMScheduler implements Scheduler {
-  readonly className = "PNDMScheduler";
-  readonly order = 1;
-  readonly initNoiseSigma = 1.0;
-  readonly config: Readonly<PNDMConfig>;
-  readonly alphasCumprod: Float32Array;
-  private readonly finalAlphaCumprod: number;
-  timesteps: Float64Array = new Float64Array(0);
-  readonly sigmas = new Float64Array(0);
-  private numInferenceSteps: number | null = null;
+export class PNDMScheduler extends AlphaBarScheduler<PNDMConfig> {
   private prkTimesteps: number[] = [];
 
   // running values: the ε history (PLMS), the RK accumulator and the sample it started from
@@ -67,12 +41,10 @@ export class PNDMScheduler implements Scheduler {
   private curSample: Float32Array | null = null;
 
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    this.config = resolveOptions(pndmDefinition, config, overrides);
-    this.alphasCumprod = noiseSchedule(this.config).alphasCumprod;
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0]!;
+    super(pndmDefinition, config, overrides);
   }
 
-  setTimesteps(numInferenceSteps: number): void {
+  override setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
     const T = c.num_train_timesteps;
     const n = numInferenceSteps;
@@ -84,12 +56,7 @@ export class PNDMScheduler implements Scheduler {
         hint: "use more steps or set skip_prk_steps: true",
       });
     // ascending training timesteps of the inference schedule
-    let ts: number[];
-    if (c.timestep_spacing === "linspace") ts = Array.from(npLinspace(0, T - 1, n), roundHalfEven);
-    else if (c.timestep_spacing === "leading") {
-      const ratio = Math.floor(T / n);
-      ts = Array.from({ length: n }, (_, i) => i * ratio + c.steps_offset);
-    } else ts = Array.from(npArange(T, 0, -T / n), (x) => roundHalfEven(x)).reverse().map((t) => t - 1);
+    const ts = discreteTimesteps(c.timestep_spacing, T, n, c.steps_offset).reverse();
     checkTimestepsNonNegative(this.className, ts, n);
 
     let plms: number[];
@@ -111,10 +78,6 @@ export class PNDMScheduler implements Scheduler {
     this.counter = 0;
     this.curModelOutput = null;
     this.curSample = null;
-  }
-
-  scaleModelInput(sample: Float32Array): Float32Array {
-    return sample.slice();
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array): StepOutput {
@@ -208,25 +171,16 @@ export class PNDMScheduler implements Scheduler {
    */
   private prevSample(sample: Float32Array, t: number, prevT: number, modelOutput: Float32Array): Float32Array {
     const alphaProdT = alphaBarAt(this.className, this.alphasCumprod, t);
-    const alphaProdTPrev = prevT >= 0 ? this.alphasCumprod[prevT]! : this.finalAlphaCumprod;
+    const alphaProdTPrev = this.alphaBarPrev(prevT);
     const betaProdT = f32(1 - alphaProdT);
     const betaProdTPrev = f32(1 - alphaProdTPrev);
 
-    let eps = modelOutput;
-    if (this.config.prediction_type === "v_prediction") {
-      const sa = f32(Math.sqrt(alphaProdT));
-      const sb = f32(Math.sqrt(betaProdT));
-      eps = modelOutput.map((v, i) => f32(f32(sa * v) + f32(sb * sample[i]!)));
-    }
+    const eps = predictEpsilon(this.config.prediction_type, f32(Math.sqrt(alphaProdT)), f32(Math.sqrt(betaProdT)), modelOutput, sample);
     const sampleCoeff = f32(Math.sqrt(f32(alphaProdTPrev / alphaProdT)));
     const denom = f32(
       f32(alphaProdT * f32(Math.sqrt(betaProdTPrev))) + f32(Math.sqrt(f32(f32(alphaProdT * betaProdT) * alphaProdTPrev))),
     );
     const diff = f32(alphaProdTPrev - alphaProdT);
     return sample.map((x, i) => f32(f32(sampleCoeff * x) - f32(f32(diff * eps[i]!) / denom)));
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
-    return addNoiseAlphaBar(alphaBarAt(this.className, this.alphasCumprod, timestep), original, noise);
   }
 }

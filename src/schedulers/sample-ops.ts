@@ -5,10 +5,10 @@
  * float32 tensor ops one rounding at a time.
  */
 import { UserError } from "../util/errors.js";
-import { f32, inputScaleDenominator, kSigmas, type Spacing } from "./schedule.js";
+import { f32, inputScaleDenominator } from "./schedule.js";
 
 /** x.clamp(-range, range). */
-export function clipSample(x: Float32Array, range: number): Float32Array {
+function clipSample(x: Float32Array, range: number): Float32Array {
   const r = f32(range);
   return x.map((v) => Math.min(Math.max(v, -r), r));
 }
@@ -17,7 +17,7 @@ export function clipSample(x: Float32Array, range: number): Float32Array {
  * Dynamic thresholding (Imagen, Saharia et al. 2022, §2.3): per sample, s = the `ratio` quantile of
  * |x_0|, clamped to [1, maxValue]; x_0 is clamped to [-s, s] and divided by s.
  */
-export function thresholdSample(x: Float32Array, batchSize: number | undefined, ratio: number, maxValue: number): Float32Array {
+function thresholdSample(x: Float32Array, batchSize: number | undefined, ratio: number, maxValue: number): Float32Array {
   if (batchSize === undefined || batchSize < 1 || x.length % batchSize !== 0)
     throw new Error(`thresholding needs the batch size of the latents (got ${batchSize} for ${x.length} values): pass it to step()`);
   const n = x.length / batchSize;
@@ -39,6 +39,53 @@ export function thresholdSample(x: Float32Array, batchSize: number | undefined, 
     for (let i = 0; i < n; i++) out[b * n + i] = f32(Math.min(Math.max(row[i]!, -s), s) / s);
   }
   return out;
+}
+
+/** Options that limit the predicted x_0, where a scheduler has them. */
+export interface LimitOptions {
+  thresholding?: boolean;
+  dynamic_thresholding_ratio?: number;
+  sample_max_value?: number;
+  clip_sample?: boolean;
+  clip_sample_range?: number;
+}
+
+/** The predicted x_0, dynamically thresholded or clipped as the options say (thresholding wins). */
+export function limitX0(x0: Float32Array, c: LimitOptions, batchSize: number | undefined): Float32Array {
+  if (c.thresholding) return thresholdSample(x0, batchSize, c.dynamic_thresholding_ratio!, c.sample_max_value!);
+  if (c.clip_sample) return clipSample(x0, c.clip_sample_range!);
+  return x0;
+}
+
+/**
+ * x̂_0 from the model output m at x = α·x_0 + σ·ε (the DDPM family: α = sqrt(ᾱ_t), σ = sqrt(1 − ᾱ_t);
+ * DPM-Solver and UniPC: α_t, σ_t of the noise level).
+ */
+export function predictX0(type: "epsilon" | "sample" | "v_prediction", alpha: number, sigma: number, m: Float32Array, x: Float32Array): Float32Array {
+  if (type === "epsilon") return x.map((v, i) => f32(f32(v - f32(sigma * m[i]!)) / alpha));
+  if (type === "sample") return m.slice();
+  return x.map((v, i) => f32(f32(alpha * v) - f32(sigma * m[i]!)));
+}
+
+/** ε̂ from the model output m at x = α·x_0 + σ·ε (see predictX0). */
+export function predictEpsilon(type: "epsilon" | "sample" | "v_prediction", alpha: number, sigma: number, m: Float32Array, x: Float32Array): Float32Array {
+  if (type === "epsilon") return m.slice();
+  if (type === "sample") return x.map((v, i) => f32(f32(v - f32(alpha * m[i]!)) / sigma));
+  return x.map((v, i) => f32(f32(alpha * m[i]!) + f32(sigma * v)));
+}
+
+/**
+ * x̂_0 of the σ-parametrised schedulers (x = x_0 + σ·ε) from the model output m: for v-prediction
+ * x_0 = c_out·v + c_skip·x with c_out = −σ/sqrt(σ² + 1), c_skip = 1/(σ² + 1).
+ */
+export function predictX0Sigma(type: "epsilon" | "v_prediction" | "sample" | "original_sample", sigma: number, m: Float32Array, x: Float32Array): Float32Array {
+  if (type === "epsilon") return x.map((v, i) => f32(v - f32(sigma * m[i]!)));
+  if (type === "v_prediction") {
+    const cOut = f32(-sigma / inputScaleDenominator(sigma));
+    const skipDen = f32(f32(sigma * sigma) + 1);
+    return x.map((v, i) => f32(f32(m[i]! * cOut) + f32(v / skipDen)));
+  }
+  return m.slice();
 }
 
 /** x_t = sqrt(ᾱ_t)·x_0 + sqrt(1 − ᾱ_t)·ε (DDPM, DDIM, PNDM). */
@@ -124,23 +171,6 @@ export function alphaBarAt(className: string, alphasCumprod: Float32Array, t: nu
 /** The scheduler was stepped or scaled before setTimesteps. */
 export function requireTimesteps(className: string, n: number | null): void {
   if (n === null) throw new Error(`${className}: call setTimesteps() before stepping`);
-}
-
-/** The options every σ-based scheduler (Euler, Euler a, Heun, LMS) builds its schedule from. */
-export interface SigmaScheduleConfig {
-  timestep_spacing: Spacing;
-  num_train_timesteps: number;
-  steps_offset: number;
-  sigma_min?: number | null;
-  sigma_max?: number | null;
-}
-
-/** set_timesteps' shared part for σ-based schedulers: the step count checked, diffusers' timesteps and σs. */
-export function sigmaSchedule(className: string, c: SigmaScheduleConfig, n: number, alphasCumprod: Float32Array, karras: boolean): { timesteps: Float64Array; sigmas: Float64Array } {
-  checkInferenceSteps(className, n, c.num_train_timesteps);
-  const r = kSigmas({ spacing: c.timestep_spacing, numTrain: c.num_train_timesteps, n, stepsOffset: c.steps_offset, alphasCumprod, karras, sigmaMin: c.sigma_min, sigmaMax: c.sigma_max });
-  checkTimestepsNonNegative(className, r.timesteps, n);
-  return r;
 }
 
 /** The model input at noise level σ: x / sqrt(σ² + 1), in float32 as diffusers' scale_model_input. */

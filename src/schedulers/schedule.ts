@@ -92,7 +92,7 @@ function betasForAlphaBar(n: number, transform: "cosine" | "exp", maxBeta = 0.99
 }
 
 /** The betas of diffusers' schedulers (float32), for each beta_schedule. */
-export function makeBetas(o: BetaOptions): Float32Array {
+function makeBetas(o: BetaOptions): Float32Array {
   if (o.trained_betas) return Float32Array.from(o.trained_betas);
   const n = o.num_train_timesteps;
   switch (o.beta_schedule) {
@@ -134,7 +134,7 @@ export function alphasCumprod(betas: Float32Array): Float32Array {
  * Rescale betas to zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample
  * Steps are Flawed", Algorithm 1): shift sqrt(ᾱ) so its last value is 0 and scale it so the first is unchanged.
  */
-export function rescaleZeroTerminalSnr(betas: Float32Array): Float32Array {
+function rescaleZeroTerminalSnr(betas: Float32Array): Float32Array {
   const abarSqrt = alphasCumprod(betas).map((a) => f32(Math.sqrt(a)));
   const first = abarSqrt[0]!;
   const last = abarSqrt[abarSqrt.length - 1]!;
@@ -179,7 +179,7 @@ export function discreteTimesteps(spacing: Spacing, T: number, n: number, stepsO
 }
 
 /** Euler, Euler ancestral, LMS, Heun: float32 timesteps, descending (before any Karras conversion). */
-export function floatTimesteps(spacing: Spacing, T: number, n: number, stepsOffset: number): Float64Array {
+function floatTimesteps(spacing: Spacing, T: number, n: number, stepsOffset: number): Float64Array {
   if (spacing === "linspace") return Float64Array.from(npLinspace(0, T - 1, n), f32).reverse();
   if (spacing === "leading") {
     const ratio = Math.floor(T / n);
@@ -296,4 +296,15 @@ export function kInitNoiseSigma(sigmas: ArrayLike<number>, spacing: Spacing): nu
 /** c_in = 1/sqrt(σ² + 1): the denominator diffusers divides the model input by (float32). */
 export function inputScaleDenominator(sigma: number): number {
   return f32(Math.sqrt(f32(f32(sigma * sigma) + 1)));
+}
+
+/** α_t = 1/sqrt(σ² + 1), σ_t = σ·α_t (variance-preserving from the k-diffusion σ), float32. */
+export function alphaSigma(sigma: number): [number, number] {
+  const alpha = f32(1 / inputScaleDenominator(sigma));
+  return [alpha, f32(sigma * alpha)];
+}
+
+/** λ = log α_t − log σ_t (half the log-SNR), float32. */
+export function lambdaOf(alpha: number, sigma: number): number {
+  return f32(f32(Math.log(alpha)) - f32(Math.log(sigma)));
 }

@@ -7,65 +7,27 @@
  */
 import { z } from "zod";
 
-import {
-  betaSchedule,
-  checkTrainedBetas,
-  commonOptions,
-  predictionType,
-  resolveOptions,
-  thresholdingOptions,
-  timestepSpacing,
-  type SchedulerDefinition,
-} from "./options.js";
-import {
-  checkInferenceSteps,
-  checkTimestepsNonNegative,
-  initialStepIndex,
-  requireTimesteps,
-  thresholdSample,
-  uniqueIndexOf,
-} from "./sample-ops.js";
-import {
-  f32,
-  interpIndex,
-  karrasSigmas,
-  logSigmasF32,
-  multistepTimesteps,
-  noiseSchedule,
-  roundHalfEven,
-  sigmaToT,
-  trainingSigmas,
-} from "./schedule.js";
-import type { NoiseSource, Scheduler, StepOutput } from "./types.js";
+import { MultistepScheduler } from "./base.js";
+import { defineScheduler, type OptionsOf, thresholdingOptions } from "./options.js";
+import { limitX0, predictEpsilon, predictX0 } from "./sample-ops.js";
+import { alphaSigma, f32, lambdaOf } from "./schedule.js";
+import type { NoiseSource, StepOutput } from "./types.js";
 
-const shape = {
-  num_train_timesteps: commonOptions.num_train_timesteps,
-  beta_start: commonOptions.beta_start,
-  beta_end: commonOptions.beta_end,
-  beta_schedule: betaSchedule(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-  trained_betas: commonOptions.trained_betas,
-  solver_order: z.number().int().min(1).default(2),
-  prediction_type: predictionType(["epsilon", "sample", "v_prediction"]),
-  ...thresholdingOptions,
-  predict_x0: z.boolean().default(true),
-  solver_type: z.enum(["bh1", "bh2"]).default("bh2"),
-  lower_order_final: z.boolean().default(true),
-  disable_corrector: z.array(z.number().int()).default([]),
-  solver_p: z.null().default(null),
-  use_karras_sigmas: z.boolean().default(false),
-  timestep_spacing: timestepSpacing("linspace"),
-  steps_offset: commonOptions.steps_offset,
-};
-export const unipcOptions = z.object(shape);
-export type UniPCConfig = z.infer<typeof unipcOptions>;
-
-const CLASS = "UniPCMultistepScheduler";
-
-export const unipcDefinition: SchedulerDefinition<UniPCConfig> = {
-  className: CLASS,
+export const unipcDefinition = defineScheduler({
+  className: "UniPCMultistepScheduler",
   shortName: "unipc",
-  schema: unipcOptions,
-  keys: Object.keys(shape),
+  uiName: "UniPC",
+  timestepSpacing: "linspace",
+  options: {
+    solver_order: z.int().min(1).default(2),
+    ...thresholdingOptions,
+    predict_x0: z.boolean().default(true),
+    solver_type: z.enum(["bh1", "bh2"]).default("bh2"),
+    lower_order_final: z.boolean().default(true),
+    disable_corrector: z.array(z.int().min(0)).default([]),
+    solver_p: z.null().default(null),
+    use_karras_sigmas: z.boolean().default(false),
+  },
   later: {
     use_exponential_sigmas: [false],
     use_beta_sigmas: [false],
@@ -84,17 +46,8 @@ export const unipcDefinition: SchedulerDefinition<UniPCConfig> = {
     if (raw.solver_type === "midpoint" || raw.solver_type === "heun" || raw.solver_type === "logrho") raw.solver_type = "bh2";
   },
   hints: { solver_p: "an external predictor scheduler cannot be given in a config; sdc runs UniPC's own predictor" },
-  check: (c) => checkTrainedBetas(CLASS, c),
-};
-
-function alphaSigma(sigma: number): [number, number] {
-  const alpha = f32(1 / f32(Math.sqrt(f32(f32(sigma * sigma) + 1))));
-  return [alpha, f32(sigma * alpha)];
-}
-
-function lambdaOf(alpha: number, sigma: number): number {
-  return f32(f32(Math.log(alpha)) - f32(Math.log(sigma)));
-}
+});
+type UniPCConfig = OptionsOf<typeof unipcDefinition>;
 
 /** torch.pow(x, k) on float32 for the small integer k the Vandermonde rows need. */
 function powF32(x: number, k: number): number {
@@ -127,71 +80,26 @@ function solve(A: number[][], b: number[]): number[] {
   return x.map(f32);
 }
 
-export class UniPCMultistepScheduler implements Scheduler {
-  readonly className = CLASS;
-  readonly order = 1;
-  readonly initNoiseSigma = 1.0;
-  readonly config: Readonly<UniPCConfig>;
-  readonly alphasCumprod: Float32Array;
-  timesteps: Float64Array = new Float64Array(0);
-  sigmas: Float64Array = new Float64Array(0);
-  private numInferenceSteps: number | null = null;
-  private modelOutputs: (Float32Array | null)[] = [];
-  private lowerOrderNums = 0;
+export class UniPCMultistepScheduler extends MultistepScheduler<UniPCConfig> {
   private lastSample: Float32Array | null = null;
   private thisOrder = 0;
-  private stepIndex: number | null = null;
 
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    this.config = resolveOptions(unipcDefinition, config, overrides);
-    this.alphasCumprod = noiseSchedule(this.config).alphasCumprod;
+    super(unipcDefinition, config, overrides);
   }
 
   setTimesteps(numInferenceSteps: number): void {
-    const c = this.config;
-    const T = c.num_train_timesteps;
-    const n = numInferenceSteps;
-    checkInferenceSteps(this.className, n, T);
-    let timesteps = multistepTimesteps(c.timestep_spacing, T, T, n, c.steps_offset);
-    const train = trainingSigmas(this.alphasCumprod);
-    let sigmas: number[];
-    let sigmaLast: number;
-    if (c.use_karras_sigmas) {
-      const logSigmas = logSigmasF32(train);
-      sigmas = Array.from(karrasSigmas(train[0]!, train[T - 1]!, n));
-      timesteps = sigmas.map((s) => roundHalfEven(sigmaToT(s, logSigmas)));
-      sigmaLast = sigmas[sigmas.length - 1]!;
-    } else {
-      sigmas = timesteps.map((t) => interpIndex(t, train));
-      sigmaLast = train[0]!;
-    }
-    checkTimestepsNonNegative(this.className, timesteps, n);
-    this.sigmas = Float64Array.from([...sigmas, sigmaLast], f32);
-    this.timesteps = Float64Array.from(timesteps);
-    this.numInferenceSteps = timesteps.length;
-    this.modelOutputs = new Array<Float32Array | null>(c.solver_order).fill(null);
-    this.lowerOrderNums = 0;
+    const { timesteps, sigmas, sigmaLast } = this.schedule(numInferenceSteps, this.config.num_train_timesteps);
+    this.setSchedule(timesteps, sigmas, sigmaLast);
     this.lastSample = null;
-    this.stepIndex = null;
-  }
-
-  scaleModelInput(sample: Float32Array): Float32Array {
-    return sample.slice();
   }
 
   private convertModelOutput(m: Float32Array, x: Float32Array, batchSize: number | undefined): Float32Array {
     const c = this.config;
     const [alphaT, sigmaT] = alphaSigma(this.sigmas[this.stepIndex!]!);
-    if (c.predict_x0) {
-      let x0: Float32Array;
-      if (c.prediction_type === "epsilon") x0 = x.map((v, i) => f32(f32(v - f32(sigmaT * m[i]!)) / alphaT));
-      else if (c.prediction_type === "sample") x0 = m.slice();
-      else x0 = x.map((v, i) => f32(f32(alphaT * v) - f32(sigmaT * m[i]!)));
-      return c.thresholding ? thresholdSample(x0, batchSize, c.dynamic_thresholding_ratio, c.sample_max_value) : x0;
-    }
-    if (c.prediction_type === "epsilon") return m.slice();
-    if (c.prediction_type === "sample") return x.map((v, i) => f32(f32(v - f32(alphaT * m[i]!)) / sigmaT));
-    return x.map((v, i) => f32(f32(alphaT * m[i]!) + f32(sigmaT * v)));
+    return c.predict_x0
+      ? limitX0(predictX0(c.prediction_type, alphaT, sigmaT, m, x), c, batchSize)
+      : predictEpsilon(c.prediction_type, alphaT, sigmaT, m, x);
   }
 
   /**
@@ -280,34 +188,22 @@ export class UniPCMultistepScheduler implements Scheduler {
   }
 
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array, _noise?: NoiseSource, batchSize?: number): StepOutput {
-    requireTimesteps(this.className, this.numInferenceSteps);
     const c = this.config;
-    if (this.stepIndex === null) {
-      const i = initialStepIndex(this.timesteps, timestep);
-      this.stepIndex = i >= 0 ? i : this.timesteps.length - 1;
-    }
-    const i = this.stepIndex;
+    const i = this.beginStep(timestep);
     const useCorrector = i > 0 && !c.disable_corrector.includes(i - 1) && this.lastSample !== null;
 
     const converted = this.convertModelOutput(modelOutput, sample, batchSize);
     let x = sample;
     if (useCorrector) x = this.corrector(converted, this.lastSample!, this.thisOrder);
 
-    this.modelOutputs.shift();
-    this.modelOutputs.push(converted);
+    this.pushOutput(converted);
 
     const order = c.lower_order_final ? Math.min(c.solver_order, this.timesteps.length - i) : c.solver_order;
     this.thisOrder = Math.min(order, this.lowerOrderNums + 1); // warm-up of the multistep history
 
     this.lastSample = x;
     const prev = this.predictor(x, this.thisOrder);
-    if (this.lowerOrderNums < c.solver_order) this.lowerOrderNums += 1;
-    this.stepIndex = i + 1;
+    this.endStep(i);
     return { prevSample: prev };
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
-    const [alphaT, sigmaT] = alphaSigma(this.sigmas[uniqueIndexOf(this.className, this.timesteps, timestep)]!);
-    return original.map((x, i) => f32(f32(alphaT * x) + f32(sigmaT * noise[i]!)));
   }
 }

@@ -14,9 +14,8 @@ import type { Builder } from "../ir/builder.js";
 import { dimStr, sym } from "../ir/dims.js";
 import type { DType, Value } from "../ir/graph.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
-import type { UNetArch } from "../models/unet.js";
+import type { AutoencoderKLConfig, UNet2DConditionConfig } from "../models/arch.js";
 import { buildUNet } from "../models/unet.js";
-import type { VaeArch } from "../models/vae.js";
 import { buildVaeDecoder, buildVaeEncoder } from "../models/vae.js";
 import { diffusionInputs, samplePosterior, vaeInputs, vaeLoss, type DiffusionObjective, type InputRole, type VaeObjective } from "./objective.js";
 import { loraAdapter, type LoraSpec } from "./lora.js";
@@ -50,7 +49,7 @@ export interface SignatureEntry {
 }
 
 export interface TrainStepOptions {
-  model: { kind: "unet"; arch: UNetArch; objective: DiffusionObjective; alphasCumprod: Float32Array; sequence: number | string } | { kind: "vae"; arch: VaeArch; objective: VaeObjective };
+  model: { kind: "unet"; arch: UNet2DConditionConfig; objective: DiffusionObjective; alphasCumprod: Float32Array; sequence: number | string } | { kind: "vae"; arch: AutoencoderKLConfig; objective: VaeObjective };
   /** null: every parameter of the model is trained; a LoRA spec: only the LoRA tensors. */
   lora: LoraSpec | null;
   optimizer: OptimizerSpec;

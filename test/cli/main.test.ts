@@ -38,6 +38,11 @@ describe("help", () => {
       expect(r.stdout).toContain(`Usage: sdc ${c}`);
     }
   });
+  it("sdc --version prints package.json's version", async () => {
+    const r = await sdc(["--version"], REPO);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe((JSON.parse(fs.readFileSync(path.join(REPO, "package.json"), "utf8")) as { version: string }).version);
+  });
   it("usage errors exit 2", async () => {
     expect((await sdc(["frobnicate"], REPO)).code).toBe(2);
     const r = await sdc(["validate", "--no-such-flag"], REPO);

@@ -13,6 +13,7 @@ import {
   AutoencoderKLConfigSchema,
   clipTextFields,
   CLIPTextConfigSchema,
+  nonSd12UnetKeys,
   perBlock,
   SD15,
   unet2DConditionFields,
@@ -60,9 +61,17 @@ describe("architecture schemas", () => {
     expect(unetHeads(unet)).toEqual([8, 8, 8, 8]);
   });
 
+  it("lists the U-Net keys that make a model other than SD 1.x/2.x", () => {
+    expect(nonSd12UnetKeys(UNet2DConditionConfigSchema.parse(SD15.unet))).toEqual([]);
+    const sdxlish = UNet2DConditionConfigSchema.parse({ ...SD15.unet, addition_embed_type: "text_time", resnet_time_scale_shift: "scale_shift", mid_block_type: null });
+    expect(nonSd12UnetKeys(sdxlish)).toEqual(["addition_embed_type", "resnet_time_scale_shift", "mid_block_type"]);
+  });
+
   it("expands per-block settings", () => {
-    expect(perBlock(2, 3)).toEqual([2, 2, 2]);
-    expect(perBlock([1, 2], 2)).toEqual([1, 2]);
+    expect(perBlock(2, 3, "layers_per_block")).toEqual([2, 2, 2]);
+    expect(perBlock([1, 2], 2, "layers_per_block")).toEqual([1, 2]);
+    // as in diffusers, a list needs one entry per block
+    expect(() => perBlock([1, 2], 3, "layers_per_block")).toThrow(/unet.layers_per_block has 2 entries for 3 blocks/);
     const u = UNet2DConditionConfigSchema.parse({ attention_head_dim: [2, 4], num_attention_heads: null, down_block_types: ["DownBlock2D", "DownBlock2D"] });
     expect(unetHeads(u)).toEqual([2, 4]);
     expect(unetHeads({ ...u, num_attention_heads: 3 })).toEqual([3, 3]);

@@ -350,7 +350,7 @@ describe("scheduler", () => {
       "pipelines/p.yaml:5:18: scheduler.beta_schedule: "cosine" is not an allowed value
         5 |   beta_schedule: cosine
           |                  ^^^^^^
-        hint: allowed: linear, scaled_linear, squaredcos_cap_v2, sigmoid"
+        hint: allowed: linear, scaled_linear, squaredcos_cap_v2, sigmoid, exp"
     `);
   });
   it("beta_end out of range", async () => {

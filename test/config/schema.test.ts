@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import { PIPELINE_SCHEMA_FILE, pipelineJsonSchema, pipelineJsonSchemaText } from "../../src/config/json-schema.js";
 import { PipelineSchema, SCHEDULER_CLASS_NAMES, SCHEDULER_TYPES, schedulerClassName } from "../../src/config/schema.js";
 import { PLAN_SCHEMA_FILE, planJsonSchemaText } from "../../src/plan/schema.js";
+import { SCHEDULER_DEFINITIONS } from "../../src/schedulers/registry.js";
 import { REPO } from "./helpers.js";
 
 describe("schemas/plan.schema.json", () => {
@@ -98,5 +99,16 @@ describe("scheduler names", () => {
     expect(schedulerClassName("LCMScheduler")).toBeUndefined();
     expect(schedulerClassName("toString")).toBeUndefined();
     expect(PipelineSchema.shape.scheduler.safeParse({ type: "UniPCMultistepScheduler" }).success).toBe(true);
+  });
+
+  it("options: every option of every registered scheduler, as that scheduler accepts it", () => {
+    const section = PipelineSchema.shape.scheduler;
+    for (const d of SCHEDULER_DEFINITIONS) {
+      const defaults = Object.entries(d.schema.parse({}) as Record<string, unknown>).filter(([, v]) => typeof v !== "number" || Number.isFinite(v));
+      expect(section.safeParse({ type: d.shortName, ...Object.fromEntries(defaults) }).error, d.className).toBeUndefined();
+    }
+    // values only some schedulers take: Heun's exp betas, Euler's original_sample, UniPC's higher orders
+    expect(section.safeParse({ type: "heun", beta_schedule: "exp", prediction_type: "original_sample", solver_order: 4 }).success).toBe(true);
+    expect(section.safeParse({ type: "ddim", beta_schedule: "cosine" }).success).toBe(false);
   });
 });

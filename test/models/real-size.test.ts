@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { Builder } from "../../src/ir/builder.js";
 import { lowerComposites } from "../../src/ir/passes/lower.js";
 import { verify } from "../../src/ir/verify.js";
+import { AutoencoderKLConfigSchema, CLIPTextConfigSchema, UNet2DConditionConfigSchema } from "../../src/models/arch.js";
 import { buildClipText } from "../../src/models/clip-text.js";
 import { PRESETS } from "../../src/models/presets.js";
 import { buildUNet } from "../../src/models/unet.js";
@@ -18,7 +19,11 @@ const REFERENCE = {
 };
 
 describe.each(Object.keys(REFERENCE) as (keyof typeof REFERENCE)[])("%s architecture", (name) => {
-  const p = PRESETS[name];
+  const p = {
+    unet: UNet2DConditionConfigSchema.parse(PRESETS[name].unet),
+    vae: AutoencoderKLConfigSchema.parse(PRESETS[name].vae),
+    textEncoder: CLIPTextConfigSchema.parse(PRESETS[name].textEncoder),
+  };
   const ref = REFERENCE[name];
   const cases = [
     ["unet", (b: Builder) => buildUNet(b, p.unet), ref.unet],

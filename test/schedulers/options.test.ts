@@ -38,7 +38,7 @@ describe("refused, with a message naming the option and what is allowed", () => 
     ["learned variance (DDPM)", () => createScheduler("ddpm", {}, { variance_type: "learned" }), [/"variance_type": expected one of "fixed_small", "fixed_small_log", "fixed_large"/]],
     ["trained_betas of the wrong length", () => createScheduler("ddim", {}, { trained_betas: [0.1, 0.2] }), [/"trained_betas": has 2 values but num_train_timesteps is 1000/]],
     ["UniPC solver_p", () => createScheduler("unipc", {}, { solver_p: {} }), [/"solver_p": expected null/]],
-    ["several problems at once", () => createScheduler("lms", {}, { beta_start: -1, timestep_spacing: "uniform", steps_offset: 0.5 }), [/"beta_start": expected number to be >=0, got -1/, /"timestep_spacing": expected one of "linspace", "leading", "trailing", got "uniform"/, /"steps_offset": expected int, got 0.5/]],
+    ["several problems at once", () => createScheduler("lms", {}, { beta_start: -1, timestep_spacing: "uniform", steps_offset: 0.5 }), [/"beta_start": expected number to be >0, got -1/, /"timestep_spacing": expected one of "leading", "trailing", "linspace", got "uniform"/, /"steps_offset": expected int, got 0.5/]],
     ["PRK with fewer than 4 steps", () => createScheduler("pndm").setTimesteps(3), [/PNDMScheduler: the Runge–Kutta warm-up .* needs at least 4 steps, got 3/, /skip_prk_steps: true/]],
     ["zero steps", () => createScheduler("euler").setTimesteps(0), [/num_inference_steps must be an integer from 1 to num_train_timesteps \(1000\), got 0/]],
     ["more steps than training timesteps", () => createScheduler("ddim", {}, { num_train_timesteps: 100, trained_betas: Array(100).fill(0.01) }).setTimesteps(101), [/from 1 to num_train_timesteps \(100\), got 101/]],

@@ -28,8 +28,6 @@ import { dce } from "../../src/ir/passes/dce.js";
 import { foldKnown } from "../../src/ir/passes/fold.js";
 import { verify } from "../../src/ir/verify.js";
 import { AutoencoderKLConfigSchema, UNet2DConditionConfigSchema } from "../../src/models/arch.js";
-import type { UNetArch } from "../../src/models/unet.js";
-import type { VaeArch } from "../../src/models/vae.js";
 import { SafetensorsFile } from "../../src/models/weights/safetensors.js";
 import { noiseSchedule } from "../../src/schedulers/schedule.js";
 import { buildTrainStep, type TrainStepOptions } from "../../src/training/step.js";
@@ -106,13 +104,13 @@ async function compileStep(c: CaseJson, mode: "step" | "accumulate", ema: boolea
     o.type === "torch.optim.SGD" ? { type: "sgd", momentum: o.momentum!, weightDecay: o.weight_decay } : { type: "adamw", betas: o.betas!, eps: o.eps!, weightDecay: o.weight_decay };
   let model: TrainStepOptions["model"];
   if (c.model.startsWith("models/vae")) {
-    model = { kind: "vae", arch: AutoencoderKLConfigSchema.parse(cfg) as unknown as VaeArch, objective: { reconstruction: c.reconstruction_loss!, klWeight: c.kl_beta! } };
+    model = { kind: "vae", arch: AutoencoderKLConfigSchema.parse(cfg), objective: { reconstruction: c.reconstruction_loss!, klWeight: c.kl_beta! } };
   } else {
     const s = c.schedule!;
     const { alphasCumprod } = noiseSchedule({ beta_start: s.beta_start, beta_end: s.beta_end, beta_schedule: s.beta_schedule as "scaled_linear", num_train_timesteps: s.num_train_timesteps, trained_betas: null });
     model = {
       kind: "unet",
-      arch: UNet2DConditionConfigSchema.parse(cfg) as unknown as UNetArch,
+      arch: UNet2DConditionConfigSchema.parse(cfg),
       alphasCumprod,
       sequence: "sequence",
       objective: {

@@ -148,10 +148,6 @@ export interface VaeLayout {
   layersPerBlock: number;
 }
 
-export function vaeLayoutFromConfig(cfg: { block_out_channels: readonly number[]; layers_per_block: number }): VaeLayout {
-  return { levels: cfg.block_out_channels.length, layersPerBlock: cfg.layers_per_block };
-}
-
 /** The VAE's renaming rules (without the `first_stage_model.` prefix). LDM numbers decoder levels upwards. */
 export function vaeRules(layout: VaeLayout): PrefixRule[] {
   const { levels, layersPerBlock: lpb } = layout;
@@ -207,9 +203,9 @@ export function isVaeAttentionLinear(diffusersKey: string): boolean {
 // Text encoders
 
 /** SD1 single files store transformers' CLIPTextModel under this prefix, mostly with its own names. */
-export const SD1_TEXT_PREFIX = "cond_stage_model.transformer.";
+const SD1_TEXT_PREFIX = "cond_stage_model.transformer.";
 /** SD2 single files store OpenCLIP's text tower under this prefix. */
-export const OPENCLIP_PREFIX = "cond_stage_model.model.";
+const OPENCLIP_PREFIX = "cond_stage_model.model.";
 
 /** SD1: the key after `cond_stage_model.transformer.`; transformers before 4.x had no `text_model.` level. */
 export function sd1TextToDiffusers(rest: string): string {
@@ -372,7 +368,7 @@ export function kohyaName(component: LoraComponent, module: string): string {
 const LDM_UNET_START = /^(input_blocks|middle_block|output_blocks|time_embed|out)\./;
 
 /** U-Net module key in LDM naming (e.g. from a kohya file) → diffusers, for the given layout. */
-export function ldmUnetModuleToDiffusers(module: string, layout: UnetLayout): string | null {
+function ldmUnetModuleToDiffusers(module: string, layout: UnetLayout): string | null {
   const r = applyRules(module + ".", unetRules(layout), "diffusers");
   return r === null ? null : r.slice(0, -1);
 }

@@ -35,9 +35,9 @@ export const DTYPE_SIZES = {
 export type StDtype = keyof typeof DTYPE_SIZES;
 
 /** Floating types a model weight may have; readFloat32 converts each of them. */
-export const FLOAT_DTYPES: readonly StDtype[] = ["F32", "F16", "BF16", "F64"];
+const FLOAT_DTYPES: readonly StDtype[] = ["F32", "F16", "BF16", "F64"];
 
-export function isStDtype(s: unknown): s is StDtype {
+function isStDtype(s: unknown): s is StDtype {
   return typeof s === "string" && Object.prototype.hasOwnProperty.call(DTYPE_SIZES, s);
 }
 

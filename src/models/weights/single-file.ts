@@ -12,6 +12,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fail, UserError, type Problem } from "../../util/errors.js";
+import { PRESETS } from "../presets.js";
 import {
   applyRules,
   currentDiffusersVaeKey,
@@ -274,7 +275,7 @@ function indices(keys: string[], re: RegExp): number[] {
   return [...s].sort((a, b) => a - b);
 }
 
-export function inferUnetLayout(file: string, keys: string[]): UnetLayout {
+function inferUnetLayout(file: string, keys: string[]): UnetLayout {
   if (keys.some((k) => k.startsWith("label_emb."))) {
     fail("the U-Net is class-conditioned (label_emb.*: an upscaler or unCLIP model); sdc supports text-to-image SD 1.x/2.x U-Nets", {
       subject: file,
@@ -302,7 +303,7 @@ export function inferUnetLayout(file: string, keys: string[]): UnetLayout {
   return { levels, layersPerBlock: lpb, downAttention, upAttention };
 }
 
-export function inferVaeLayout(file: string, keys: string[]): VaeLayout {
+function inferVaeLayout(file: string, keys: string[]): VaeLayout {
   const levels = indices(keys, /^encoder\.down\.(\d+)\./).length;
   const lpb = indices(keys, /^encoder\.down\.0\.block\.(\d+)\./).length;
   if (levels === 0 || lpb === 0) layoutError(file, "the VAE encoder has no encoder.down.N.block.M tensors");
@@ -394,21 +395,11 @@ function inferConfigs(
     notes.push("OpenCLIP's last resblock is left out: SD 2.x conditions on the penultimate layer (as diffusers' 23-layer text encoder).");
   }
 
-  const scheduler: Record<string, unknown> = {
-    _class_name: "PNDMScheduler",
-    num_train_timesteps: 1000,
-    beta_start: 0.00085,
-    beta_end: 0.012,
-    beta_schedule: "scaled_linear",
-    // Not visible in weights: SD 2.x 768-v checkpoints need "v_prediction", which the user must say
-    // (A1111 takes it from a YAML next to the file, diffusers' converter guesses from a global_step
-    // that safetensors files do not carry). The UIs' default is epsilon.
-    prediction_type: "epsilon",
-    set_alpha_to_one: false,
-    skip_prk_steps: true,
-    steps_offset: 1,
-    clip_sample: false,
-  };
+  // SD 1.x and 2.x were trained with SD 1.5's schedule. prediction_type is not visible in weights:
+  // SD 2.x 768-v checkpoints need "v_prediction", which the user must say (A1111 takes it from a YAML
+  // next to the file, diffusers' converter guesses from a global_step that safetensors files do not
+  // carry). The UIs' default is epsilon.
+  const scheduler: Record<string, unknown> = { ...PRESETS["sd1.5"].scheduler, prediction_type: "epsilon" };
   const schedAssumed = ["_class_name", "prediction_type", "set_alpha_to_one", "skip_prk_steps", "steps_offset", "clip_sample"];
   notes.push("prediction_type epsilon is assumed: v-prediction (SD 2.x 768-v) is not visible in weights; set it explicitly.");
   checkScheduleBuffers(st, scheduler, schedAssumed, notes);
