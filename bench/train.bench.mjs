@@ -160,7 +160,7 @@ async function main() {
   writeSafetensors(
     loraFile,
     loraShapes.map((e) => {
-      // PEFT's A init scale; B non-zero too (as test/fixtures/gen/train.py does), so A gets a gradient from step 1
+      // A ~ N(0, 1/in), B ~ N(0, 0.25/rank): B non-zero, unlike a fresh PEFT B (as test/fixtures/gen/train.py does), so A trains from step 1
       const [out, inF] = e.shape;
       const s = e.name.endsWith("lora_A.weight") ? 1 / Math.sqrt(inF) : 0.5 / Math.sqrt(LORA.rank);
       return { name: e.name, dtype: "F32", shape: e.shape, data: f32bytes(normal(rng, out * inF, s)) };
