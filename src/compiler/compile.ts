@@ -17,7 +17,7 @@ import { dimStr } from "../ir/dims.js";
 import type { Graph } from "../ir/graph.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
 import { readPlanIfValid } from "../plan/read.js";
-import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, type GraphName, type GraphSpecT, type Plan } from "../plan/schema.js";
+import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, type GraphName, type GraphSpecT, type Plan, type TrainGraphName } from "../plan/schema.js";
 import { writePlan } from "../plan/write.js";
 import { tokenizerFiles, readTokenizerConfig } from "../tokenizer/clip.js";
 import { createScheduler, schedulerConfigJson, withStableDiffusionPipelineFixups } from "../schedulers/index.js";
@@ -25,6 +25,7 @@ import { UserError } from "../util/errors.js";
 import { writeDirAtomic } from "../util/fs.js";
 import { canonicalJson, fileIdentity, hashValue, sha256, sha256File } from "../util/hash.js";
 import { buildAndWrite, graphJobs } from "./graphs.js";
+import { trainGraphConfig, trainingJobs, type TrainGraphJob } from "./train.js";
 import { openModelWeights, providerFor, unusedLora } from "./weights.js";
 
 export const SDC_VERSION = "0.1.0";
@@ -50,8 +51,8 @@ export interface CompileOptions {
 export interface CompileResult {
   dir: string;
   plan: Plan;
-  rebuilt: GraphName[];
-  reused: GraphName[];
+  rebuilt: (GraphName | TrainGraphName)[];
+  reused: (GraphName | TrainGraphName)[];
   /** Nothing changed: the folder was left as it was. */
   upToDate: boolean;
   seconds: number;
@@ -70,7 +71,13 @@ export function defaultCompiledDir(p: LoadedPipeline, cwd = process.cwd()): stri
 }
 
 /** Hashes that decide what must be rebuilt, computed without building anything. */
-export function compileKeys(p: LoadedPipeline): { graphs: Record<GraphName, string>; compileHash: string; pipelineHash: string; sources: Plan["sources"] } {
+export function compileKeys(p: LoadedPipeline): {
+  graphs: Record<GraphName, string>;
+  training: Partial<Record<TrainGraphName, string>>;
+  compileHash: string;
+  pipelineHash: string;
+  sources: Plan["sources"];
+} {
   if (p.model.kind === "inline") {
     throw new UserError({
       message: "an inline architecture has no weights, so there is nothing to compile for inference",
@@ -83,16 +90,19 @@ export function compileKeys(p: LoadedPipeline): { graphs: Record<GraphName, stri
   const jobs = graphJobs(p.model, precision, target);
   const ids = weightIdentities(p);
   const graphs = Object.fromEntries(jobs.map((j) => [j.name, hashValue({ v: COMPILER_VERSION, graph: j.name, options: j.options, weights: ids[j.component] })])) as Record<GraphName, string>;
-  const compileHash = hashValue(graphs);
+  const training = Object.fromEntries(
+    (p.config.train ? trainingJobs(p, precision, target).jobs : []).map((j) => [j.name, hashValue({ v: COMPILER_VERSION, graph: j.name, options: j.options, weights: ids[j.component] })]),
+  ) as Partial<Record<TrainGraphName, string>>;
+  const compileHash = hashValue({ graphs, training });
   const sources = [...new Set([...p.sources, ...p.model.files, ...allWeightFiles(p), ...p.model.lora.map((l) => l.file)])].filter((f) => fs.existsSync(f)).map(fileIdentity);
   const pipelineHash = hashValue({ compileHash, config: planConfig(p), scheduler: p.model.schedulerConfig, sdc: SDC_VERSION });
-  return { graphs, compileHash, pipelineHash, sources };
+  return { graphs, training, compileHash, pipelineHash, sources };
 }
 
-/** The config without its run settings: what the plan is made from (prompts, guidance, sizes, seed, output and threads never re-plan). */
+/** The config without its run settings: what the plan is made from (prompts, guidance, sizes, seed, output, threads and the trainer's data, lengths and schedule never re-plan). */
 function planConfig(p: LoadedPipeline): Record<string, unknown> {
-  const { sample: _sample, guidance: _guidance, output: _output, runtime, ...rest } = p.config;
-  return { ...rest, runtime: { device: runtime.device, precision: runtime.precision } };
+  const { sample: _sample, guidance: _guidance, output: _output, runtime, train, ...rest } = p.config;
+  return { ...rest, runtime: { device: runtime.device, precision: runtime.precision }, train: train ? trainGraphConfig(train) : null };
 }
 
 function lowerTarget(p: LoadedPipeline): LowerTarget {
@@ -123,20 +133,28 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
   const old = readPlanIfValid(dir); // an older or damaged plan is rebuilt, not trusted
   const graphFilesPresent = (name: GraphName) => old !== null && [old.graphs[name].file, ...old.graphs[name].externalData.map((f) => path.join(path.dirname(old.graphs[name].file), f))].every((f) => fs.existsSync(path.join(dir, f)));
   const reusable = (name: GraphName) => !opts.force && old !== null && old.graphs[name].buildHash === keys.graphs[name] && graphFilesPresent(name);
+  const oldTrain = (name: TrainGraphName) => old?.training?.graphs[name];
+  const trainReusable = (name: TrainGraphName) => {
+    const g = oldTrain(name);
+    return !opts.force && !!g && g.buildHash === keys.training[name] && [g.file, ...g.externalData.map((f) => path.join(path.dirname(g.file), f))].every((f) => fs.existsSync(path.join(dir, f)));
+  };
+  const trainNames = Object.keys(keys.training) as TrainGraphName[];
 
-  if (!opts.force && old && old.pipelineHash === keys.pipelineHash && GRAPH_NAMES.every(reusable)) {
+  if (!opts.force && old && old.pipelineHash === keys.pipelineHash && GRAPH_NAMES.every(reusable) && trainNames.every(trainReusable)) {
     const seconds = (performance.now() - t0) / 1000;
-    return { dir, plan: old, rebuilt: [], reused: [...GRAPH_NAMES], upToDate: true, seconds, summary: `${rel(dir, opts.cwd)} is up to date` };
+    return { dir, plan: old, rebuilt: [], reused: [...GRAPH_NAMES, ...trainNames], upToDate: true, seconds, summary: `${rel(dir, opts.cwd)} is up to date` };
   }
 
   await opts.beforeWrite?.();
   const precision = resolvePrecision(p.config.runtime);
   const target = lowerTarget(p);
   const jobs = graphJobs(p.model, precision, target);
-  const needBuild = jobs.filter((j) => !reusable(j.name));
+  const train = p.config.train ? trainingJobs(p, precision, target) : null;
+  const needBuild = [...jobs.filter((j) => !reusable(j.name)), ...(train?.jobs ?? []).filter((j) => !trainReusable(j.name))];
   const weights = needBuild.length ? openModelWeights(p.model) : null;
-  const rebuilt: GraphName[] = [];
-  const reused: GraphName[] = [];
+  const trainSpecs: Partial<Record<TrainGraphName, GraphSpecT>> = {};
+  const rebuilt: (GraphName | TrainGraphName)[] = [];
+  const reused: (GraphName | TrainGraphName)[] = [];
   const specs = {} as Record<GraphName, GraphSpecT>;
   let plan!: Plan;
 
@@ -169,16 +187,32 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
       rebuilt.push(job.name);
       log(`  built ${job.name}: ${built.graph.nodes.length} nodes, ${(built.graph.paramCount() / 1e6).toFixed(2)} M parameters (${((performance.now() - t) / 1000).toFixed(2)} s)`);
     }
+    for (const job of train?.jobs ?? []) {
+      if (trainReusable(job.name)) {
+        linkGraphFolder(path.join(dir, job.name), path.join(tmp, job.name));
+        trainSpecs[job.name] = oldTrain(job.name)!;
+        reused.push(job.name);
+        continue;
+      }
+      const t = performance.now();
+      const built = buildAndWrite(job, providerFor(weights!, job.component), "float32", { ...target, training: true }, tmp);
+      trainSpecs[job.name] = trainGraphSpec(job, built, tmp, keys.training[job.name]!);
+      rebuilt.push(job.name);
+      log(`  built ${job.name}: ${built.graph.nodes.length} nodes, ${job.signature().inputs.filter((e) => e.role === "parameter").length} trained tensors (${((performance.now() - t) / 1000).toFixed(2)} s)`);
+    }
     if (weights) {
+      // only components something was built from this time: the others' weights were not read at all
+      const built = new Set(needBuild.map((j) => j.component));
       const unused = [
-        ...weights.sets.unet.unused().map((k) => `unet.${k}`),
-        ...weights.sets.vae.unused().map((k) => `vae.${k}`),
-        ...weights.sets.text_encoder.unused().map((k) => `text_encoder.${k}`),
+        ...(built.has("unet") ? weights.sets.unet.unused().map((k) => `unet.${k}`) : []),
+        ...(built.has("vae") && needBuild.some((j) => j.name === "vae_decoder") && needBuild.some((j) => j.name === "vae_encoder") ? weights.sets.vae.unused().map((k) => `vae.${k}`) : []),
+        ...(built.has("text_encoder") ? weights.sets.text_encoder.unused().map((k) => `text_encoder.${k}`) : []),
         ...unusedLora(weights),
       ];
       if (unused.length) log(`  note: ${unused.length} tensors in the checkpoint were not used: ${unused.slice(0, 5).join(", ")}${unused.length > 5 ? ", …" : ""}`);
     }
-    plan = writeSupportFiles(p, tmp, dir, specs, keys, old);
+    const training = train ? { ...train.spec, graphs: trainSpecs as { train_step: GraphSpecT; train_eval: GraphSpecT; train_accumulate?: GraphSpecT } } : undefined;
+    plan = writeSupportFiles(p, tmp, dir, specs, keys, old, training);
   });
 
   const seconds = (performance.now() - t0) / 1000;
@@ -189,6 +223,34 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
 function rel(p: string, cwd = process.cwd()): string {
   const r = path.relative(cwd, p);
   return r && !r.startsWith("..") ? r : p;
+}
+
+/** A training graph's plan entry: its I/O with each tensor's role and state-dict name. */
+function trainGraphSpec(job: TrainGraphJob, built: ReturnType<typeof buildAndWrite>, tmp: string, buildHash: string): GraphSpecT {
+  const sig = job.signature();
+  const byName = new Map([...sig.inputs, ...sig.outputs].map((e) => [e.name, e]));
+  const tag = (list: GraphSpecT["inputs"]) =>
+    list.map((t) => {
+      const e = byName.get(t.name);
+      if (!e) throw new Error(`${job.name}: ${t.name} has no role`);
+      return { ...t, role: e.role, ...(e.stateDictName ? { stateDictName: e.stateDictName } : {}) };
+    });
+  const file = `${job.name}/model.onnx`;
+  return {
+    file,
+    sha256: sha256File(path.join(tmp, file)),
+    externalData: built.write.externalFiles,
+    buildHash,
+    inputs: tag(ioSpecs(built.graph, "inputs")),
+    outputs: tag(ioSpecs(built.graph, "outputs")),
+    requirements: built.requirements,
+    parameters: built.graph.paramCount(),
+    nodes: built.graph.nodes.length,
+    bytesLinked: built.write.bytesLinked,
+    bytesWritten: built.write.bytesWritten,
+    precision: "fp32",
+    notes: built.graph.notes,
+  };
 }
 
 function ioSpecs(g: Graph, which: "inputs" | "outputs"): GraphSpecT["inputs"] {
@@ -212,7 +274,7 @@ function tokenizerDir(p: LoadedPipeline): string {
   return p.model.tokenizerDir;
 }
 
-function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, graphs: Record<GraphName, GraphSpecT>, keys: ReturnType<typeof compileKeys>, old: Plan | null): Plan {
+function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, graphs: Record<GraphName, GraphSpecT>, keys: ReturnType<typeof compileKeys>, old: Plan | null, training?: Plan["training"]): Plan {
   const c = p.config;
   // tokenizer/: tokenizer.json (built) and the original files, for other runners
   const tokDir = tokenizerDir(p);
@@ -271,6 +333,7 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
     scheduler: { type: c.scheduler.type ?? className, className: sched.className, steps: c.scheduler.steps, config: encodeNonFinite(sched.config) },
     vae: { scalingFactor: p.model.vae.scaling_factor, scaleFactor: 2 ** (p.model.vae.block_out_channels.length - 1), latentChannels: p.model.vae.latent_channels },
     runtime: { device: c.runtime.device, precision: resolvePrecision(c.runtime) },
+    ...(training ? { training } : {}),
   });
 }
 

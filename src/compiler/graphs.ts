@@ -18,8 +18,8 @@ import { buildVaeDecoder, buildVaeEncoder } from "../models/vae.js";
 import type { GraphName } from "../plan/schema.js";
 import type { Component } from "./weights.js";
 
-export interface GraphJob {
-  name: GraphName;
+export interface GraphJob<N extends string = GraphName> {
+  name: N;
   component: Component;
   /** Everything besides weights that the graph depends on (part of its build hash). */
   options: Record<string, unknown>;
@@ -47,7 +47,7 @@ export interface BuiltGraph {
 }
 
 /** Build one graph, run the passes and write it into `dir/<name>/model.onnx`. */
-export function buildAndWrite(job: GraphJob, weights: WeightProvider, floatType: DType, target: LowerTarget, outDir: string): BuiltGraph {
+export function buildAndWrite(job: GraphJob<string>, weights: WeightProvider, floatType: DType, target: LowerTarget, outDir: string): BuiltGraph {
   const b = new Builder(job.name, weights, floatType);
   job.build(b);
   verify(b.graph);

@@ -109,8 +109,8 @@ function sameIdentity(file: string, id: { size: number; mtimeMs: number }): bool
 /** Graph files that are missing or whose content differs from the plan (model.onnx is small: hashing it is cheap). */
 function damagedFiles(dir: string, plan: Plan): string[] {
   const out: string[] = [];
-  for (const g of GRAPH_NAMES) {
-    const spec = plan.graphs[g];
+  const specs = [...GRAPH_NAMES.map((g) => plan.graphs[g]), ...Object.values(plan.training?.graphs ?? {}).filter((g): g is GraphSpecT => !!g)];
+  for (const spec of specs) {
     const file = path.join(dir, spec.file);
     if (!fs.existsSync(file) || sha256File(file) !== spec.sha256) out.push(file);
     for (const f of spec.externalData) {
@@ -171,7 +171,40 @@ function describe(plan: Plan, c: DescribeContext): string {
     "",
     `  ${GRAPH_NAMES.length} graphs, ${millions(params)} parameters; weights ${bytes(linked)} linked from the checkpoint, ${bytes(written)} written by the compiler`,
   );
+  if (plan.training) lines.push("", ...trainingLines(plan.training));
   return lines.join("\n");
+}
+
+/** The training graphs: what they bake in, and their inputs and outputs grouped by role. */
+function trainingLines(t: NonNullable<Plan["training"]>): string[] {
+  const o = t.optimizer;
+  const what = t.lora ? `LoRA rank ${t.lora.rank}, alpha ${t.lora.alpha} on ${t.lora.targets.join(", ")}` : `every ${t.component} parameter`;
+  const opt = o.type === "adamw" ? `AdamW betas (${o.betas.join(", ")}), eps ${o.eps}, weight decay ${o.weightDecay}` : `SGD momentum ${o.momentum}, weight decay ${o.weightDecay}`;
+  const lines = [
+    `  training   ${t.target}: ${what}; ${t.predictionType} objective over ${t.numTrainTimesteps} timesteps`,
+    `             ${opt}${t.maxGradNorm !== null ? `, clipped to norm ${t.maxGradNorm}` : ""}${t.ema ? ", EMA" : ""}${t.microBatches > 1 ? `, ${t.microBatches} micro-batches per step` : ""}${t.gradientCheckpointing ? ", gradient checkpointing" : ""}`,
+  ];
+  for (const [name, spec] of Object.entries(t.graphs)) {
+    if (!spec) continue;
+    lines.push("", `  ${name}  ${spec.file}  (${spec.nodes} nodes)`);
+    for (const [label, list] of [["inputs", spec.inputs], ["outputs", spec.outputs]] as const) {
+      const groups = new Map<string, string[]>();
+      for (const v of list) {
+        const role = v.role ?? "other";
+        const many = ["parameter", "optimizer_state", "ema", "grad_accumulator", "updated_parameter", "updated_optimizer_state", "updated_ema", "updated_grad_accumulator", "gradient"].includes(role);
+        const g = groups.get(role) ?? [];
+        g.push(many ? v.name : `${v.name} ${v.dtype}[${v.shape.join(", ")}]`);
+        groups.set(role, g);
+      }
+      let first = true;
+      for (const [role, names] of groups) {
+        const text = names.length > 3 ? `${names.length} tensors (${names.slice(0, 2).join(", ")}, …)` : names.join(", ");
+        lines.push(`    ${(first ? label : "").padEnd(11)}${role}: ${text}`);
+        first = false;
+      }
+    }
+  }
+  return lines;
 }
 
 /** A pipeline's run settings for a person: what `sdc run` would pass to the runner. */

@@ -18,10 +18,40 @@ export const PLAN_FILE = "plan.json";
 
 const Dim = z.union([z.number().int().nonnegative(), z.string()]);
 
+/**
+ * What a training graph's input or output is, so any runtime can drive the step: what to feed
+ * (parameters and their optimizer state, the step counter, the learning rate, batch tensors,
+ * random values drawn by the host) and what comes back (the loss, updated tensors).
+ */
+export const TENSOR_ROLES = [
+  "batch",
+  "random",
+  "hyperparameter",
+  "parameter",
+  "optimizer_state",
+  "ema",
+  "grad_accumulator",
+  "step",
+  "learning_rate",
+  "ema_decay",
+  "loss",
+  "grad_norm",
+  "updated_parameter",
+  "updated_optimizer_state",
+  "updated_ema",
+  "updated_grad_accumulator",
+  "gradient",
+] as const;
+export type TensorRole = (typeof TENSOR_ROLES)[number];
+
 export const TensorSpec = z.strictObject({
   name: z.string(),
   dtype: z.enum(["float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool"]),
   shape: z.array(Dim),
+  /** Training graphs: what the tensor is (see TENSOR_ROLES). */
+  role: z.enum(TENSOR_ROLES).optional(),
+  /** Training graphs: the PyTorch state-dict name of the parameter a tensor belongs to (diffusers keys; PEFT lora_A/lora_B keys for LoRA). */
+  stateDictName: z.string().optional(),
 });
 
 export const GraphSpec = z.strictObject({
@@ -44,6 +74,36 @@ export const GraphSpec = z.strictObject({
   precision: z.enum(["fp32", "fp16"]),
   notes: z.array(z.string()),
 });
+
+export const TRAIN_GRAPH_NAMES = ["train_step", "train_eval", "train_accumulate"] as const;
+export type TrainGraphName = (typeof TRAIN_GRAPH_NAMES)[number];
+
+/**
+ * A training pipeline's graphs and what they bake in. `train_step` runs one optimizer step:
+ * forward, gradients, clipping, the update and the EMA; `train_eval` gives the loss alone;
+ * `train_accumulate` (with gradient accumulation) adds a micro-batch's gradients to accumulators.
+ * Inputs and outputs carry their role and state-dict name. Everything else about a run (data,
+ * batch, length, seed, learning rate and its schedule, checkpoints, validation) is the trainer's.
+ */
+export const TrainingSpec = z.strictObject({
+  target: z.enum(["unet", "lora", "vae"]),
+  /** The model component whose weights are trained (or that a LoRA adapts). */
+  component: z.enum(["unet", "vae"]),
+  graphs: z.strictObject({ train_step: GraphSpec, train_eval: GraphSpec, train_accumulate: GraphSpec.optional() }),
+  microBatches: z.number().int().positive(),
+  numTrainTimesteps: z.number().int().positive(),
+  predictionType: z.enum(["epsilon", "v_prediction", "sample"]),
+  optimizer: z.union([
+    z.strictObject({ type: z.literal("adamw"), betas: z.tuple([z.number(), z.number()]), eps: z.number(), weightDecay: z.number() }),
+    z.strictObject({ type: z.literal("sgd"), momentum: z.number(), weightDecay: z.number() }),
+  ]),
+  maxGradNorm: z.number().nullable(),
+  ema: z.boolean(),
+  lora: z.strictObject({ rank: z.number().int().positive(), alpha: z.number(), targets: z.array(z.string()) }).nullable(),
+  captionDropout: z.boolean(),
+  gradientCheckpointing: z.boolean(),
+});
+export type TrainingSpecT = z.infer<typeof TrainingSpec>;
 
 export const PlanSchema = z.strictObject({
   format: z.literal(PLAN_FORMAT),
@@ -88,6 +148,8 @@ export const PlanSchema = z.strictObject({
     device: z.enum(["auto", "cuda", "cpu"]),
     precision: z.enum(["fp32", "fp16"]),
   }),
+  /** Pipelines with a train section: the training graphs. */
+  training: TrainingSpec.optional(),
 });
 
 export type Plan = z.infer<typeof PlanSchema>;

@@ -13,6 +13,7 @@ import { differentiate } from "../autodiff/reverse.js";
 import type { Builder } from "../ir/builder.js";
 import { dimStr, sym } from "../ir/dims.js";
 import type { DType, Value } from "../ir/graph.js";
+import type { TensorRole } from "../plan/schema.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
 import type { AutoencoderKLConfig, UNet2DConditionConfig } from "../models/arch.js";
 import { buildUNet } from "../models/unet.js";
@@ -21,22 +22,7 @@ import { diffusionInputs, samplePosterior, vaeInputs, vaeLoss, type DiffusionObj
 import { loraAdapter, type LoraSpec } from "./lora.js";
 import { applyUpdate, clipByGlobalNorm, emaUpdate, stateNames, stepScalars, type OptimizerSpec } from "./optim.js";
 
-export type StepRole =
-  | InputRole
-  | "parameter"
-  | "optimizer_state"
-  | "ema"
-  | "grad_accumulator"
-  | "step"
-  | "learning_rate"
-  | "ema_decay"
-  | "loss"
-  | "grad_norm"
-  | "updated_parameter"
-  | "updated_optimizer_state"
-  | "updated_ema"
-  | "updated_grad_accumulator"
-  | "gradient";
+export type StepRole = TensorRole;
 
 export interface SignatureEntry {
   name: string;
@@ -57,8 +43,8 @@ export interface TrainStepOptions {
   ema: boolean;
   /** Micro-batches per optimizer step; K > 1 adds gradient accumulators and divides the loss by K. */
   accumulation: number;
-  /** "step": gradients → update; "accumulate": gradients added to the accumulators, no update. */
-  mode: "step" | "accumulate";
+  /** "step": gradients → update; "accumulate": gradients added to the accumulators, no update; "eval": the loss alone. */
+  mode: "step" | "accumulate" | "eval";
   target: LowerTarget;
   /** Also output each gradient (after accumulation, before clipping) as `grad.<name>`. */
   outputGradients?: boolean;
@@ -113,6 +99,16 @@ export function buildTrainStep(b: Builder, o: TrainStepOptions): TrainStep {
       v.data = null;
       g.inputs.push({ name: v.name, value: v });
     }
+  }
+  if (o.mode === "eval") {
+    // the loss alone, at the weights the trainer feeds
+    const inputs: SignatureEntry[] = [];
+    for (const io of g.inputs) {
+      const role: StepRole | undefined = roles.get(io.name) ?? (params.includes(io.value) ? "parameter" : undefined);
+      if (role) inputs.push({ name: io.name, role, dtype: io.value.dtype, shape: io.value.shape.map((d) => (typeof d === "number" ? d : dimStr(d))), ...(role === "parameter" ? { stateDictName: io.name } : {}) });
+    }
+    b.output("loss", reported);
+    return { inputs, outputs: [{ name: "loss", role: "loss", dtype: reported.dtype, shape: [] }], unused: [] };
   }
   const grads0 = differentiate(g, loss, params, o.gradientCheckpointing ? { checkpoint: checkpointSegment } : {});
   const unused = params.filter((_, i) => !grads0[i]).map((v) => v.name);
