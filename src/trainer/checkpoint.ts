@@ -171,7 +171,12 @@ export function saveCheckpoint(root: string, step: number, content: CheckpointCo
       const old = path.join(root, `.old-${name}-${process.pid}`);
       fs.rmSync(old, { recursive: true, force: true });
       fs.renameSync(target, old);
-      fs.renameSync(tmp, target);
+      try {
+        fs.renameSync(tmp, target);
+      } catch (e) {
+        fs.renameSync(old, target); // put the old one back
+        throw e;
+      }
       fsyncDir(root);
       fs.rmSync(old, { recursive: true, force: true });
     } else {
