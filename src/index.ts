@@ -34,6 +34,8 @@ export type { CompileOptions, CompileResult } from "./compiler/compile.js";
 export { inspect } from "./compiler/inspect.js";
 export type { InspectOptions, InspectResult, Staleness } from "./compiler/inspect.js";
 export { run, runCompiled, runSettings, runSettingsKey } from "./pipeline.js";
+export { trainPipeline } from "./train-pipeline.js";
+export type { TrainRunOptions, TrainRunResult } from "./train-pipeline.js";
 export type { RunOptions } from "./pipeline.js";
 export { runPlan } from "./runtime/run.js";
 export type { RunPlanOptions, RunResult } from "./runtime/run.js";

@@ -79,9 +79,9 @@ export async function runCompiled(p: LoadedPipeline, opts: RunOptions = {}): Pro
 function checkRunnable(p: LoadedPipeline): void {
   if (p.config.train)
     throw new UserError({
-      message: "this pipeline has a train section, and sdc does not train yet: the section is checked, but training graphs and optimizers are not built",
+      message: "this pipeline has a train section: it trains, it does not sample",
       ...p.where(["train"], "key"),
-      hint: "remove the train section to sample from the model",
+      hint: "train it with trainPipeline() (what `sdc run` does for such a pipeline), or remove the train section to sample",
     });
   // say so before compiling: a CUDA run without the CUDA provider cannot start
   const noCuda = p.config.runtime.device === "cuda" ? cudaUnavailableReason() : null;

@@ -20,7 +20,7 @@ export interface CliIO {
   cwd?: string;
 }
 
-export type Api = Pick<typeof api, "loadPipeline" | "compile" | "run" | "watch" | "inspect">;
+export type Api = Pick<typeof api, "loadPipeline" | "compile" | "run" | "trainPipeline" | "watch" | "inspect">;
 
 const defaultIO: CliIO = {
   stdout: (t) => void process.stdout.write(t),
@@ -125,8 +125,9 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
       .option("--init-image <file>", "img2img: start from this image (shortcut for --set sample.init_image=<file>)")
       .option("--prompts-file <file>", "prompts from a text file, one per line (shortcut for --set sample.prompts_file=<file>)")
       .option("--strength <x>", "img2img strength in (0, 1] (shortcut for --set sample.strength=<x>)")
+      .option("--resume [checkpoint]", "training: continue from a checkpoint folder (default: the latest one)")
       .option("--json", "print the result as JSON"),
-  ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean; latents?: string; initImage?: string; strength?: string; promptsFile?: string }) => {
+  ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean; latents?: string; initImage?: string; strength?: string; promptsFile?: string; resume?: string | boolean }) => {
     // command-line paths are relative to the working directory (the config layer resolves them)
     const extra = [
       ...(flags.latents !== undefined ? [`sample.latents=${flags.latents}`] : []),
@@ -145,6 +146,28 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     };
     process.on("SIGINT", onSigint);
     try {
+      if (p.config.train) {
+        const resume = typeof flags.resume === "string" ? path.resolve(cwd, flags.resume) : flags.resume ? "latest" : null;
+        let last = 0;
+        const r = await impl.trainPipeline(p, {
+          recompile: flags.recompile === true,
+          cwd,
+          signal: ac.signal,
+          resume,
+          log: flags.json ? undefined : (l) => err(l),
+          onStep: (s) => {
+            const now = performance.now();
+            if (flags.json) out(`${JSON.stringify({ event: "step", ...s })}\n`);
+            else if (now - last > 2000 || s.step === s.total) {
+              last = now;
+              err(`step ${s.step}/${s.total}  loss ${s.loss.toFixed(4)}  lr ${s.lr.toExponential(2)}${s.gradNorm !== null ? `  grad norm ${s.gradNorm.toFixed(3)}` : ""}  ${(1 / s.seconds).toFixed(2)} it/s`);
+            }
+          },
+        });
+        out(flags.json ? json(r) : `${r.stopped ? "stopped" : "trained"} ${r.steps} steps; ${r.exported.length ? `wrote ${r.exported.map((f) => path.relative(cwd, f)).join(", ")}` : `last checkpoint ${r.checkpoints.at(-1) ?? "none"}`}`);
+        if (r.stopped) exitCode = 130;
+        return;
+      }
       const r = await impl.run(p, { recompile: flags.recompile === true, cwd, signal: ac.signal, log: flags.json ? undefined : (l) => err(l), progress: !flags.json });
       out(flags.json ? json(r) : r.summary);
       if (r.cancelled) exitCode = 130;

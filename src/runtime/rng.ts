@@ -30,6 +30,14 @@ const F32 = new Float32Array(1);
 const U32 = new Uint32Array(F32.buffer);
 const fr = Math.fround;
 
+export interface GeneratorState {
+  seed: string;
+  /** The 624 words of the Mersenne Twister, base64. */
+  state: string;
+  index: number;
+  nextDoubleNormal: number | null;
+}
+
 export class TorchGenerator {
   /** The seed as torch stores it (what `initial_seed()` returns). */
   readonly seed: bigint;
@@ -47,6 +55,21 @@ export class TorchGenerator {
       const prev = s[i - 1]!;
       s[i] = Math.imul(1812433253, prev ^ (prev >>> 30)) + i;
     }
+  }
+
+  /** The full state, as plain JSON (for checkpoints): restoring it continues the stream exactly. */
+  getState(): GeneratorState {
+    return { seed: this.seed.toString(), state: Buffer.from(this.state.buffer.slice(0)).toString("base64"), index: this.index, nextDoubleNormal: this.nextDoubleNormal };
+  }
+
+  static fromState(s: GeneratorState): TorchGenerator {
+    const g = new TorchGenerator(BigInt(s.seed));
+    const bytes = Buffer.from(s.state, "base64");
+    if (bytes.byteLength !== N * 4 || !Number.isInteger(s.index) || s.index < 0 || s.index > N) throw new Error("a generator state that is not one: wrong size or index");
+    g.state.set(new Uint32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
+    g.index = s.index;
+    g.nextDoubleNormal = s.nextDoubleNormal;
+    return g;
   }
 
   /** A copy with the same state, for continuing one stream in two places. */

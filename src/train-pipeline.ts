@@ -1,0 +1,139 @@
+/**
+ * A loaded training pipeline, from its config to trained weights: compile the training graphs
+ * when stale, open the data set, hand the trainer its settings (everything in `train` that is not
+ * compiled), then export what was trained where the common tools load it. Like pipeline.ts, this is
+ * where config, compiler and runtime meet; the trainer itself never sees the config.
+ *
+ * Output (output.dir, default out/<name>):
+ *   checkpoints/checkpoint-NNNNNN/   resumable state (train.checkpointing.dir to put it elsewhere)
+ *   lora/pytorch_lora_weights.safetensors  (LoRA, diffusers/PEFT keys: diffusers' load_lora_weights)
+ *   lora/<name>.safetensors                 (LoRA, kohya keys and metadata: AUTOMATIC1111, ComfyUI)
+ *   unet/ or vae/                           (full fine-tunes: a diffusers component folder)
+ *   unet_ema/ or vae_ema/                   (with EMA: the averaged weights, as diffusers saves them)
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { compile } from "./compiler/compile.js";
+import { trainGraphConfig } from "./compiler/train.js";
+import { openModelWeights, providerFor } from "./compiler/weights.js";
+import type { LoadedPipeline } from "./config/load.js";
+import { openDataset } from "./data/dataset.js";
+import { materialize } from "./ir/onnx/writer.js";
+import { saveLora, type LoraFactors } from "./models/weights/lora-save.js";
+import { writeSafetensors } from "./models/weights/safetensors.js";
+import { train as runTrainer, type StepReport, type TrainSettings } from "./trainer/trainer.js";
+import { UserError } from "./util/errors.js";
+import { hashValue } from "./util/hash.js";
+import { displayPath } from "./util/paths.js";
+
+export interface TrainRunOptions {
+  cwd?: string;
+  compiledDir?: string;
+  recompile?: boolean;
+  signal?: AbortSignal;
+  log?: (line: string) => void;
+  /** "latest", a checkpoint folder, or undefined: the config's train.resume (default: start fresh). */
+  resume?: string | null;
+  onStep?: (s: StepReport) => void;
+  /** Stop after this many steps of this run (an interrupted run, for tests). */
+  stopAfter?: number;
+  threads?: number;
+}
+
+export interface TrainRunResult {
+  outputDir: string;
+  steps: number;
+  losses: { step: number; loss: number }[];
+  checkpoints: string[];
+  /** Files written with the trained weights. */
+  exported: string[];
+  stopped: boolean;
+}
+
+export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}): Promise<TrainRunResult> {
+  const t = p.config.train;
+  if (!t) throw new UserError({ message: "this pipeline has no train section", subject: p.file, hint: "add a train section, or use sdc run to sample" });
+  const cwd = o.cwd ?? process.cwd();
+  const log = o.log ?? (() => {});
+  const c = await compile(p, { outDir: o.compiledDir, cwd, force: o.recompile, log });
+  if (!c.upToDate) log(c.summary);
+  const spec = c.plan.training!;
+
+  const dataset = await openDataset(t.data, { where: p.where, display: (abs) => displayPath(abs, cwd) });
+  const outputDir = p.config.output.dir;
+  const checkpointsDir = t.checkpointing.dir ?? path.join(outputDir, "checkpoints");
+  const weights = spec.lora ? null : openModelWeights(p.model);
+  const provider = weights ? providerFor(weights, spec.component) : null;
+  const settings: TrainSettings = {
+    dataset,
+    batch: t.batch,
+    steps: t.steps ?? null,
+    epochs: t.epochs ?? null,
+    seed: t.seed,
+    lr: t.optimizer.lr,
+    schedule: { type: t.lr_schedule.type, warmupSteps: t.lr_schedule.warmup_steps, numCycles: t.lr_schedule.num_cycles, power: t.lr_schedule.power, lrEnd: t.lr_schedule.lr_end },
+    cfgDropout: t.objective.cfg_dropout,
+    emaMaxDecay: t.ema.max_decay,
+    checkpoints: { dir: checkpointsDir, every: t.checkpointing.every, keep: t.checkpointing.keep },
+    resume: o.resume ?? null,
+    configHash: hashValue({ graphs: trainGraphConfig(t), data: dataset.fingerprint, batch: t.batch, seed: t.seed, lr: t.optimizer.lr, schedule: t.lr_schedule, steps: t.steps, epochs: t.epochs, cfg: t.objective.cfg_dropout, ema: t.ema }),
+    initialParameter: (name, shape) => {
+      const bytes = materialize(provider!(name, shape, "float32"), "float32");
+      return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+    },
+    threads: o.threads ?? p.config.runtime.threads,
+  };
+  const r = await runTrainer(c.dir, settings, { signal: o.signal, log, onStep: o.onStep, stopAfter: o.stopAfter });
+
+  const exported: string[] = [];
+  if (!r.stopped) {
+    checkFinite(r.parameters);
+    const shapes = new Map(spec.graphs.train_step.inputs.map((i) => [i.name, i.shape as number[]]));
+    if (spec.lora) exported.push(...exportLora(p, outputDir, r.parameters, spec.lora, shapes));
+    else {
+      const component = spec.component;
+      const config = component === "unet" ? { _class_name: "UNet2DConditionModel", ...p.model.unet } : { _class_name: "AutoencoderKL", ...p.model.vae };
+      exported.push(exportComponent(path.join(outputDir, component), r.parameters, config, c.plan.training!.graphs.train_step.inputs));
+      if (r.ema) exported.push(exportComponent(path.join(outputDir, `${component}_ema`), r.ema, config, c.plan.training!.graphs.train_step.inputs));
+    }
+    for (const f of exported) log(`wrote ${displayPath(f, cwd)}`);
+  }
+  return { outputDir, steps: r.steps, losses: r.losses, checkpoints: r.checkpoints, exported, stopped: r.stopped };
+}
+
+function checkFinite(m: Map<string, Float32Array>): void {
+  for (const [name, a] of m)
+    if (!a.every(Number.isFinite)) throw new UserError({ message: `the trained tensor ${name} holds non-finite values: nothing is exported`, subject: name, hint: "resume from an earlier checkpoint with a lower learning rate" });
+}
+
+function exportComponent(dir: string, params: Map<string, Float32Array>, config: Record<string, unknown>, inputs: { name: string; shape: (number | string)[] }[]): string {
+  const shapes = new Map(inputs.map((i) => [i.name, i.shape as number[]]));
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, "diffusion_pytorch_model.safetensors");
+  writeSafetensors(
+    file,
+    [...params].map(([name, data]) => ({ name, dtype: "F32" as const, shape: shapes.get(name)!, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) })),
+    { format: "pt" },
+  );
+  fs.writeFileSync(path.join(dir, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
+  return file;
+}
+
+function exportLora(p: LoadedPipeline, outputDir: string, params: Map<string, Float32Array>, lora: { rank: number; alpha: number }, shapes: Map<string, number[]>): string[] {
+  const factors: LoraFactors[] = [];
+  for (const [name, down] of params) {
+    const m = /^(.*)\.lora_A\.weight$/.exec(name);
+    if (!m) continue;
+    const upName = `${m[1]}.lora_B.weight`;
+    factors.push({ component: "unet", module: m[1]!, down, downShape: shapes.get(name)!, up: params.get(upName)!, upShape: shapes.get(upName)! });
+  }
+  const unet = p.model.unet;
+  const sd2 = (Array.isArray(unet.cross_attention_dim) ? unet.cross_attention_dim[0] : unet.cross_attention_dim) === 1024;
+  const base = sd2 ? (p.model.schedulerConfig.prediction_type === "v_prediction" ? "sd2-v" : "sd2") : "sd1";
+  const dir = path.join(outputDir, "lora");
+  const peft = path.join(dir, "pytorch_lora_weights.safetensors");
+  const kohya = path.join(dir, `${p.name}.safetensors`);
+  saveLora(peft, factors, { format: "peft", rank: lora.rank, alpha: lora.alpha, base });
+  saveLora(kohya, factors, { format: "kohya", rank: lora.rank, alpha: lora.alpha, base, title: p.name });
+  return [peft, kohya];
+}

@@ -1,0 +1,341 @@
+/**
+ * The trainer: runs a compiled folder's training graphs (plan.training) over a dataset, the way
+ * the seed's recipe and diffusers' training scripts do it — frozen VAE and text encoder turn
+ * images into latents and captions into embeddings, the host draws every random value (noise,
+ * timesteps, posterior ε, caption drops) from a seeded torch-compatible generator, and the step
+ * graph returns the loss with the updated parameters and optimizer state.
+ *
+ * Everything a step depends on is either in the graphs or in a checkpoint (parameters, optimizer
+ * state, EMA, step, the data loader's position, the generator's state), so a run interrupted at any
+ * step and resumed continues with the same batches, the same random values and the same numbers.
+ *
+ * Per micro-batch the generator is drawn in this order: noise (B·C·h·w normals), timesteps (B
+ * integers in [0, T)), offset noise (B·C), perturbation noise (B·C·h·w), posterior ε (B·C·h·w),
+ * caption drops (B uniforms); each only when the step graph takes it.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as ort from "onnxruntime-node";
+import type { Dataset } from "../data/dataset.js";
+import { DataLoader, type Batch, type LoaderPosition } from "../data/loader.js";
+import { readPlan } from "../plan/read.js";
+import type { GraphSpecT, Plan, TrainingSpecT } from "../plan/schema.js";
+import { openPlanGraphs, type OpenedGraphs } from "../runtime/graphs.js";
+import { TorchGenerator, type GeneratorState } from "../runtime/rng.js";
+import { openSession } from "../runtime/session.js";
+import { ClipTokenizer } from "../tokenizer/clip.js";
+import { learningRate, type LrSchedule } from "../training/lr.js";
+import { UserError } from "../util/errors.js";
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type CheckpointTensor, type TensorGroup } from "./checkpoint.js";
+
+export interface TrainSettings {
+  dataset: Dataset;
+  batch: number;
+  /** Optimizer steps; or epochs (passes over the data) when steps is null. */
+  steps: number | null;
+  epochs: number | null;
+  seed: number;
+  lr: number;
+  schedule: Omit<LrSchedule, "totalSteps">;
+  /** Probability of dropping a caption (classifier-free guidance training). */
+  cfgDropout: number;
+  emaMaxDecay: number;
+  checkpoints: { dir: string; every: number; keep: number };
+  /** "latest": the newest checkpoint in checkpoints.dir, a checkpoint folder, or null: start fresh. */
+  resume: string | null;
+  /** Hash of the training settings that must not change across a resume (graphs, data, batch, seed, schedule). */
+  configHash: string;
+  /** The initial value of a trained parameter (full fine-tunes), by state-dict name. */
+  initialParameter(name: string, shape: number[]): Float32Array;
+  /** CPU threads (0: one per core); the same count on resume keeps results bit-identical. */
+  threads?: number;
+}
+
+export interface TrainOptions {
+  signal?: AbortSignal;
+  log?: (line: string) => void;
+  /** Called after every optimizer step. */
+  onStep?: (s: StepReport) => void;
+  /** Stop after this many steps of this run (tests: an interrupted run). */
+  stopAfter?: number;
+}
+
+export interface StepReport {
+  step: number;
+  total: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm: number | null;
+  seconds: number;
+}
+
+export interface TrainResult {
+  steps: number;
+  losses: { step: number; loss: number }[];
+  /** The trained tensors by state-dict name (and their EMA when on). */
+  parameters: Map<string, Float32Array>;
+  ema: Map<string, Float32Array> | null;
+  checkpoints: string[];
+  stopped: boolean;
+}
+
+interface TrainState {
+  step: number;
+  loader: LoaderPosition;
+  generator: GeneratorState;
+  configHash: string;
+  losses: { step: number; loss: number }[];
+}
+
+type Spec = GraphSpecT["inputs"][number];
+
+/** The size of each symbolic dimension name for this micro-batch. */
+type Sizes = Record<string, number>;
+
+function concreteShape(t: Spec, sizes: Sizes, graph: string): number[] {
+  return t.shape.map((d) => {
+    if (typeof d === "number") return d;
+    const v = sizes[d];
+    if (v === undefined) throw new Error(`${graph}: no size for dimension ${d} of ${t.name}`);
+    return v;
+  });
+}
+
+const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
+
+export async function train(dir: string, s: TrainSettings, o: TrainOptions = {}): Promise<TrainResult> {
+  const log = o.log ?? (() => {});
+  const plan = readPlan(dir);
+  const t = plan.training;
+  if (!t) throw new UserError({ message: "the compiled folder has no training graphs", subject: dir, hint: "compile a pipeline with a train section" });
+
+  const threads = s.threads ?? 0;
+  const sess = async (g: GraphSpecT) => (await openSession(path.join(dir, g.file), { device: "cpu", threads })).session;
+  const stepSession = await sess(t.graphs.train_step);
+  const accSession = t.graphs.train_accumulate ? await sess(t.graphs.train_accumulate) : null;
+  const inference = t.component === "unet" ? await openPlanGraphs(dir, plan, { device: "cpu", threads }) : null;
+  const tokenizer = t.component === "unet" ? ClipTokenizer.fromFolder(path.join(dir, plan.tokenizer.dir)) : null;
+
+  try {
+    const perEpoch = Math.max(1, Math.floor(new DataLoader(s.dataset, { batch: s.batch, seed: s.seed }).batchesPerEpoch / t.microBatches));
+    const total = s.steps ?? (s.epochs ?? 1) * perEpoch;
+    const schedule: LrSchedule = { ...s.schedule, totalSteps: total };
+
+    // the trained tensors and their state, by graph input name
+    const params = new Map<string, Float32Array>();
+    const state = new Map<string, Float32Array>();
+    const shapes = new Map<string, number[]>();
+    for (const e of t.graphs.train_step.inputs.filter((x) => x.role === "parameter")) shapes.set(e.name, e.shape as number[]);
+
+    // start: a checkpoint, or the model's weights (a LoRA: PEFT's init, A random and B zero)
+    let start = 0;
+    let losses: { step: number; loss: number }[] = [];
+    const gen0 = new TorchGenerator(BigInt(s.seed) + 1n);
+    let gen = gen0;
+    let loader: DataLoader;
+    const resumeDir = s.resume === "latest" ? (latestCheckpoint(s.checkpoints.dir)?.dir ?? null) : s.resume;
+    if (resumeDir) {
+      const ck = loadCheckpoint<TrainState>(resumeDir);
+      if (ck.state.configHash !== s.configHash)
+        throw new UserError({
+          message: `the checkpoint ${resumeDir} was made with other training settings`,
+          subject: resumeDir,
+          hint: "resume with the settings it was made with, or start a fresh run (another checkpoints.dir)",
+        });
+      for (const [group, target] of [["weights", params], ["optimizer", state], ["ema", state]] as const) {
+        if (!ck.groups.includes(group)) continue;
+        for (const [k, v] of Object.entries(ck.readGroup(group))) target.set(k, v.data as Float32Array);
+      }
+      start = ck.state.step;
+      losses = ck.state.losses;
+      gen = TorchGenerator.fromState(ck.state.generator);
+      loader = new DataLoader(s.dataset, { batch: s.batch, seed: s.seed }, ck.state.loader);
+      log(`resumed from ${resumeDir} at step ${start}`);
+    } else {
+      loader = new DataLoader(s.dataset, { batch: s.batch, seed: s.seed });
+      for (const [name, shape] of shapes) params.set(name, t.lora ? loraInit(name, shape, gen0) : s.initialParameter(name, shape));
+    }
+    for (const e of t.graphs.train_step.inputs) {
+      if ((e.role === "optimizer_state" || e.role === "ema") && !state.has(e.name)) {
+        const p = params.get(e.stateDictName!)!;
+        state.set(e.name, e.role === "ema" ? p.slice() : new Float32Array(p.length));
+      }
+    }
+
+    const embeddings = new Map<string, Float32Array>();
+    const encodeText = async (captions: string[]): Promise<{ data: Float32Array; seq: number; width: number }> => {
+      const missing = [...new Set(captions.filter((c) => !embeddings.has(c)))];
+      if (missing.length) {
+        const enc = tokenizer!.encodeBatch(missing);
+        const out = await inference!.graphs.text_encoder.run({ input_ids: { data: enc.ids, dims: enc.shape } });
+        const [, seq, width] = out.last_hidden_state!.dims as [number, number, number];
+        missing.forEach((c, i) => embeddings.set(c, out.last_hidden_state!.data.slice(i * seq * width, (i + 1) * seq * width)));
+      }
+      const first = embeddings.get(captions[0]!)!;
+      const data = new Float32Array(first.length * captions.length);
+      captions.forEach((c, i) => data.set(embeddings.get(c)!, i * first.length));
+      const seq = tokenizer!.modelMaxLength;
+      return { data, seq, width: first.length / seq };
+    };
+
+    const result: TrainResult = { steps: start, losses, parameters: new Map(), ema: null, checkpoints: [], stopped: false };
+    const inputs = (g: GraphSpecT) => g.inputs;
+    let stopped = false;
+    for (let step = start + 1; step <= total; step++) {
+      if (o.signal?.aborted || (o.stopAfter !== undefined && step - start > o.stopAfter)) {
+        stopped = true;
+        break;
+      }
+      const t0 = performance.now();
+      const lr = learningRate(schedule, s.lr, step);
+      let loss = 0;
+      let gradNorm: number | null = null;
+      let next: ort.InferenceSession.OnnxValueMapType | null = null;
+      for (let mb = 1; mb <= t.microBatches; mb++) {
+        const batch = await loader.next();
+        const session = mb < t.microBatches ? accSession! : stepSession;
+        const spec = mb < t.microBatches ? t.graphs.train_accumulate! : t.graphs.train_step;
+        const feeds = await batchFeeds(spec, t, plan, batch, gen, s, inference, encodeText);
+        for (const e of inputs(spec)) {
+          if (e.role === "parameter") feeds[e.name] = new ort.Tensor("float32", params.get(e.name)!, shapes.get(e.name)!);
+          else if (e.role === "optimizer_state" || e.role === "ema") feeds[e.name] = new ort.Tensor("float32", state.get(e.name)!, shapes.get(e.stateDictName!)!);
+          else if (e.role === "grad_accumulator") feeds[e.name] = new ort.Tensor("float32", state.get(e.name) ?? new Float32Array(numel(shapes.get(e.stateDictName!)!)), shapes.get(e.stateDictName!)!);
+          else if (e.role === "learning_rate") feeds[e.name] = new ort.Tensor("float64", new Float64Array([lr]), []);
+          else if (e.role === "step") feeds[e.name] = new ort.Tensor("int64", new BigInt64Array([BigInt(step)]), []);
+          else if (e.role === "ema_decay") feeds[e.name] = new ort.Tensor("float64", new Float64Array([emaDecay(step, s.emaMaxDecay)]), []);
+        }
+        const out = await session.run(feeds);
+        const l = Number(out.loss!.data[0]);
+        if (!Number.isFinite(l))
+          throw new UserError({
+            message: `the loss is ${l} at step ${step} (micro-batch ${mb}): training stopped, and no checkpoint of this state is written`,
+            subject: "training",
+            hint: "lower optimizer.lr, keep gradient clipping on (optimizer.max_grad_norm), train in fp32; resume from the last checkpoint",
+          });
+        loss += l / t.microBatches;
+        if (mb < t.microBatches) {
+          for (const [k, v] of Object.entries(out)) if (k.startsWith("next.grad_acc.")) state.set(k.slice(5), v.data as Float32Array);
+        } else next = out;
+      }
+      // the step's outputs become the state; the accumulators start again from zero
+      for (const [k, v] of Object.entries(next!)) {
+        if (!k.startsWith("next.")) continue;
+        const name = k.slice(5);
+        if (params.has(name)) params.set(name, v.data as Float32Array);
+        else state.set(name, v.data as Float32Array);
+      }
+      for (const k of [...state.keys()]) if (k.startsWith("grad_acc.")) state.delete(k);
+      if (next!.grad_norm) gradNorm = Number(next!.grad_norm.data[0]);
+      losses.push({ step, loss });
+      const report: StepReport = { step, total, epoch: loader.position().epoch, loss, lr, gradNorm, seconds: (performance.now() - t0) / 1000 };
+      o.onStep?.(report);
+      result.steps = step;
+      if (step % s.checkpoints.every === 0 || step === total) {
+        const dirSaved = save(s, t, step, params, state, { step, loader: loader.position(), generator: gen.getState(), configHash: s.configHash, losses });
+        result.checkpoints.push(dirSaved);
+        log(`checkpoint ${path.relative(process.cwd(), dirSaved) || dirSaved}`);
+      }
+    }
+    result.stopped = stopped;
+    const byStateDict = (m: Map<string, Float32Array>, prefix: string) => new Map([...m].filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
+    result.parameters = new Map(params);
+    result.ema = t.ema ? byStateDict(state, "ema.") : null;
+    return result;
+  } finally {
+    await stepSession.release();
+    await accSession?.release();
+    await inference?.release();
+  }
+}
+
+/** diffusers' EMAModel decay: 0 at its first step, then (1 + s)/(10 + s) up to the maximum, s = step − 1. */
+export function emaDecay(step: number, maxDecay: number): number {
+  const s = Math.max(0, step - 1);
+  return s <= 0 ? 0 : Math.min(maxDecay, (1 + s) / (10 + s));
+}
+
+/**
+ * PEFT's initialisation: A as nn.Linear's default (kaiming-uniform with a = √5, i.e. uniform in
+ * ±1/√fan_in), B zero, so the adapted model starts as the base model. Drawn from the trainer's
+ * generator before any step, in the graph's parameter order.
+ */
+function loraInit(name: string, shape: number[], gen: TorchGenerator): Float32Array {
+  const n = numel(shape);
+  if (/lora_B\.weight$/.test(name)) return new Float32Array(n);
+  const fanIn = n / shape[0]!;
+  const bound = 1 / Math.sqrt(fanIn);
+  return gen.rand(n).map((u) => (2 * u - 1) * bound);
+}
+
+function save(s: TrainSettings, t: TrainingSpecT, step: number, params: Map<string, Float32Array>, state: Map<string, Float32Array>, st: TrainState): string {
+  const group = (m: Iterable<[string, Float32Array]>, shapeOf: (k: string) => number[]): TensorGroup => {
+    const g: TensorGroup = {};
+    for (const [k, v] of m) g[k] = { dtype: "F32", shape: shapeOf(k), data: v } as CheckpointTensor;
+    return g;
+  };
+  const shapeOfParam = (name: string) => {
+    const e = t.graphs.train_step.inputs.find((x) => x.name === name)!;
+    return e.shape as number[];
+  };
+  const stateShape = (k: string) => shapeOfParam(k.slice(k.indexOf(".") + 1));
+  const tensors: Record<string, TensorGroup> = {
+    weights: group(params, shapeOfParam),
+    optimizer: group([...state].filter(([k]) => !k.startsWith("ema.")), stateShape),
+  };
+  if (t.ema) tensors.ema = group([...state].filter(([k]) => k.startsWith("ema.")), stateShape);
+  return saveCheckpoint(s.checkpoints.dir, step, { tensors, state: st }, { keep: s.checkpoints.keep }).dir;
+}
+
+/** The batch and random inputs of one micro-batch. */
+async function batchFeeds(
+  spec: GraphSpecT,
+  t: TrainingSpecT,
+  plan: Plan,
+  batch: Batch,
+  gen: TorchGenerator,
+  s: TrainSettings,
+  inference: OpenedGraphs | null,
+  encodeText: (captions: string[]) => Promise<{ data: Float32Array; seq: number; width: number }>,
+): Promise<Record<string, ort.Tensor>> {
+  const [B, , H, W] = batch.shape;
+  const f = plan.vae.scaleFactor;
+  const C = plan.vae.latentChannels;
+  const has = (name: string) => spec.inputs.some((e) => e.name === name);
+  const feeds: Record<string, ort.Tensor> = {};
+  if (t.component === "vae") {
+    feeds.images = new ort.Tensor("float32", batch.pixels, batch.shape);
+    feeds.posterior_noise = new ort.Tensor("float32", gen.randn(B * C * (H / f) * (W / f)), [B, C, H / f, W / f]);
+    return feeds;
+  }
+  const h = H / f;
+  const w = W / f;
+  const lat = [B, C, h, w];
+  const n = numel(lat);
+  // random values, in the documented order
+  feeds.noise = new ort.Tensor("float32", gen.randn(n), lat);
+  feeds.timesteps = new ort.Tensor("int64", BigInt64Array.from(gen.randint(0, t.numTrainTimesteps, B), (x) => BigInt(x)), [B]);
+  if (has("offset_noise")) feeds.offset_noise = new ort.Tensor("float32", gen.randn(B * C), [B, C, 1, 1]);
+  if (has("perturbation_noise")) feeds.perturbation_noise = new ort.Tensor("float32", gen.randn(n), lat);
+  const eps = gen.randn(n);
+  // latents: the frozen encoder's posterior sampled with the host's ε (diffusers' latent_dist.sample()), scaled
+  const moments = (await inference!.graphs.vae_encoder.run({ sample: { data: batch.pixels, dims: batch.shape } })).latent_parameters!;
+  const x0 = new Float32Array(n);
+  const per = C * h * w;
+  for (let b = 0; b < B; b++)
+    for (let i = 0; i < per; i++) {
+      const mean = moments.data[b * 2 * per + i]!;
+      const logvar = Math.min(Math.max(moments.data[b * 2 * per + per + i]!, -30), 20);
+      x0[b * per + i] = Math.fround(Math.fround(mean + Math.fround(Math.exp(0.5 * logvar)) * eps[b * per + i]!) * plan.vae.scalingFactor);
+    }
+  feeds.latents = new ort.Tensor("float32", x0, lat);
+  const text = await encodeText(batch.captions);
+  feeds.encoder_hidden_states = new ort.Tensor("float32", text.data, [B, text.seq, text.width]);
+  if (has("caption_drop_mask")) {
+    const u = gen.rand(B);
+    feeds.caption_drop_mask = new ort.Tensor("int64", BigInt64Array.from(u, (x) => (x < s.cfgDropout ? 1n : 0n)), [B]);
+    feeds.empty_prompt_embedding = new ort.Tensor("float32", (await encodeText([""])).data, [1, text.seq, text.width]);
+  }
+  return feeds;
+}
+
