@@ -45,6 +45,8 @@ export interface TrainRunResult {
   steps: number;
   losses: { step: number; loss: number }[];
   checkpoints: string[];
+  /** Validation grids written (validation/step-NNNNNN.png). */
+  validation: string[];
   /** Files written with the trained weights. */
   exported: string[];
   stopped: boolean;
@@ -82,6 +84,24 @@ export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}):
       return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
     },
     threads: o.threads ?? p.config.runtime.threads,
+    validation: t.validation.prompts.length
+      ? {
+          every: t.validation.every,
+          dir: path.join(outputDir, "validation"),
+          items: t.validation.prompts.map((v) => {
+            const o2 = typeof v === "string" ? { prompt: v } : v;
+            return {
+              prompt: o2.prompt,
+              negativePrompt: o2.negative_prompt ?? t.validation.negative_prompt,
+              seed: o2.seed ?? t.validation.seed ?? t.seed,
+              guidance: o2.guidance ?? t.validation.guidance,
+              steps: o2.steps ?? t.validation.steps,
+              width: o2.width ?? t.data.resolution,
+              height: o2.height ?? t.data.resolution,
+            };
+          }),
+        }
+      : null,
   };
   const r = await runTrainer(c.dir, settings, { signal: o.signal, log, onStep: o.onStep, stopAfter: o.stopAfter });
 
@@ -98,7 +118,7 @@ export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}):
     }
     for (const f of exported) log(`wrote ${displayPath(f, cwd)}`);
   }
-  return { outputDir, steps: r.steps, losses: r.losses, checkpoints: r.checkpoints, exported, stopped: r.stopped };
+  return { outputDir, steps: r.steps, losses: r.losses, checkpoints: r.checkpoints, validation: r.validation, exported, stopped: r.stopped };
 }
 
 function checkFinite(m: Map<string, Float32Array>): void {

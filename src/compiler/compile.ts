@@ -195,7 +195,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
         continue;
       }
       const t = performance.now();
-      const built = buildAndWrite(job, providerFor(weights!, job.component), "float32", { ...target, training: true }, tmp);
+      const built = buildAndWrite(job, providerFor(weights!, job.component), "float32", { ...target, training: job.name !== "train_unet" }, tmp);
       trainSpecs[job.name] = trainGraphSpec(job, built, tmp, keys.training[job.name]!);
       rebuilt.push(job.name);
       log(`  built ${job.name}: ${built.graph.nodes.length} nodes, ${job.signature().inputs.filter((e) => e.role === "parameter").length} trained tensors (${((performance.now() - t) / 1000).toFixed(2)} s)`);
@@ -211,7 +211,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
       ];
       if (unused.length) log(`  note: ${unused.length} tensors in the checkpoint were not used: ${unused.slice(0, 5).join(", ")}${unused.length > 5 ? ", …" : ""}`);
     }
-    const training = train ? { ...train.spec, graphs: trainSpecs as { train_step: GraphSpecT; train_eval: GraphSpecT; train_accumulate?: GraphSpecT } } : undefined;
+    const training = train ? { ...train.spec, graphs: trainSpecs as { train_step: GraphSpecT; train_eval: GraphSpecT; train_accumulate?: GraphSpecT; train_unet?: GraphSpecT } } : undefined;
     plan = writeSupportFiles(p, tmp, dir, specs, keys, old, training);
   });
 

@@ -12,7 +12,7 @@ import type { Builder } from "../ir/builder.js";
 import type { LowerTarget } from "../ir/passes/lower.js";
 import type { TrainingSpecT, TrainGraphName } from "../plan/schema.js";
 import { noiseSchedule } from "../schedulers/schedule.js";
-import { buildTrainStep, type TrainStep, type TrainStepOptions } from "../training/step.js";
+import { buildTrainableUNet, buildTrainStep, type TrainStep, type TrainStepOptions } from "../training/step.js";
 import { UserError } from "../util/errors.js";
 import type { GraphJob } from "./graphs.js";
 
@@ -138,5 +138,20 @@ export function trainingJobs(p: LoadedPipeline, precision: "fp32" | "fp16", targ
       },
     };
   });
+  if (spec.component === "unet") {
+    let sig: TrainStep | null = null;
+    jobs.push({
+      name: "train_unet",
+      component: "unet",
+      options: { precision, target, spec, arch: p.model.unet },
+      build(b) {
+        sig = buildTrainableUNet(b, p.model.unet, spec.lora, target);
+      },
+      signature() {
+        if (!sig) throw new Error("train_unet was not built");
+        return sig;
+      },
+    });
+  }
   return { jobs, spec };
 }

@@ -158,6 +158,13 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
       const r = cfg.train.data.resolution;
       add(yaml(["train", "data", "resolution"]), `train.data.resolution ${r} is not a multiple of ${f}`, sizeHint(r));
     }
+    cfg.train?.validation.prompts.forEach((v, i) => {
+      if (typeof v === "string") return;
+      for (const side of ["width", "height"] as const) {
+        const x = v[side];
+        if (x !== undefined && x % f !== 0) add(yaml(["train", "validation", "prompts", i, side]), `train.validation.prompts[${i}].${side} ${x} is not a multiple of ${f}`, sizeHint(x));
+      }
+    });
   }
 
   // --- Sampling ----------------------------------------------------------------------------------

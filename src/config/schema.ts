@@ -335,9 +335,28 @@ const TrainSection = z
       .prefault({}),
     validation: z
       .strictObject({
-        prompts: z.array(z.string()).default([]),
-        every: posInt.default(500),
-        steps: posInt.default(25).describe("Inference steps of validation images."),
+        prompts: z
+          .array(
+            z.union([
+              z.string(),
+              z.strictObject({
+                prompt: z.string(),
+                negative_prompt: z.string().optional(),
+                seed: z.int().min(0).optional(),
+                guidance: z.number().min(0).max(50).optional(),
+                steps: posInt.max(1000).optional(),
+                width: posInt.max(8192).optional(),
+                height: posInt.max(8192).optional(),
+              }),
+            ]),
+          )
+          .default([])
+          .describe("Prompts of the validation images: text, or { prompt, negative_prompt, seed, guidance, steps, width, height }."),
+        every: posInt.default(500).describe("Validation images every N optimizer steps (and at step 0 and at the end)."),
+        steps: posInt.max(1000).default(25).describe("Inference steps of validation images."),
+        guidance: z.number().min(0).max(50).default(7.5),
+        negative_prompt: z.string().default(""),
+        seed: z.int().min(0).optional().describe("Default: train.seed."),
       })
       .prefault({}),
   })

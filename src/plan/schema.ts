@@ -75,13 +75,14 @@ export const GraphSpec = z.strictObject({
   notes: z.array(z.string()),
 });
 
-export const TRAIN_GRAPH_NAMES = ["train_step", "train_eval", "train_accumulate"] as const;
+export const TRAIN_GRAPH_NAMES = ["train_step", "train_eval", "train_accumulate", "train_unet"] as const;
 export type TrainGraphName = (typeof TRAIN_GRAPH_NAMES)[number];
 
 /**
  * A training pipeline's graphs and what they bake in. `train_step` runs one optimizer step:
  * forward, gradients, clipping, the update and the EMA; `train_eval` gives the loss alone;
- * `train_accumulate` (with gradient accumulation) adds a micro-batch's gradients to accumulators.
+ * `train_accumulate` (with gradient accumulation) adds a micro-batch's gradients to accumulators;
+ * `train_unet` is the sampling U-Net with the trained tensors as inputs (validation images).
  * Inputs and outputs carry their role and state-dict name. Everything else about a run (data,
  * batch, length, seed, learning rate and its schedule, checkpoints, validation) is the trainer's.
  */
@@ -89,7 +90,13 @@ export const TrainingSpec = z.strictObject({
   target: z.enum(["unet", "lora", "vae"]),
   /** The model component whose weights are trained (or that a LoRA adapts). */
   component: z.enum(["unet", "vae"]),
-  graphs: z.strictObject({ train_step: GraphSpec, train_eval: GraphSpec, train_accumulate: GraphSpec.optional() }),
+  graphs: z.strictObject({
+    train_step: GraphSpec,
+    train_eval: GraphSpec,
+    train_accumulate: GraphSpec.optional(),
+    /** The U-Net with the trained tensors as inputs, for sampling validation images with the weights in training (U-Net and LoRA targets). */
+    train_unet: GraphSpec.optional(),
+  }),
   microBatches: z.number().int().positive(),
   numTrainTimesteps: z.number().int().positive(),
   predictionType: z.enum(["epsilon", "v_prediction", "sample"]),

@@ -20,7 +20,9 @@ import type { Dataset } from "../data/dataset.js";
 import { DataLoader, type Batch, type LoaderPosition } from "../data/loader.js";
 import { readPlan } from "../plan/read.js";
 import type { GraphSpecT, Plan, TrainingSpecT } from "../plan/schema.js";
-import { openPlanGraphs, type OpenedGraphs } from "../runtime/graphs.js";
+import { makeGrid, savePng, type RgbImage } from "../image/image.js";
+import { openPlanGraphs, type GraphRunner, type OpenedGraphs } from "../runtime/graphs.js";
+import { decodeImage, denoiseLoop, encodePrompts, initialLatents, prepareSchedule, type LatentShape } from "../runtime/stages/index.js";
 import { TorchGenerator, type GeneratorState } from "../runtime/rng.js";
 import { openSession } from "../runtime/session.js";
 import { ClipTokenizer } from "../tokenizer/clip.js";
@@ -49,6 +51,18 @@ export interface TrainSettings {
   initialParameter(name: string, shape: number[]): Float32Array;
   /** CPU threads (0: one per core); the same count on resume keeps results bit-identical. */
   threads?: number;
+  /** Validation images: at step 0 (a fresh run), every `every` steps and at the end, as a grid PNG per step. */
+  validation: { items: ValidationItem[]; every: number; dir: string } | null;
+}
+
+export interface ValidationItem {
+  prompt: string;
+  negativePrompt: string;
+  seed: number;
+  guidance: number;
+  steps: number;
+  width: number;
+  height: number;
 }
 
 export interface TrainOptions {
@@ -77,6 +91,8 @@ export interface TrainResult {
   parameters: Map<string, Float32Array>;
   ema: Map<string, Float32Array> | null;
   checkpoints: string[];
+  /** Validation grids written. */
+  validation: string[];
   stopped: boolean;
 }
 
@@ -179,7 +195,17 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
       return { data, seq, width: first.length / seq };
     };
 
-    const result: TrainResult = { steps: start, losses, parameters: new Map(), ema: null, checkpoints: [], stopped: false };
+    const result: TrainResult = { steps: start, losses, parameters: new Map(), ema: null, checkpoints: [], validation: [], stopped: false };
+    const trainUnet = s.validation && s.validation.items.length && t.graphs.train_unet ? await sess(t.graphs.train_unet) : null;
+    const validate = async (step: number) => {
+      if (!trainUnet || !s.validation) return;
+      // the EMA weights when EMA is on, as diffusers' scripts do
+      const weights = (name: string) => (t.ema ? (state.get(`ema.${name}`) ?? params.get(name)!) : params.get(name)!);
+      const file = await validationGrid(plan, trainUnet, t.graphs.train_unet!, weights, inference!, tokenizer!, s.validation, step, o.signal);
+      result.validation.push(file);
+      log(`validation images ${path.relative(process.cwd(), file) || file}`);
+    };
+    if (start === 0) await validate(0);
     const inputs = (g: GraphSpecT) => g.inputs;
     let stopped = false;
     for (let step = start + 1; step <= total; step++) {
@@ -231,6 +257,7 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
       const report: StepReport = { step, total, epoch: loader.position().epoch, loss, lr, gradNorm, seconds: (performance.now() - t0) / 1000 };
       o.onStep?.(report);
       result.steps = step;
+      if (s.validation && (step % s.validation.every === 0 || step === total)) await validate(step);
       if (step % s.checkpoints.every === 0 || step === total) {
         const dirSaved = save(s, t, step, params, state, { step, loader: loader.position(), generator: gen.getState(), configHash: s.configHash, losses });
         result.checkpoints.push(dirSaved);
@@ -247,6 +274,53 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
     await accSession?.release();
     await inference?.release();
   }
+}
+
+/**
+ * One grid of validation images, with the weights in training: the sampling stages (the same the
+ * runner uses) over the train_unet graph, which takes the trained tensors as inputs.
+ */
+async function validationGrid(
+  plan: Plan,
+  unet: ort.InferenceSession,
+  spec: GraphSpecT,
+  weights: (name: string) => Float32Array,
+  inference: OpenedGraphs,
+  tokenizer: ClipTokenizer,
+  v: NonNullable<TrainSettings["validation"]>,
+  step: number,
+  signal?: AbortSignal,
+): Promise<string> {
+  const params = spec.inputs.filter((e) => e.role === "parameter");
+  const runner: GraphRunner = {
+    run: async (feeds) => {
+      const t: Record<string, ort.Tensor> = {};
+      for (const [k, x] of Object.entries(feeds)) t[k] = new ort.Tensor("float32", x.data instanceof Float32Array ? x.data : Float32Array.from(x.data), x.dims);
+      for (const e of params) t[e.name] = new ort.Tensor("float32", weights(e.name), e.shape as number[]);
+      const out = await unet.run(t);
+      return Object.fromEntries(Object.entries(out).map(([k, x]) => [k, { data: x.data as Float32Array, dims: x.dims }]));
+    },
+  };
+  const images: RgbImage[] = [];
+  const f = plan.vae.scaleFactor;
+  for (const item of v.items) {
+    const shape: LatentShape = { images: 1, channels: plan.vae.latentChannels, height: item.height / f, width: item.width / f };
+    const embeddings = await encodePrompts(inference.graphs.text_encoder, tokenizer, { prompts: [item.prompt], negativePrompts: [item.negativePrompt], perPrompt: 1, guidance: item.guidance > 1 });
+    const schedule = prepareSchedule(plan, { steps: item.steps });
+    const generator = new TorchGenerator(item.seed);
+    const latents = await initialLatents({ kind: "noise" }, { shape, schedule, generator });
+    const loop = await denoiseLoop(runner, { schedule, latents, shape, embeddings, guidanceScale: item.guidance, guidanceRescale: 0, noise: generator, signal });
+    images.push((await decodeImage(inference.graphs.vae_decoder, loop.latents, shape, plan.vae.scalingFactor)).image);
+  }
+  // one row per size: a grid wants equal sizes, so images of another size go on their own grid
+  const first = images[0]!;
+  const same = images.filter((im) => im.width === first.width && im.height === first.height);
+  const grid = makeGrid(same);
+  const file = path.join(v.dir, `step-${String(step).padStart(6, "0")}.png`);
+  fs.mkdirSync(v.dir, { recursive: true });
+  const text = v.items.map((it) => `${it.prompt}\nNegative prompt: ${it.negativePrompt}\nSteps: ${it.steps}, CFG scale: ${it.guidance}, Seed: ${it.seed}, Size: ${it.width}x${it.height}, Training step: ${step}`).join("\n\n");
+  await savePng(file, grid.data, grid.width, grid.height, { parameters: text });
+  return file;
 }
 
 /** diffusers' EMAModel decay: 0 at its first step, then (1 + s)/(10 + s) up to the maximum, s = step − 1. */

@@ -173,3 +173,34 @@ export function buildTrainStep(b: Builder, o: TrainStepOptions): TrainStep {
   });
   return { inputs, outputs, unused };
 }
+
+/**
+ * The U-Net for sampling with the weights a trainer holds: the inference graph (same inputs and
+ * output as the compiled `unet`), with the trained tensors as inputs — the LoRA factors, or every
+ * parameter for a full fine-tune. The trainer's validation images run it through the sampling stages.
+ */
+export function buildTrainableUNet(b: Builder, arch: UNet2DConditionConfig, lora: LoraSpec | null, target: LowerTarget): TrainStep {
+  const created: Value[] = [];
+  if (lora) b.adapter = loraAdapter(b, lora, created);
+  buildUNet(b, arch, { sequence: sym("sequence") });
+  b.adapter = null;
+  const g = b.graph;
+  lowerComposites(g, { ...target, training: false });
+  let params = created;
+  if (!lora) {
+    params = [...g.constants.values()].filter((v) => v.param);
+    for (const v of params) {
+      g.constants.delete(v.name);
+      v.kind = "input";
+      v.data = null;
+      g.inputs.push({ name: v.name, value: v });
+    }
+  }
+  const set = new Set(params);
+  const entry = (name: string, v: Value, role: StepRole): SignatureEntry => ({ name, role, dtype: v.dtype, shape: v.shape.map((d) => (typeof d === "number" ? d : dimStr(d))), ...(role === "parameter" ? { stateDictName: name } : {}) });
+  return {
+    inputs: g.inputs.map((io) => entry(io.name, io.value, set.has(io.value) ? "parameter" : "batch")),
+    outputs: g.outputs.map((io) => entry(io.name, io.value, "batch")),
+    unused: [],
+  };
+}

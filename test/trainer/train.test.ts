@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadPipeline } from "../../src/config/load.js";
 import { makeShapes } from "../../src/data/shapes.js";
+import { readPngText } from "../../src/image/image.js";
 import { readLora } from "../../src/models/weights/lora.js";
 import { SafetensorsFile } from "../../src/models/weights/safetensors.js";
 import { trainPipeline } from "../../src/train-pipeline.js";
@@ -38,7 +39,7 @@ const lora = `  target: lora
 
 describe("the trainer", () => {
   it("LoRA on shapes: the loss falls, checkpoints are written, and the exported LoRA loads back (both layouts)", async () => {
-    const { dir, load } = await project(`${lora}  steps: 24\n  objective:\n    cfg_dropout: 0.2\n`);
+    const { dir, load } = await project(`${lora}  steps: 24\n  objective:\n    cfg_dropout: 0.2\n  validation:\n    prompts: [red circle on blue background, { prompt: green star, seed: 3, guidance: 1 }]\n    every: 12\n    steps: 4\n`);
     const r = await trainPipeline(await load(), { cwd: dir, threads: 2 });
     expect(r.steps).toBe(24);
     const first = r.losses.slice(0, 6).reduce((a, b) => a + b.loss, 0) / 6;
@@ -46,6 +47,11 @@ describe("the trainer", () => {
     console.log(`LoRA smoke: mean loss of steps 1-6 ${first.toFixed(4)}, of steps 19-24 ${last.toFixed(4)}`);
     expect(last).toBeLessThan(first * 0.9);
     expect(r.checkpoints.map((c) => path.basename(c))).toEqual(["checkpoint-000003", "checkpoint-000006", "checkpoint-000009", "checkpoint-000012", "checkpoint-000015", "checkpoint-000018", "checkpoint-000021", "checkpoint-000024"]);
+    // validation grids at steps 0, 12 and 24: two 32×32 images side by side, with their settings
+    expect(r.validation.map((f) => path.relative(dir, f))).toEqual(["out/validation/step-000000.png", "out/validation/step-000012.png", "out/validation/step-000024.png"]);
+    const text = readPngText(r.validation[1]!);
+    expect(text.parameters).toContain("red circle on blue background");
+    expect(text.parameters).toContain("Seed: 3");
     const [peft, kohya] = r.exported;
     expect(path.relative(dir, peft!)).toBe("out/lora/pytorch_lora_weights.safetensors");
     expect(SafetensorsFile.open(kohya!).metadata).toMatchObject({ ss_network_dim: "4", ss_network_alpha: "4", ss_v2: "False" });
