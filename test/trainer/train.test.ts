@@ -8,9 +8,10 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadPipeline } from "../../src/config/load.js";
 import { makeShapes } from "../../src/data/shapes.js";
-import { readPngText } from "../../src/image/image.js";
+import { loadImage, readPngText } from "../../src/image/image.js";
 import { readLora } from "../../src/models/weights/lora.js";
 import { SafetensorsFile } from "../../src/models/weights/safetensors.js";
+import { run } from "../../src/pipeline.js";
 import { trainPipeline } from "../../src/train-pipeline.js";
 import { REPO, tempDir } from "../helpers/repo.js";
 
@@ -97,5 +98,31 @@ describe("the trainer", () => {
     const rv = await trainPipeline(await v.load(), { cwd: v.dir, threads: 2 });
     expect(rv.exported.map((f) => path.relative(v.dir, f))).toEqual(["out/vae/diffusion_pytorch_model.safetensors"]);
     expect(rv.losses.every((l) => Number.isFinite(l.loss))).toBe(true);
+  });
+
+  it("the LoRA it exports, folded into the model with model.lora, draws what the trainer's last validation image drew", async () => {
+    const { dir, load } = await project(`${lora}  steps: 6\n  validation:\n    prompts: [{ prompt: red circle on blue background, seed: 5, guidance: 4, steps: 5 }]\n    every: 6\n`);
+    const r = await trainPipeline(await load(), { cwd: dir, threads: 2 });
+    const kohya = r.exported[1]!;
+    const sample = path.join(dir, "sample.yaml");
+    fs.writeFileSync(
+      sample,
+      `version: 1\nname: s\nmodel:\n  from: ${JSON.stringify(path.join(REPO, "models", "tiny-sd"))}\n  lora:\n    - file: ${JSON.stringify(kohya)}\n` +
+        `scheduler:\n  type: pndm\n  steps: 5\nguidance:\n  scale: 4\n  negative_prompt: ""\nsample:\n  prompt: red circle on blue background\n  seed: 5\n  width: 32\n  height: 32\noutput:\n  dir: folded\n`,
+    );
+    const out = await run(await loadPipeline(sample, { cwd: dir }), { cwd: dir, progress: false });
+    const folded = await loadImage(out.outputs[0]!);
+    const trained = await loadImage(r.validation.at(-1)!);
+    expect([folded.width, folded.height]).toEqual([trained.width, trained.height]);
+    let worst = 0;
+    folded.data.forEach((x, i) => (worst = Math.max(worst, Math.abs(x - trained.data[i]!))));
+    console.log(`LoRA folded vs in-training validation image: max pixel difference ${worst}/255`);
+    expect(worst).toBeLessThanOrEqual(2);
+    // and the LoRA matters: without it the image is another one
+    fs.writeFileSync(sample, fs.readFileSync(sample, "utf8").replace(/  lora:\n    - file: .*\n/, "").replace("dir: folded", "dir: base"));
+    const base = await loadImage((await run(await loadPipeline(sample, { cwd: dir }), { cwd: dir, progress: false })).outputs[0]!);
+    let change = 0;
+    base.data.forEach((x, i) => (change = Math.max(change, Math.abs(x - folded.data[i]!))));
+    expect(change).toBeGreaterThan(10);
   });
 });
