@@ -4,8 +4,11 @@ import { decode } from "fast-png";
 import { describe, expect, it } from "vitest";
 import { readPngText, type RgbImage } from "../../src/image/image.js";
 import { Canvas } from "../../src/trainer/canvas.js";
+import { describeEvent } from "../../src/trainer/events.js";
 import { fitText, glyph, rasterText, textWidth, wrapText } from "../../src/trainer/font.js";
+import { formatDuration, formatLoss, formatLr, formatRate, jsonLine } from "../../src/trainer/format.js";
 import { LOSS_CURVE_COLORS, emaCurve, plotLossCurve, renderLossCurve, type LossPoint } from "../../src/trainer/plot.js";
+import { createTrainProgress, type ProgressStream } from "../../src/trainer/train-progress.js";
 import { tempDir } from "../helpers/repo.js";
 
 // ------------------------------------------------------------------------------------------------
@@ -238,3 +241,250 @@ describe("loss curve", () => {
     expect(fs.readdirSync(dir).sort()).toEqual(["held.png", "loss.png"]);
   });
 });
+
+// ------------------------------------------------------------------------------------------------
+
+// progress and log: a stream that records, a terminal seen through it, a clock moved by hand
+
+/** A stream that records what is written, as a terminal (isTTY) or a pipe. */
+function fakeStream(isTTY: boolean, columns = 120): ProgressStream & { out: string } {
+  const s = {
+    out: "",
+    isTTY,
+    columns,
+    write(text: string) {
+      s.out += text;
+      return true;
+    },
+  };
+  return s;
+}
+
+/**
+ * The screen a terminal shows after `text`: "\r", "\n", cursor save/restore (ESC 7 / ESC 8) and the
+ * CSI sequences readline and cli-progress use (cursor column G, moves A-D, erase K); others ignored.
+ */
+function screen(text: string): string[] {
+  const lines: string[][] = [[]];
+  let row = 0;
+  let col = 0;
+  let saved: [number, number] = [0, 0];
+  const line = () => (lines[row] ??= []);
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (ch === "\x1b") {
+      if (text[i + 1] === "7" || text[i + 1] === "8") {
+        if (text[i + 1] === "7") saved = [row, col];
+        else [row, col] = saved;
+        i++;
+        continue;
+      }
+      const m = /^\x1b\[([?\d;]*)([A-Za-z])/.exec(text.slice(i));
+      if (!m) continue;
+      i += m[0].length - 1;
+      const n = m[1] === "" ? undefined : Number(m[1]);
+      const l = line();
+      switch (m[2]) {
+        case "G":
+          col = (n ?? 1) - 1;
+          break;
+        case "K":
+          if (n === undefined || n === 0) l.length = Math.min(l.length, col);
+          else if (n === 1) for (let k = 0; k <= col && k < l.length; k++) l[k] = " ";
+          else l.length = 0;
+          break;
+        case "A":
+          row = Math.max(0, row - (n ?? 1));
+          break;
+        case "B":
+          row += n ?? 1;
+          break;
+        case "C":
+          col += n ?? 1;
+          break;
+        case "D":
+          col = Math.max(0, col - (n ?? 1));
+          break;
+      }
+      continue;
+    }
+    if (ch === "\r") col = 0;
+    else if (ch === "\n") {
+      row++;
+      col = 0;
+    } else {
+      const l = line();
+      while (l.length < col) l.push(" ");
+      l[col++] = ch;
+    }
+  }
+  return Array.from({ length: Math.max(lines.length, row + 1) }, (_, r) => (lines[r] ?? []).join("").trimEnd()).filter((l, r, all) => l !== "" || r < all.length - 1);
+}
+
+/** A clock the test moves by hand. */
+function manualClock(start = 0) {
+  const c = { t: start, now: () => c.t };
+  return c;
+}
+
+describe("number formats", () => {
+  it("reads like the progress line", () => {
+    expect(formatLr(1e-4)).toBe("1.00e-04");
+    expect(formatLr(2.5e-6)).toBe("2.50e-06");
+    expect(formatLoss(0.12344)).toBe("0.1234");
+    expect(formatLoss(0.00012)).toBe("1.20e-04");
+    expect(formatLoss(NaN)).toBe("nan");
+    expect(formatLoss(-Infinity)).toBe("-inf");
+    expect(formatRate(3.21)).toBe("3.2 it/s");
+    expect(formatRate(0.25)).toBe("4.00 s/it");
+    expect(formatDuration(587)).toBe("9m47s");
+    expect(formatDuration(45)).toBe("45s");
+    expect(formatDuration(7500)).toBe("2h05m");
+    expect(formatDuration(2 * 86400 + 3 * 3600)).toBe("2d03h");
+  });
+
+  it("JSON keeps non-finite numbers as strings", () => {
+    expect(jsonLine({ a: NaN, b: Infinity, c: 1, d: undefined })).toBe('{"a":"NaN","b":"Infinity","c":1}');
+  });
+});
+
+describe("training progress", () => {
+  const step = (i: number) => ({ step: i, loss: 0.5, lr: 1e-4 });
+
+  it("without a terminal prints a line per interval, from the injected clock", () => {
+    const stream = fakeStream(false);
+    const clock = manualClock(1000);
+    const p = createTrainProgress({ total: 2000, stream, now: clock.now, intervalMs: 5000 });
+    for (let i = 1; i <= 12; i++) {
+      clock.t += 1000;
+      p.step(step(i));
+    }
+    expect(stream.out.split("\n").filter(Boolean)).toEqual([
+      "step 5/2000  loss 0.5000  lr 1.00e-04  1.0 it/s  ETA 33m15s",
+      "step 10/2000  loss 0.5000  lr 1.00e-04  1.0 it/s  ETA 33m10s",
+    ]);
+    p.done();
+    const lines = stream.out.split("\n").filter(Boolean);
+    expect(lines.slice(2)).toEqual(["step 12/2000  loss 0.5000  lr 1.00e-04  1.0 it/s  ETA 33m08s", "done: 12 steps in 12s, loss 0.5000"]);
+    expect(stream.out).not.toMatch(/[\r\x1b]/);
+  });
+
+  it("measures the rate over the last steps and shows slow runs in s/it", () => {
+    const stream = fakeStream(false);
+    const clock = manualClock();
+    const p = createTrainProgress({ total: 100, stream, now: clock.now, intervalMs: 0, rateWindow: 4 });
+    for (let i = 1; i <= 10; i++) {
+      clock.t += i <= 6 ? 100 : 4000; // fast, then 4 s a step
+      p.step(step(i));
+    }
+    expect(p.state.rate).toBeCloseTo(0.25, 10);
+    expect(stream.out.trimEnd().split("\n").at(-1)).toBe("step 10/100  loss 0.5000  lr 1.00e-04  4.00 s/it  ETA 6m00s");
+  });
+
+  it("shows the smoothed loss, and a NaN loss does not poison it", () => {
+    const clock = manualClock();
+    const p = createTrainProgress({ total: 10, stream: fakeStream(false), now: clock.now, smoothing: 0.5 });
+    p.step({ step: 1, loss: 1, lr: 1e-4 });
+    expect(p.state.lossEma).toBeCloseTo(1, 12);
+    p.step({ step: 2, loss: NaN, lr: 1e-4 });
+    p.step({ step: 3, loss: 0, lr: 1e-4 });
+    // debiased EMA of [1, 0] with beta 0.5: (0.25 + 0) / 0.75
+    expect(p.state.lossEma).toBeCloseTo(1 / 3, 12);
+  });
+
+  it("prints notes and events on lines of their own", () => {
+    const stream = fakeStream(false);
+    const clock = manualClock();
+    const p = createTrainProgress({ total: 10, stream, now: clock.now, intervalMs: 5000 });
+    p.step(step(1));
+    p.note("caching latents");
+    p.event({ event: "checkpoint", step: 1, path: "out/step-1.safetensors" });
+    p.stop();
+    expect(stream.out).toBe("caching latents\nstep 1  checkpoint saved: out/step-1.safetensors\n");
+  });
+
+  it("on a terminal draws a bar with step/total, loss, lr, it/s and ETA", () => {
+    const stream = fakeStream(true);
+    const clock = manualClock();
+    const p = createTrainProgress({ total: 10, stream, now: clock.now });
+    try {
+      for (let i = 1; i <= 3; i++) {
+        clock.t += 1000;
+        p.step(step(i));
+      }
+      p.note("non-finite loss at step 3"); // forces a redraw of the current state
+      const shown = screen(stream.out);
+      const bar = shown.at(-1)!;
+      expect(bar).toMatch(/^train \|[█░]+\| 3\/10 · loss 0\.5000 · lr 1\.00e-04 · 1\.0 it\/s · ETA 7s$/);
+      expect(bar.match(/█/g)?.length).toBe(Math.round(0.3 * bar.match(/[█░]/g)!.length));
+    } finally {
+      p.stop();
+    }
+  });
+
+  it("on a terminal puts notes above the bar, never glued to it", () => {
+    const stream = fakeStream(true, 100);
+    const clock = manualClock();
+    const p = createTrainProgress({ total: 10, stream, now: clock.now });
+    try {
+      clock.t += 500;
+      p.step(step(1));
+      p.note("first note");
+      clock.t += 500;
+      p.step(step(2));
+      p.event({ event: "validation", step: 2, loss: 0.25 });
+      const shown = screen(stream.out);
+      expect(shown).toHaveLength(3);
+      expect(shown.slice(0, 2)).toEqual(["first note", "step 2  validation loss 0.2500"]);
+      expect(shown[2]).toMatch(/^train \|.*\| 2\/10 /);
+    } finally {
+      p.stop();
+    }
+    // stopping leaves the last state readable as a plain line, and the cursor on a fresh line
+    const shown = screen(stream.out);
+    expect(shown.slice(2)).toEqual(["step 2/10  loss 0.5000  lr 1.00e-04  2.0 it/s  ETA 4s"]);
+    expect(stream.out.endsWith("\n")).toBe(true);
+  });
+
+  it("with --json prints one JSON object per event and nothing else, even on a terminal", () => {
+    const stream = fakeStream(true);
+    const clock = manualClock();
+    const p = createTrainProgress({ total: 4, stream, json: true, now: clock.now });
+    for (let i = 1; i <= 4; i++) {
+      clock.t += 250;
+      p.step({ step: i, loss: i === 3 ? NaN : 0.5, lr: 1e-4, epoch: 0, gradNorm: 1.5 });
+      if (i === 2) {
+        p.event({ event: "validation", step: 2, loss: 0.4, grid: "samples/step-2.png" });
+        p.event({ event: "checkpoint", step: 2, path: "ckpt/step-2" });
+        p.note("a note");
+      }
+    }
+    p.done({ checkpoint: "ckpt/final" });
+    p.stop();
+    const lines = stream.out.split("\n");
+    expect(lines.pop()).toBe("");
+    const objs = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(objs.map((o) => o.event)).toEqual(["step", "step", "validation", "checkpoint", "note", "step", "step", "done"]);
+    expect(objs[0]).toEqual({ event: "step", step: 1, total: 4, epoch: 0, loss: 0.5, loss_ema: 0.5, lr: 1e-4, grad_norm: 1.5, it_per_s: 4, eta_s: 0.8 });
+    expect(objs[5]!.loss).toBe("NaN");
+    expect(objs[4]).toEqual({ event: "note", message: "a note" });
+    expect(objs[7]).toMatchObject({ event: "done", step: 4, elapsed_s: 1, checkpoint: "ckpt/final" });
+    expect(objs[7]!.loss).toBeCloseTo(0.5, 12);
+  });
+
+  it("a resumed run counts from its start step", () => {
+    const stream = fakeStream(false);
+    const clock = manualClock();
+    const p = createTrainProgress({ total: 1000, startStep: 500, stream, now: clock.now, intervalMs: 1000 });
+    clock.t += 2000;
+    p.step(step(501));
+    expect(stream.out).toBe("step 501/1000  loss 0.5000  lr 1.00e-04  2.00 s/it  ETA 16m38s\n");
+  });
+
+  it("describes events for people", () => {
+    expect(describeEvent({ event: "nonfinite_loss", step: 7, loss: Infinity, action: "skipped the update" })).toBe("step 7  non-finite loss (inf), skipped the update");
+    expect(describeEvent({ event: "images", step: 4, files: ["a.png", "b.png"] })).toBe("step 4  wrote 2 images: a.png, b.png");
+    expect(describeEvent({ event: "done", step: 100, elapsed_s: 3725, loss: 0.01 })).toBe("done: 100 steps in 1h02m, loss 0.0100");
+  });
+});
+
