@@ -8,6 +8,7 @@ import { describeEvent } from "../../src/trainer/events.js";
 import { fitText, glyph, rasterText, textWidth, wrapText } from "../../src/trainer/font.js";
 import { formatDuration, formatLoss, formatLr, formatRate, jsonLine } from "../../src/trainer/format.js";
 import { LOSS_CURVE_COLORS, emaCurve, plotLossCurve, renderLossCurve, type LossPoint } from "../../src/trainer/plot.js";
+import { TrainLog, lossCurveData, readTrainLog } from "../../src/trainer/train-log.js";
 import { createTrainProgress, type ProgressStream } from "../../src/trainer/train-progress.js";
 import { tempDir } from "../helpers/repo.js";
 
@@ -488,3 +489,72 @@ describe("training progress", () => {
   });
 });
 
+// ------------------------------------------------------------------------------------------------
+
+describe("training log (JSONL)", () => {
+  it("appends one record per step and event, on disk before the log is closed", () => {
+    const file = path.join(tempDir("sdc-trainlog-"), "logs", "train.jsonl");
+    const clock = manualClock(1_700_000_000_000);
+    const log = TrainLog.open(file, { clock: clock.now });
+    clock.t += 500;
+    log.step({ step: 1, loss: 0.5, lr: 1e-4, epoch: 0, gradNorm: 0.75, samples: 4 });
+    // already in the file: a process killed now keeps it
+    expect(fs.readFileSync(file, "utf8")).toBe('{"event":"step","step":1,"epoch":0,"loss":0.5,"lr":0.0001,"grad_norm":0.75,"time":1700000000.5,"samples_per_s":8}\n');
+    clock.t += 250;
+    log.step({ step: 2, loss: NaN, lr: 1e-4, samples: 4 });
+    log.event({ event: "nonfinite_loss", step: 2, loss: NaN, action: "skipped the update" });
+    log.event({ event: "validation", step: 2, loss: 0.4, grid: "samples/step-2.png" });
+    log.event({ event: "checkpoint", step: 2, path: "ckpt/step-2" });
+    const recs = readTrainLog(file);
+    expect(recs.map((r) => r.event)).toEqual(["step", "step", "nonfinite_loss", "validation", "checkpoint"]);
+    expect(recs[1]).toMatchObject({ step: 2, loss: "NaN", samples_per_s: 16 });
+    log.close();
+    expect(() => log.step({ step: 3, loss: 1, lr: 1 })).toThrow(/closed/);
+    const data = lossCurveData(recs);
+    expect(data.train.map((p) => p.step)).toEqual([1, 2]);
+    expect(data.train[1]!.loss).toBeNaN();
+    expect(data.validation).toEqual([{ step: 2, loss: 0.4 }]);
+  });
+
+  it("a new run replaces an old log", () => {
+    const file = path.join(tempDir("sdc-trainlog-"), "train.jsonl");
+    fs.writeFileSync(file, '{"event":"step","step":1,"loss":1,"lr":1}\n');
+    TrainLog.open(file).close();
+    expect(fs.readFileSync(file, "utf8")).toBe("");
+  });
+
+  it("reopening for a resumed run drops what came after the resume step, then appends", () => {
+    const dir = tempDir("sdc-trainlog-");
+    const file = path.join(dir, "train.jsonl");
+    const first = TrainLog.open(file);
+    for (let s = 1; s <= 9; s++) {
+      first.step({ step: s, loss: 1 / s, lr: 1e-4 });
+      if (s === 6) first.event({ event: "checkpoint", step: 6, path: "ckpt/step-6" });
+      if (s === 8) first.event({ event: "note", message: "not here" });
+    }
+    first.event({ event: "note", message: "after the checkpoint" });
+    first.close();
+    // killed mid-write: the last line is cut off
+    fs.appendFileSync(file, '{"event":"step","st');
+
+    const second = TrainLog.open(file, { resumeStep: 6 });
+    for (let s = 7; s <= 8; s++) second.step({ step: s, loss: 1 / s, lr: 1e-4 });
+    second.close();
+    const recs = readTrainLog(file);
+    expect(recs.map((r) => `${r.event}:${r.step ?? ""}`)).toEqual([
+      ...[1, 2, 3, 4, 5, 6].map((s) => `step:${s}`),
+      "checkpoint:6",
+      "resume:6",
+      "step:7",
+      "step:8",
+    ]);
+    expect(fs.readFileSync(file, "utf8").endsWith("\n")).toBe(true);
+    expect(fs.readdirSync(dir)).toEqual(["train.jsonl"]);
+  });
+
+  it("resuming without an old log starts one", () => {
+    const file = path.join(tempDir("sdc-trainlog-"), "train.jsonl");
+    TrainLog.open(file, { resumeStep: 100 }).close();
+    expect(readTrainLog(file)).toMatchObject([{ event: "resume", step: 100 }]);
+  });
+});
