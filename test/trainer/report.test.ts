@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { decode } from "fast-png";
 import { describe, expect, it } from "vitest";
-import { readPngText, type RgbImage } from "../../src/image/image.js";
+import { readPngText, type RgbImage, makeGrid, parseParameters } from "../../src/image/image.js";
 import { Canvas } from "../../src/trainer/canvas.js";
 import { describeEvent } from "../../src/trainer/events.js";
 import { fitText, glyph, rasterText, textWidth, wrapText } from "../../src/trainer/font.js";
@@ -10,6 +10,7 @@ import { formatDuration, formatLoss, formatLr, formatRate, jsonLine } from "../.
 import { LOSS_CURVE_COLORS, emaCurve, plotLossCurve, renderLossCurve, type LossPoint } from "../../src/trainer/plot.js";
 import { TrainLog, lossCurveData, readTrainLog } from "../../src/trainer/train-log.js";
 import { createTrainProgress, type ProgressStream } from "../../src/trainer/train-progress.js";
+import { VALIDATION_TEXT_KEY, renderValidationGrid, saveValidationGrid } from "../../src/trainer/validation-grid.js";
 import { tempDir } from "../helpers/repo.js";
 
 // ------------------------------------------------------------------------------------------------
@@ -556,5 +557,54 @@ describe("training log (JSONL)", () => {
     const file = path.join(tempDir("sdc-trainlog-"), "train.jsonl");
     TrainLog.open(file, { resumeStep: 100 }).close();
     expect(readTrainLog(file)).toMatchObject([{ event: "resume", step: 100 }]);
+  });
+});
+
+// ------------------------------------------------------------------------------------------------
+
+describe("validation grid", () => {
+  const solid = (w: number, h: number, rgb: [number, number, number]): RgbImage => {
+    const data = new Uint8Array(w * h * 3);
+    for (let i = 0; i < w * h; i++) data.set(rgb, i * 3);
+    return { width: w, height: h, data };
+  };
+  const samples = [
+    { image: solid(64, 48, [200, 0, 0]), prompt: "a photo of sks dog", seed: 1 },
+    { image: solid(64, 48, [0, 200, 0]), prompt: "a photo of sks dog", seed: 2 },
+    { image: solid(64, 48, [0, 0, 200]), prompt: "sks dog, oil painting: Vermeer", seed: 3n },
+  ];
+  const opts = { step: 200, steps: 20, sampler: "Euler a", cfgScale: 7.5, cols: 3 };
+
+  it("writes the prompts and seeds into the PNG's parameters text", async () => {
+    const file = path.join(tempDir("sdc-grid-"), "step-200.png");
+    const grid = await saveValidationGrid(file, samples, opts);
+    const img = readPng(file);
+    expect([img.width, img.height]).toEqual([grid.width, grid.height]);
+    const text = readPngText(file);
+    const parsed = parseParameters(text.parameters!);
+    expect(parsed.prompt).toBe("a photo of sks dog\nsks dog, oil painting: Vermeer");
+    expect(parsed.params).toMatchObject({ Steps: "20", Sampler: "Euler a", "CFG scale": "7.5", Seed: "1", Size: "64x48", "Training step": "200", Seeds: "1 2 3" });
+    expect(JSON.parse(text[VALIDATION_TEXT_KEY]!)).toEqual({
+      step: 200,
+      samples: [
+        { prompt: "a photo of sks dog", negative_prompt: "", seed: 1 },
+        { prompt: "a photo of sks dog", negative_prompt: "", seed: 2 },
+        { prompt: "sks dog, oil painting: Vermeer", negative_prompt: "", seed: "3" },
+      ],
+    });
+  });
+
+  it("keeps the images intact, captions each with its seed, and can leave captions out", () => {
+    const grid = renderValidationGrid(samples, opts);
+    expect(grid.width).toBe(3 * 64);
+    // header above, caption below each image: the images' own pixels are all still there
+    let y0 = -1; // below the header: the first red row
+    for (let y = 0; y < grid.height && y0 < 0; y++) if (near(pixel(grid, 10, y), [200, 0, 0], 0)) y0 = y;
+    expect(y0).toBeGreaterThan(0);
+    for (const [i, s] of samples.entries()) for (const [x, y] of [[0, 0], [63, 47], [32, 20]] as const) expect(pixel(grid, i * 64 + x, y0 + y)).toEqual([...s.image.data.subarray(0, 3)]);
+    expect(findText(grid, "seed 3", [110, 110, 110]).length).toBe(1);
+    expect(findText(grid, "step 200", [30, 30, 30]).length).toBe(1);
+    const bare = renderValidationGrid(samples, { ...opts, captions: false });
+    expect(bare).toEqual(makeGrid(samples.map((s) => s.image), 3));
   });
 });
