@@ -110,8 +110,8 @@ export function renderLossCurve(points: readonly LossPoint[], opts: LossCurveOpt
 
   // --- ranges
   const steps = [...train.map((p) => p.step), ...val.map((p) => p.step)];
-  let stepMax = Math.max(opts.maxStep ?? -Infinity, ...steps);
-  let stepMin = Math.min(...steps);
+  let [stepMin, stepMax] = extent(steps);
+  stepMax = Math.max(stepMax, opts.maxStep ?? -Infinity);
   if (!Number.isFinite(stepMin)) [stepMin, stepMax] = [0, Math.max(1, opts.maxStep ?? 1)];
   if (stepMin >= 0 && stepMin <= 0.1 * stepMax) stepMin = 0;
   if (stepMax <= stepMin) stepMax = stepMin + 1;
@@ -123,11 +123,11 @@ export function renderLossCurve(points: readonly LossPoint[], opts: LossCurveOpt
       ? true
       : opts.logY === false
         ? false
-        : positive.length === smooth.length && positive.length > 0 && Math.log10(Math.max(...positive) / Math.min(...positive)) > LOG_SCALE_DECADES;
+        : positive.length === smooth.length && positive.length > 0 && Math.log10(extent(positive)[1] / extent(positive)[0]) > LOG_SCALE_DECADES;
   const rawValues = finiteTrain.map((p) => p.loss).filter((v) => !logY || v > 0);
   const robust = rawValues.length > 50 ? [quantile(rawValues, 0.002), quantile(rawValues, 0.998)] : rawValues;
   const yValues = [...robust, ...smooth.filter((v) => !logY || v > 0)];
-  let [lossMin, lossMax] = yValues.length > 0 ? [Math.min(...yValues), Math.max(...yValues)] : logY ? [0.1, 1] : [0, 1];
+  let [lossMin, lossMax] = yValues.length > 0 ? extent(yValues) : logY ? [0.1, 1] : [0, 1];
   if (logY) {
     let a = Math.log10(lossMin);
     let b = Math.log10(lossMax);
@@ -204,7 +204,7 @@ export function renderLossCurve(points: readonly LossPoint[], opts: LossCurveOpt
   canvas.text(summary.join("   "), tx + 14 * s, ty + (titleS - s) * CAP_HEIGHT, C.frame, { scale: s });
   const legend: { label: string; draw: (x: number, y: number) => void }[] = [
     { label: "loss", draw: (x, y) => canvas.polyline([[x, y], [x + 18 * s, y]], s, C.raw) },
-    { label: `ema ${trimZeros(beta.toFixed(3))}`, draw: (x, y) => canvas.polyline([[x, y], [x + 18 * s, y]], 2.5 * s, C.ema) },
+    { label: `ema ${trimZeros(beta.toPrecision(Math.max(2, Math.ceil(-Math.log10(1 - beta)) + 1)))}`, draw: (x, y) => canvas.polyline([[x, y], [x + 18 * s, y]], 2.5 * s, C.ema) },
   ];
   if (val.length > 0) legend.push({ label: "validation", draw: (x, y) => canvas.disc(x + 9 * s, y, 3.5 * s, C.validation) });
   if (nonFinite.length > 0) legend.push({ label: "non-finite", draw: (x, y) => canvas.fillRect(Math.round(x + 8 * s), Math.round(y - 4 * s), 2 * s, 8 * s, C.nonFinite) });
@@ -271,7 +271,7 @@ function linearTicks(lo: number, hi: number, target: number, integer = false): T
   for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k++) {
     const v = k * step;
     const value = Math.abs(v) < step * 1e-9 ? 0 : v;
-    out.push({ value, label: integer ? formatStep(value) : exp ? formatExp(value, 2) : value.toFixed(Math.min(decimals, 20)) });
+    out.push({ value, label: integer ? formatStep(value, big) : exp ? formatExp(value, 2) : value.toFixed(Math.min(decimals, 20)) });
   }
   return out;
 }
@@ -299,9 +299,10 @@ function formatLogTick(m: number, d: number): string {
   return m === 1 ? `1e${d}` : `${m}e${d}`;
 }
 
-function formatStep(v: number): string {
-  if (Math.abs(v) >= 1e6) return `${trimZeros((v / 1e6).toFixed(2))}M`;
-  if (Math.abs(v) >= 1e5) return `${trimZeros((v / 1e3).toFixed(1))}k`;
+/** A step tick: plain up to 5 digits; in k or M for the whole axis when its end is larger. */
+function formatStep(v: number, axisEnd: number): string {
+  if (axisEnd >= 1e7) return v === 0 ? "0" : `${trimZeros((v / 1e6).toFixed(2))}M`;
+  if (axisEnd >= 1e5) return v === 0 ? "0" : `${trimZeros((v / 1e3).toFixed(1))}k`;
   return String(v);
 }
 
@@ -321,6 +322,17 @@ export function formatNumber(v: number): string {
 
 function trimZeros(s: string): string {
   return s.includes(".") ? s.replace(/0+$/, "").replace(/\.$/, "") : s;
+}
+
+/** [min, max] of the values ([Infinity, -Infinity] for none); no spreading, so any length works. */
+function extent(values: readonly number[]): [number, number] {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return [lo, hi];
 }
 
 function quantile(values: readonly number[], q: number): number {

@@ -219,6 +219,13 @@ describe("loss curve", () => {
     for (let y = layout.y0 + 1; y < layout.y1; y++) expect(near(pixel(image, x, y), C.ema, 60)).toBe(false);
   });
 
+  it("draws long runs (more points than a spread argument list takes) with k-step labels", () => {
+    const pts = Array.from({ length: 150_000 }, (_, i) => ({ step: i + 1, loss: 0.1 + 0.01 * Math.sin(i) }));
+    const { image, layout } = renderLossCurve(pts, { maxStep: 200_000 });
+    expect(layout.stepMax).toBe(200_000);
+    expect(findText(image, "100k", C.text).length).toBe(1);
+  });
+
   it("copes with nothing to draw", () => {
     expect(() => renderLossCurve([])).not.toThrow();
     expect(() => renderLossCurve([{ step: 1, loss: NaN }])).not.toThrow();
