@@ -120,15 +120,23 @@ export function createTrainProgress(opts: TrainProgressOptions): TrainProgress {
   const startBar = () => {
     const columns = stream.columns ?? 80;
     const fixed = `${label} || ${total}/${total} · loss 0.0000 · lr 0.00e+00 · 00.0 it/s · ETA 00m00s`.length;
-    const view = { isTTY: true, columns, write: (s: string) => stream.write(s) } as unknown as NodeJS.WritableStream;
+    const view = {
+      isTTY: true,
+      get columns() {
+        return stream.columns ?? 80; // follows a resized terminal
+      },
+      write: (s: string) => stream.write(s),
+    } as unknown as NodeJS.WritableStream;
     bar = new cliProgress.SingleBar(
       {
         format: `${label} |{bar}| {value}/{total} · loss {loss} · lr {lr} · {rate} · ETA {eta_t}`,
         stream: view,
         barsize: Math.max(10, Math.min(40, columns - fixed - 2)),
+        // leave the terminal's modes alone (cursor shown, line wrap on; cli-progress cuts the line
+        // to the width itself), so a run killed without stop() leaves a usable terminal
         hideCursor: false,
+        linewrap: true,
         clearOnComplete: true,
-        linewrap: false,
       },
       cliProgress.Presets.shades_classic,
     );

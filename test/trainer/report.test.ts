@@ -453,6 +453,8 @@ describe("training progress", () => {
     const shown = screen(stream.out);
     expect(shown.slice(2)).toEqual(["step 2/10  loss 0.5000  lr 1.00e-04  2.0 it/s  ETA 4s"]);
     expect(stream.out.endsWith("\n")).toBe(true);
+    // no terminal modes to restore (line wrap, cursor) if the run dies without stop()
+    expect(stream.out).not.toMatch(/\x1b\[\?(7l|25l)/);
   });
 
   it("with --json prints one JSON object per event and nothing else, even on a terminal", () => {
