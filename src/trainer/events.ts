@@ -5,7 +5,7 @@
  */
 import { formatDuration, formatLoss, formatLr } from "./format.js";
 
-/** One optimizer step, as the trainer knows it after the update. */
+/** One optimizer step, as the trainer knows it after the update (its StepReport is one). */
 export interface StepInfo {
   /** Optimizer steps done, counting this one (1 after the first update). */
   step: number;
@@ -15,8 +15,10 @@ export interface StepInfo {
   lr: number;
   /** Epoch (fractional or whole, as the trainer counts it). */
   epoch?: number;
-  /** Global gradient norm before clipping. */
-  gradNorm?: number;
+  /** Global gradient norm before clipping (null: not computed). */
+  gradNorm?: number | null;
+  /** Wall time of this step in seconds (default: measured between calls). */
+  seconds?: number;
   /** Training samples in this step (batch size x accumulation), for samples/s. */
   samples?: number;
 }

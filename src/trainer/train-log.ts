@@ -72,10 +72,10 @@ export class TrainLog {
     return log;
   }
 
-  /** Log an optimizer step. samples/s is measured from the previous step (or from opening). */
+  /** Log an optimizer step. samples/s uses the step's `seconds`, else the time since the previous step (or opening). */
   step(info: StepInfo): void {
     const t = this.clock();
-    const dt = (t - this.lastStepAt) / 1000;
+    const dt = info.seconds ?? (t - this.lastStepAt) / 1000;
     this.lastStepAt = t;
     this.append({
       event: "step",
@@ -83,7 +83,7 @@ export class TrainLog {
       epoch: info.epoch,
       loss: info.loss,
       lr: info.lr,
-      grad_norm: info.gradNorm,
+      grad_norm: info.gradNorm ?? undefined,
       time: t / 1000,
       samples_per_s: info.samples !== undefined && dt > 0 ? Math.round((info.samples / dt) * 1000) / 1000 : undefined,
     });

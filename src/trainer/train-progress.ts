@@ -181,7 +181,7 @@ export function createTrainProgress(opts: TrainProgressOptions): TrainProgress {
             loss: info.loss,
             loss_ema: lossEma(),
             lr: info.lr,
-            grad_norm: info.gradNorm,
+            grad_norm: info.gradNorm ?? undefined,
             it_per_s: round(rate(), 4),
             eta_s: round(eta(), 1),
           })}\n`,

@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { decode } from "fast-png";
@@ -9,9 +10,11 @@ import { fitText, glyph, rasterText, textWidth, wrapText } from "../../src/train
 import { formatDuration, formatLoss, formatLr, formatRate, jsonLine } from "../../src/trainer/format.js";
 import { LOSS_CURVE_COLORS, emaCurve, plotLossCurve, renderLossCurve, type LossPoint } from "../../src/trainer/plot.js";
 import { TrainLog, lossCurveData, readTrainLog } from "../../src/trainer/train-log.js";
+import type { StepReport } from "../../src/trainer/trainer.js";
 import { createTrainProgress, type ProgressStream } from "../../src/trainer/train-progress.js";
 import { VALIDATION_TEXT_KEY, renderValidationGrid, saveValidationGrid } from "../../src/trainer/validation-grid.js";
 import { tempDir } from "../helpers/repo.js";
+import { transpileForNode } from "../helpers/transpile.js";
 
 // ------------------------------------------------------------------------------------------------
 // helpers
@@ -483,6 +486,14 @@ describe("training progress", () => {
     expect(objs[7]!.loss).toBeCloseTo(0.5, 12);
   });
 
+  it("takes the trainer's step reports as they are", () => {
+    const stream = fakeStream(false);
+    const p = createTrainProgress({ total: 8, stream, json: true, now: () => 0 });
+    const report: StepReport = { step: 1, total: 8, epoch: 0, loss: 0.5, lr: 1e-4, gradNorm: null, seconds: 0.2 };
+    p.step(report);
+    expect(JSON.parse(stream.out)).toEqual({ event: "step", step: 1, total: 8, epoch: 0, loss: 0.5, loss_ema: 0.5, lr: 1e-4 });
+  });
+
   it("a resumed run counts from its start step", () => {
     const stream = fakeStream(false);
     const clock = manualClock();
@@ -524,6 +535,24 @@ describe("training log (JSONL)", () => {
     expect(data.train.map((p) => p.step)).toEqual([1, 2]);
     expect(data.train[1]!.loss).toBeNaN();
     expect(data.validation).toEqual([{ step: 2, loss: 0.4 }]);
+  });
+
+  it("a killed run keeps every record it logged, and its resume continues the log", () => {
+    const dir = tempDir("sdc-trainlog-");
+    const child = transpileForNode(path.join(import.meta.dirname, "report-log-kill-child.ts"), path.join(dir, "js"));
+    const file = path.join(dir, "train.jsonl");
+    const run = (...args: string[]) => spawnSync(process.execPath, [child, file, ...args], { encoding: "utf8" });
+    const first = run("1", "25");
+    expect([first.status, first.signal, first.stderr]).toEqual([null, "SIGKILL", ""]);
+    let recs = readTrainLog(file);
+    expect(recs.filter((r) => r.event === "step").map((r) => r.step)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+    expect(recs[0]).toMatchObject({ step: 1, loss: 1, samples_per_s: 4 });
+    expect(recs[0]).not.toHaveProperty("grad_norm");
+    // resumed from the checkpoint at 20: steps 21-25 of the killed run go, the new ones follow
+    expect(run("21", "30", "20").signal).toBe("SIGKILL");
+    recs = readTrainLog(file);
+    expect(recs.filter((r) => r.event === "step").map((r) => r.step)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    expect(recs.filter((r) => r.event !== "step").map((r) => `${r.event}:${r.step}`)).toEqual(["checkpoint:10", "checkpoint:20", "resume:20", "checkpoint:30"]);
   });
 
   it("a new run replaces an old log", () => {
