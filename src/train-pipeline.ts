@@ -10,6 +10,8 @@
  *   lora/<name>.safetensors                 (LoRA, kohya keys and metadata: AUTOMATIC1111, ComfyUI)
  *   unet/ or vae/                           (full fine-tunes: a diffusers component folder)
  *   unet_ema/ or vae_ema/                   (with EMA: the averaged weights, as diffusers saves them)
+ *   validation/step-NNNNNN.png              (validation images, a captioned grid per step)
+ *   train_log.jsonl, loss.png               (every step's loss, lr and gradient norm; the loss curve)
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -21,9 +23,9 @@ import { openDataset } from "./data/dataset.js";
 import { materialize } from "./ir/onnx/writer.js";
 import { saveLora, type LoraFactors } from "./models/weights/lora-save.js";
 import { writeSafetensors } from "./models/weights/safetensors.js";
+import type { TrainEvent } from "./trainer/report.js";
 import { train as runTrainer, type StepReport, type TrainSettings } from "./trainer/trainer.js";
 import { UserError } from "./util/errors.js";
-import { hashValue } from "./util/hash.js";
 import { displayPath } from "./util/paths.js";
 
 export interface TrainRunOptions {
@@ -32,9 +34,12 @@ export interface TrainRunOptions {
   recompile?: boolean;
   signal?: AbortSignal;
   log?: (line: string) => void;
-  /** "latest", a checkpoint folder, or undefined: the config's train.resume (default: start fresh). */
+  /** "latest", a checkpoint folder, or null/undefined: start fresh. */
   resume?: string | null;
+  /** Resume although training settings changed (they are listed). */
+  forceResume?: boolean;
   onStep?: (s: StepReport) => void;
+  onEvent?: (ev: TrainEvent) => void;
   /** Stop after this many steps of this run (an interrupted run, for tests). */
   stopAfter?: number;
   threads?: number;
@@ -78,12 +83,17 @@ export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}):
     emaMaxDecay: t.ema.max_decay,
     checkpoints: { dir: checkpointsDir, every: t.checkpointing.every, keep: t.checkpointing.keep },
     resume: o.resume ?? null,
-    configHash: hashValue({ graphs: trainGraphConfig(t), data: dataset.fingerprint, batch: t.batch, seed: t.seed, lr: t.optimizer.lr, schedule: t.lr_schedule, steps: t.steps, epochs: t.epochs, cfg: t.objective.cfg_dropout, ema: t.ema }),
+    config: flatten({
+      train: { ...trainGraphConfig(t), batch: t.batch, seed: t.seed, steps: t.steps, epochs: t.epochs, lr: t.optimizer.lr, lr_schedule: t.lr_schedule },
+      data: dataset.fingerprint,
+    }),
+    forceResume: o.forceResume === true,
     initialParameter: (name, shape) => {
       const bytes = materialize(provider!(name, shape, "float32"), "float32");
       return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
     },
     threads: o.threads ?? p.config.runtime.threads,
+    reportDir: outputDir,
     validation: t.validation.prompts.length
       ? {
           every: t.validation.every,
@@ -103,7 +113,7 @@ export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}):
         }
       : null,
   };
-  const r = await runTrainer(c.dir, settings, { signal: o.signal, log, onStep: o.onStep, stopAfter: o.stopAfter });
+  const r = await runTrainer(c.dir, settings, { signal: o.signal, log, onStep: o.onStep, onEvent: o.onEvent, stopAfter: o.stopAfter });
 
   const exported: string[] = [];
   if (!r.stopped) {
@@ -119,6 +129,15 @@ export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}):
     for (const f of exported) log(`wrote ${displayPath(f, cwd)}`);
   }
   return { outputDir, steps: r.steps, losses: r.losses, checkpoints: r.checkpoints, validation: r.validation, exported, stopped: r.stopped };
+}
+
+/** { a: { b: 1 } } → { "a.b": 1 } (arrays kept whole), for naming what changed. */
+function flatten(o: Record<string, unknown>, prefix = "", out: Record<string, unknown> = {}): Record<string, unknown> {
+  for (const [k, v] of Object.entries(o)) {
+    if (v && typeof v === "object" && !Array.isArray(v)) flatten(v as Record<string, unknown>, `${prefix}${k}.`, out);
+    else out[`${prefix}${k}`] = v;
+  }
+  return out;
 }
 
 function checkFinite(m: Map<string, Float32Array>): void {

@@ -9,6 +9,7 @@
 import * as path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import * as api from "../index.js";
+import { createTrainProgress, type TrainProgress } from "../trainer/report.js";
 import type { LoadOptions } from "../index.js";
 import { writeFileAtomic } from "../util/fs.js";
 import { packageVersion } from "../util/paths.js";
@@ -126,8 +127,9 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
       .option("--prompts-file <file>", "prompts from a text file, one per line (shortcut for --set sample.prompts_file=<file>)")
       .option("--strength <x>", "img2img strength in (0, 1] (shortcut for --set sample.strength=<x>)")
       .option("--resume [checkpoint]", "training: continue from a checkpoint folder (default: the latest one)")
+      .option("--force-resume", "training: resume even though training settings changed (they are listed)")
       .option("--json", "print the result as JSON"),
-  ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean; latents?: string; initImage?: string; strength?: string; promptsFile?: string; resume?: string | boolean }) => {
+  ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean; latents?: string; initImage?: string; strength?: string; promptsFile?: string; resume?: string | boolean; forceResume?: boolean }) => {
     // command-line paths are relative to the working directory (the config layer resolves them)
     const extra = [
       ...(flags.latents !== undefined ? [`sample.latents=${flags.latents}`] : []),
@@ -148,23 +150,22 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     try {
       if (p.config.train) {
         const resume = typeof flags.resume === "string" ? path.resolve(cwd, flags.resume) : flags.resume ? "latest" : null;
-        let last = 0;
+        let progress: TrainProgress | null = null;
         const r = await impl.trainPipeline(p, {
           recompile: flags.recompile === true,
           cwd,
           signal: ac.signal,
           resume,
-          log: flags.json ? undefined : (l) => err(l),
+          forceResume: flags.forceResume === true,
+          log: (l) => (progress ? progress.note(l) : flags.json ? undefined : err(l)),
           onStep: (s) => {
-            const now = performance.now();
-            if (flags.json) out(`${JSON.stringify({ event: "step", ...s })}\n`);
-            else if (now - last > 2000 || s.step === s.total) {
-              last = now;
-              err(`step ${s.step}/${s.total}  loss ${s.loss.toFixed(4)}  lr ${s.lr.toExponential(2)}${s.gradNorm !== null ? `  grad norm ${s.gradNorm.toFixed(3)}` : ""}  ${(1 / s.seconds).toFixed(2)} it/s`);
-            }
+            progress ??= createTrainProgress({ total: s.total, startStep: s.step - 1, json: flags.json === true, ...(flags.json ? { stream: { write: (t: string) => void out(t) } } : {}) });
+            progress.step(s);
           },
+          onEvent: (ev) => progress?.event(ev),
         });
-        out(flags.json ? json(r) : `${r.stopped ? "stopped" : "trained"} ${r.steps} steps; ${r.exported.length ? `wrote ${r.exported.map((f) => path.relative(cwd, f)).join(", ")}` : `last checkpoint ${r.checkpoints.at(-1) ?? "none"}`}`);
+        (progress as TrainProgress | null)?.stop();
+        out(flags.json ? `${JSON.stringify({ event: "result", ...r })}\n` : `${r.stopped ? "stopped" : "trained"} ${r.steps} steps; ${r.exported.length ? `wrote ${r.exported.map((f) => path.relative(cwd, f)).join(", ")}` : `last checkpoint ${r.checkpoints.at(-1) ?? "none"}`}`);
         if (r.stopped) exitCode = 130;
         return;
       }

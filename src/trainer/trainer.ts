@@ -20,7 +20,8 @@ import type { Dataset } from "../data/dataset.js";
 import { DataLoader, type Batch, type LoaderPosition } from "../data/loader.js";
 import { readPlan } from "../plan/read.js";
 import type { GraphSpecT, Plan, TrainingSpecT } from "../plan/schema.js";
-import { makeGrid, savePng, type RgbImage } from "../image/image.js";
+import { samplerName, type RgbImage } from "../image/image.js";
+import { plotLossCurve, saveValidationGrid, TrainLog, type TrainEvent } from "./report.js";
 import { openPlanGraphs, type GraphRunner, type OpenedGraphs } from "../runtime/graphs.js";
 import { decodeImage, denoiseLoop, encodePrompts, initialLatents, prepareSchedule, type LatentShape } from "../runtime/stages/index.js";
 import { TorchGenerator, type GeneratorState } from "../runtime/rng.js";
@@ -45,12 +46,16 @@ export interface TrainSettings {
   checkpoints: { dir: string; every: number; keep: number };
   /** "latest": the newest checkpoint in checkpoints.dir, a checkpoint folder, or null: start fresh. */
   resume: string | null;
-  /** Hash of the training settings that must not change across a resume (graphs, data, batch, seed, schedule). */
-  configHash: string;
+  /** The training settings a resume must keep (graphs, data, batch, seed, schedule), flattened to dotted keys. */
+  config: Record<string, unknown>;
+  /** Resume even when `config` differs from the checkpoint's (the differences are still reported). */
+  forceResume?: boolean;
   /** The initial value of a trained parameter (full fine-tunes), by state-dict name. */
   initialParameter(name: string, shape: number[]): Float32Array;
   /** CPU threads (0: one per core); the same count on resume keeps results bit-identical. */
   threads?: number;
+  /** Where the step log (train_log.jsonl) and the loss curve (loss.png) go; null: neither is written. */
+  reportDir: string | null;
   /** Validation images: at step 0 (a fresh run), every `every` steps and at the end, as a grid PNG per step. */
   validation: { items: ValidationItem[]; every: number; dir: string } | null;
 }
@@ -70,6 +75,8 @@ export interface TrainOptions {
   log?: (line: string) => void;
   /** Called after every optimizer step. */
   onStep?: (s: StepReport) => void;
+  /** Checkpoints, validation grids, a resume: for a progress display. */
+  onEvent?: (ev: TrainEvent) => void;
   /** Stop after this many steps of this run (tests: an interrupted run). */
   stopAfter?: number;
 }
@@ -100,7 +107,7 @@ interface TrainState {
   step: number;
   loader: LoaderPosition;
   generator: GeneratorState;
-  configHash: string;
+  config: Record<string, unknown>;
   losses: { step: number; loss: number }[];
 }
 
@@ -153,12 +160,14 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
     const resumeDir = s.resume === "latest" ? (latestCheckpoint(s.checkpoints.dir)?.dir ?? null) : s.resume;
     if (resumeDir) {
       const ck = loadCheckpoint<TrainState>(resumeDir);
-      if (ck.state.configHash !== s.configHash)
+      const changed = configChanges(ck.state.config ?? {}, s.config);
+      if (changed.length && !s.forceResume)
         throw new UserError({
-          message: `the checkpoint ${resumeDir} was made with other training settings`,
+          message: `the checkpoint ${resumeDir} was made with other training settings: ${changed.join("; ")}`,
           subject: resumeDir,
-          hint: "resume with the settings it was made with, or start a fresh run (another checkpoints.dir)",
+          hint: "resume with the settings it was made with, or force it (sdc run --resume --force-resume): the run then differs from the one the checkpoint began",
         });
+      if (changed.length) log(`resuming with changed settings: ${changed.join("; ")}`);
       for (const [group, target] of [["weights", params], ["optimizer", state], ["ema", state]] as const) {
         if (!ck.groups.includes(group)) continue;
         for (const [k, v] of Object.entries(ck.readGroup(group))) target.set(k, v.data as Float32Array);
@@ -195,6 +204,15 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
       return { data, seq, width: first.length / seq };
     };
 
+    const event = (ev: TrainEvent) => {
+      o.onEvent?.(ev);
+      trainLog?.event(ev);
+    };
+    const trainLog = s.reportDir ? TrainLog.open(path.join(s.reportDir, "train_log.jsonl"), resumeDir ? { resumeStep: start } : {}) : null;
+    if (resumeDir) event({ event: "resume", step: start, checkpoint: resumeDir });
+    const plot = async () => {
+      if (s.reportDir && losses.length) await plotLossCurve(losses, path.join(s.reportDir, "loss.png"), { maxStep: total });
+    };
     const result: TrainResult = { steps: start, losses, parameters: new Map(), ema: null, checkpoints: [], validation: [], stopped: false };
     const trainUnet = s.validation && s.validation.items.length && t.graphs.train_unet ? await sess(t.graphs.train_unet) : null;
     const validate = async (step: number) => {
@@ -203,7 +221,7 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
       const weights = (name: string) => (t.ema ? (state.get(`ema.${name}`) ?? params.get(name)!) : params.get(name)!);
       const file = await validationGrid(plan, trainUnet, t.graphs.train_unet!, weights, inference!, tokenizer!, s.validation, step, o.signal);
       result.validation.push(file);
-      log(`validation images ${path.relative(process.cwd(), file) || file}`);
+      event({ event: "validation", step, grid: path.relative(process.cwd(), file) || file });
     };
     if (start === 0) await validate(0);
     const inputs = (g: GraphSpecT) => g.inputs;
@@ -233,12 +251,15 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
         }
         const out = await session.run(feeds);
         const l = Number(out.loss!.data[0]);
-        if (!Number.isFinite(l))
+        if (!Number.isFinite(l)) {
+          event({ event: "nonfinite_loss", step, loss: l, action: "stopped; the last checkpoint is intact" });
+          trainLog?.close();
           throw new UserError({
             message: `the loss is ${l} at step ${step} (micro-batch ${mb}): training stopped, and no checkpoint of this state is written`,
             subject: "training",
             hint: "lower optimizer.lr, keep gradient clipping on (optimizer.max_grad_norm), train in fp32; resume from the last checkpoint",
           });
+        }
         loss += l / t.microBatches;
         if (mb < t.microBatches) {
           for (const [k, v] of Object.entries(out)) if (k.startsWith("next.grad_acc.")) state.set(k.slice(5), v.data as Float32Array);
@@ -256,15 +277,20 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
       losses.push({ step, loss });
       const report: StepReport = { step, total, epoch: loader.position().epoch, loss, lr, gradNorm, seconds: (performance.now() - t0) / 1000 };
       o.onStep?.(report);
+      trainLog?.step({ step, loss, lr, epoch: report.epoch, gradNorm, seconds: report.seconds, samples: s.batch * t.microBatches });
       result.steps = step;
       if (s.validation && (step % s.validation.every === 0 || step === total)) await validate(step);
       if (step % s.checkpoints.every === 0 || step === total) {
-        const dirSaved = save(s, t, step, params, state, { step, loader: loader.position(), generator: gen.getState(), configHash: s.configHash, losses });
+        const dirSaved = save(s, t, step, params, state, { step, loader: loader.position(), generator: gen.getState(), config: s.config, losses });
         result.checkpoints.push(dirSaved);
-        log(`checkpoint ${path.relative(process.cwd(), dirSaved) || dirSaved}`);
+        event({ event: "checkpoint", step, path: path.relative(process.cwd(), dirSaved) || dirSaved });
       }
+      if (step % 25 === 0 || step === total) await plot();
     }
     result.stopped = stopped;
+    await plot();
+    if (!stopped) event({ event: "done", step: result.steps, loss: losses.at(-1)?.loss });
+    trainLog?.close();
     const byStateDict = (m: Map<string, Float32Array>, prefix: string) => new Map([...m].filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
     result.parameters = new Map(params);
     result.ema = t.ema ? byStateDict(state, "ema.") : null;
@@ -312,15 +338,20 @@ async function validationGrid(
     const loop = await denoiseLoop(runner, { schedule, latents, shape, embeddings, guidanceScale: item.guidance, guidanceRescale: 0, noise: generator, signal });
     images.push((await decodeImage(inference.graphs.vae_decoder, loop.latents, shape, plan.vae.scalingFactor)).image);
   }
-  // one row per size: a grid wants equal sizes, so images of another size go on their own grid
-  const first = images[0]!;
-  const same = images.filter((im) => im.width === first.width && im.height === first.height);
-  const grid = makeGrid(same);
   const file = path.join(v.dir, `step-${String(step).padStart(6, "0")}.png`);
   fs.mkdirSync(v.dir, { recursive: true });
-  const text = v.items.map((it) => `${it.prompt}\nNegative prompt: ${it.negativePrompt}\nSteps: ${it.steps}, CFG scale: ${it.guidance}, Seed: ${it.seed}, Size: ${it.width}x${it.height}, Training step: ${step}`).join("\n\n");
-  await savePng(file, grid.data, grid.width, grid.height, { parameters: text });
+  // a grid wants one size: the images of the first item's size (the others' sizes are refused by the config check only when they differ from the VAE factor)
+  const first = images[0]!;
+  const samples = v.items.map((it, i) => ({ image: images[i]!, prompt: it.prompt, negativePrompt: it.negativePrompt, seed: it.seed })).filter((x) => x.image.width === first.width && x.image.height === first.height);
+  await saveValidationGrid(file, samples, { step, steps: v.items[0]!.steps, sampler: samplerName(plan.scheduler.type), cfgScale: v.items[0]!.guidance });
   return file;
+}
+
+/** What differs between two flattened configs, as "key: old → new". */
+export function configChanges(was: Record<string, unknown>, now: Record<string, unknown>): string[] {
+  const keys = [...new Set([...Object.keys(was), ...Object.keys(now)])].sort();
+  const show = (v: unknown) => (v === undefined ? "(unset)" : JSON.stringify(v));
+  return keys.filter((k) => JSON.stringify(was[k]) !== JSON.stringify(now[k])).map((k) => `${k}: ${show(was[k])} → ${show(now[k])}`);
 }
 
 /** diffusers' EMAModel decay: 0 at its first step, then (1 + s)/(10 + s) up to the maximum, s = step − 1. */
