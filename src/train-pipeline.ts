@@ -12,6 +12,7 @@
  *   unet_ema/ or vae_ema/                   (with EMA: the averaged weights, as diffusers saves them)
  *   validation/step-NNNNNN.png              (validation images, a captioned grid per step)
  *   train_log.jsonl, loss.png               (every step's loss, lr and gradient norm; the loss curve)
+ *   cache/latents/                          (the frozen VAE's posterior per image and transform: cache_latents)
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -94,6 +95,7 @@ export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}):
     },
     threads: o.threads ?? p.config.runtime.threads,
     reportDir: outputDir,
+    latentCacheDir: t.data.cache_latents && spec.component === "unet" ? path.join(outputDir, "cache", "latents") : null,
     validation: t.validation.prompts.length
       ? {
           every: t.validation.every,

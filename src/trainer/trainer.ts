@@ -17,6 +17,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ort from "onnxruntime-node";
 import type { Dataset } from "../data/dataset.js";
+import { itemLatentKey } from "../data/cache.js";
 import { DataLoader, type Batch, type LoaderPosition } from "../data/loader.js";
 import { readPlan } from "../plan/read.js";
 import type { GraphSpecT, Plan, TrainingSpecT } from "../plan/schema.js";
@@ -54,6 +55,11 @@ export interface TrainSettings {
   initialParameter(name: string, shape: number[]): Float32Array;
   /** CPU threads (0: one per core); the same count on resume keeps results bit-identical. */
   threads?: number;
+  /**
+   * Cache of the frozen VAE encoder's posterior (mean and log-variance) per image and transform,
+   * on disk under this folder (train.data.cache_latents); the posterior is sampled afresh each time.
+   */
+  latentCacheDir: string | null;
   /** Where the step log (train_log.jsonl) and the loss curve (loss.png) go; null: neither is written. */
   reportDir: string | null;
   /** Validation images: at step 0 (a fresh run), every `every` steps and at the end, as a grid PNG per step. */
@@ -392,6 +398,44 @@ function save(s: TrainSettings, t: TrainingSpecT, step: number, params: Map<stri
   return saveCheckpoint(s.checkpoints.dir, step, { tensors, state: st }, { keep: s.checkpoints.keep }).dir;
 }
 
+const memoryCache = new Map<string, Float32Array>();
+
+/** The encoder's moments [B, 2C, h, w] of a batch: from the latent cache where every item is in it, else encoded (and cached). */
+async function posteriors(batch: Batch, plan: Plan, s: TrainSettings, inference: OpenedGraphs, per: number): Promise<Float32Array> {
+  const encode = async () => (await inference.graphs.vae_encoder.run({ sample: { data: batch.pixels, dims: batch.shape } })).latent_parameters!.data;
+  if (!s.latentCacheDir) return encode();
+  const dir = s.latentCacheDir;
+  const keys = await Promise.all(batch.items.map((it) => itemLatentKey(s.dataset, it, { vae: plan.graphs.vae_encoder.sha256 })));
+  const read = (k: string): Float32Array | null => {
+    const hit = memoryCache.get(k);
+    if (hit) return hit;
+    const f = path.join(dir, `${k}.f32`);
+    if (!fs.existsSync(f)) return null;
+    const b = fs.readFileSync(f);
+    if (b.byteLength !== per * 4) return null; // another model's size: encode again
+    const v = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+    memoryCache.set(k, v);
+    return v;
+  };
+  const cached = keys.map(read);
+  if (cached.every((c) => c)) {
+    const out = new Float32Array(per * keys.length);
+    cached.forEach((c, i) => out.set(c!, i * per));
+    return out;
+  }
+  const data = await encode();
+  fs.mkdirSync(dir, { recursive: true });
+  keys.forEach((k, i) => {
+    const v = data.slice(i * per, (i + 1) * per);
+    memoryCache.set(k, v);
+    const f = path.join(dir, `${k}.f32`);
+    const tmp = `${f}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, v);
+    fs.renameSync(tmp, f);
+  });
+  return data;
+}
+
 /** The batch and random inputs of one micro-batch. */
 async function batchFeeds(
   spec: GraphSpecT,
@@ -424,7 +468,7 @@ async function batchFeeds(
   if (has("perturbation_noise")) feeds.perturbation_noise = new ort.Tensor("float32", gen.randn(n), lat);
   const eps = gen.randn(n);
   // latents: the frozen encoder's posterior sampled with the host's ε (diffusers' latent_dist.sample()), scaled
-  const moments = (await inference!.graphs.vae_encoder.run({ sample: { data: batch.pixels, dims: batch.shape } })).latent_parameters!;
+  const moments = { data: await posteriors(batch, plan, s, inference!, 2 * C * h * w) };
   const x0 = new Float32Array(n);
   const per = C * h * w;
   for (let b = 0; b < B; b++)

@@ -55,7 +55,7 @@ describe("sdc compile: training graphs", () => {
     const plan = PlanSchema.parse(JSON.parse(fs.readFileSync(path.join(r.dir, "plan.json"), "utf8")));
     const t = plan.training!;
     expect(t).toMatchObject({ target: "unet", component: "unet", microBatches: 2, predictionType: "epsilon", optimizer: { type: "adamw" }, maxGradNorm: 1, lora: null });
-    expect(Object.keys(t.graphs).sort()).toEqual(["train_accumulate", "train_eval", "train_step"]);
+    expect(Object.keys(t.graphs).sort()).toEqual(["train_accumulate", "train_eval", "train_step", "train_unet"]);
     const step = t.graphs.train_step;
     for (const io of [...step.inputs, ...step.outputs]) expect(io.role, io.name).toBeDefined();
     const unet = SafetensorsFile.open(path.join(model, "unet", "diffusion_pytorch_model.safetensors"));
@@ -114,7 +114,7 @@ describe("sdc compile: training graphs", () => {
     const r2 = await compile(await pipelineIn(dir, model, train("  target: lora\n  batch: 4\n  optimizer:\n    lr: 0.01\n  lr_schedule:\n    type: cosine\n")), { cwd: dir });
     expect(r2.upToDate).toBe(true);
     const r3 = await compile(await pipelineIn(dir, model, train("  target: lora\n  lora:\n    rank: 8\n")), { cwd: dir });
-    expect(r3.rebuilt.sort()).toEqual(["train_eval", "train_step"]);
+    expect(r3.rebuilt.sort()).toEqual(["train_eval", "train_step", "train_unet"]);
   });
 
   it.each([
