@@ -49,18 +49,6 @@ export interface RunResult {
   itPerSec: number;
 }
 
-export interface RunResult {
-  /** Files written (images, grid). */
-  outputs: string[];
-  summary: string;
-  cancelled: boolean;
-  /** Execution provider that ran the graphs. */
-  ep: "cuda" | "cpu";
-  seconds: number;
-  /** U-Net evaluations per second in the denoising loop. */
-  itPerSec: number;
-}
-
 /** Execute a compiled folder's plan.json with these run settings. */
 export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions = {}): Promise<RunResult> {
   const t0 = performance.now();

@@ -12,7 +12,7 @@
 import { differentiate } from "../autodiff/reverse.js";
 import type { Builder } from "../ir/builder.js";
 import { dimStr, sym } from "../ir/dims.js";
-import type { DType, Value } from "../ir/graph.js";
+import type { DType, Graph, Value } from "../ir/graph.js";
 import type { TensorRole } from "../plan/schema.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
 import type { AutoencoderKLConfig, UNet2DConditionConfig } from "../models/arch.js";
@@ -65,6 +65,18 @@ export interface TrainStep {
   unused: string[];
 }
 
+/** Every checkpoint parameter of the graph becomes a graph input of the same name (a full fine-tune feeds them). */
+function promoteParams(g: Graph): Value[] {
+  const params = [...g.constants.values()].filter((v) => v.param);
+  for (const v of params) {
+    g.constants.delete(v.name);
+    v.kind = "input";
+    v.data = null;
+    g.inputs.push({ name: v.name, value: v });
+  }
+  return params;
+}
+
 export function buildTrainStep(b: Builder, o: TrainStepOptions): TrainStep {
   const g = b.graph;
   const roles = new Map<string, InputRole>();
@@ -89,17 +101,7 @@ export function buildTrainStep(b: Builder, o: TrainStepOptions): TrainStep {
   lowerComposites(g, { ...o.target, training: true });
 
   // 2. what is trained: the LoRA inputs, or every checkpoint parameter promoted to an input
-  let params: Value[];
-  if (o.lora) params = lora;
-  else {
-    params = [...g.constants.values()].filter((v) => v.param);
-    for (const v of params) {
-      g.constants.delete(v.name);
-      v.kind = "input";
-      v.data = null;
-      g.inputs.push({ name: v.name, value: v });
-    }
-  }
+  const params = o.lora ? lora : promoteParams(g);
   if (o.mode === "eval") {
     // the loss alone, at the weights the trainer feeds
     const inputs: SignatureEntry[] = [];
@@ -186,16 +188,7 @@ export function buildTrainableUNet(b: Builder, arch: UNet2DConditionConfig, lora
   b.adapter = null;
   const g = b.graph;
   lowerComposites(g, { ...target, training: false });
-  let params = created;
-  if (!lora) {
-    params = [...g.constants.values()].filter((v) => v.param);
-    for (const v of params) {
-      g.constants.delete(v.name);
-      v.kind = "input";
-      v.data = null;
-      g.inputs.push({ name: v.name, value: v });
-    }
-  }
+  const params = lora ? created : promoteParams(g);
   const set = new Set(params);
   const entry = (name: string, v: Value, role: StepRole): SignatureEntry => ({ name, role, dtype: v.dtype, shape: v.shape.map((d) => (typeof d === "number" ? d : dimStr(d))), ...(role === "parameter" ? { stateDictName: name } : {}) });
   return {
