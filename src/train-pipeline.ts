@@ -67,7 +67,10 @@ export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}):
   if (!c.upToDate) log(c.summary);
   const spec = c.plan.training!;
 
-  const dataset = await openDataset(t.data, { where: p.where, display: (abs) => displayPath(abs, cwd) });
+  const display = (abs: string) => displayPath(abs, cwd);
+  const dataset = await openDataset(t.data, { where: p.where, display });
+  // the held-out set: the same layout and options as train.data, its own folder
+  const holdout = t.validation.holdout_dir ? await openDataset({ ...t.data, dir: t.validation.holdout_dir, subsets: undefined }, { where: p.where, display, path: ["train", "validation"] }) : null;
   const outputDir = p.config.output.dir;
   const checkpointsDir = t.checkpointing.dir ?? path.join(outputDir, "checkpoints");
   const weights = spec.lora ? null : openModelWeights(p.model);
@@ -95,6 +98,7 @@ export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}):
     },
     threads: o.threads ?? p.config.runtime.threads,
     reportDir: outputDir,
+    holdout: holdout ? { dataset: holdout, every: t.validation.every } : null,
     latentCacheDir: t.data.cache_latents && spec.component === "unet" ? path.join(outputDir, "cache", "latents") : null,
     validation: t.validation.prompts.length
       ? {

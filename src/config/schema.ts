@@ -357,6 +357,7 @@ const TrainSection = z
         guidance: z.number().min(0).max(50).default(7.5),
         negative_prompt: z.string().default(""),
         seed: z.int().min(0).optional().describe("Default: train.seed."),
+        holdout_dir: pathString("dir", "A folder of held-out images in the layout of train.data (same options): the validation loss over it, with fixed noise, at every validation.").optional(),
       })
       .prefault({}),
   })

@@ -64,6 +64,8 @@ export interface TrainSettings {
   reportDir: string | null;
   /** Validation images: at step 0 (a fresh run), every `every` steps and at the end, as a grid PNG per step. */
   validation: { items: ValidationItem[]; every: number; dir: string } | null;
+  /** Validation loss: the train_eval graph over every batch of a held-out set, with the same noise each time (at the validation steps). */
+  holdout: { dataset: Dataset; every: number } | null;
 }
 
 export interface ValidationItem {
@@ -145,6 +147,7 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
   const accSession = t.graphs.train_accumulate ? await sess(t.graphs.train_accumulate) : null;
   const inference = t.component === "unet" ? await openPlanGraphs(dir, plan, { device: "cpu", threads }) : null;
   const tokenizer = t.component === "unet" ? ClipTokenizer.fromFolder(path.join(dir, plan.tokenizer.dir)) : null;
+  const extra: ort.InferenceSession[] = [];
 
   try {
     const perEpoch = Math.max(1, Math.floor(new DataLoader(s.dataset, { batch: s.batch, seed: s.seed }).batchesPerEpoch / t.microBatches));
@@ -217,11 +220,35 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
     const trainLog = s.reportDir ? TrainLog.open(path.join(s.reportDir, "train_log.jsonl"), resumeDir ? { resumeStep: start } : {}) : null;
     if (resumeDir) event({ event: "resume", step: start, checkpoint: resumeDir });
     const plot = async () => {
-      if (s.reportDir && losses.length) await plotLossCurve(losses, path.join(s.reportDir, "loss.png"), { maxStep: total });
+      if (s.reportDir && losses.length) await plotLossCurve(losses, path.join(s.reportDir, "loss.png"), { maxStep: total, validation: valLosses });
     };
     const result: TrainResult = { steps: start, losses, parameters: new Map(), ema: null, checkpoints: [], validation: [], stopped: false };
     const trainUnet = s.validation && s.validation.items.length && t.graphs.train_unet ? await sess(t.graphs.train_unet) : null;
+    if (trainUnet) extra.push(trainUnet);
+    const evalSession = s.holdout ? await sess(t.graphs.train_eval) : null;
+    if (evalSession) extra.push(evalSession);
+    const valLosses: { step: number; loss: number }[] = [];
+    const holdoutLoss = async (step: number) => {
+      if (!evalSession || !s.holdout) return;
+      // the same batches and the same random values every time: a generator seeded afresh, no shuffling
+      const g = new TorchGenerator(BigInt(s.seed) + 2n);
+      const hl = new DataLoader(s.holdout.dataset, { batch: s.batch, seed: s.seed, shuffle: false });
+      let sum = 0;
+      let n = 0;
+      for (let i = 0; i < hl.batchesPerEpoch; i++) {
+        const batch = await hl.next();
+        const feeds = await batchFeeds(t.graphs.train_eval, t, plan, batch, g, { ...s, cfgDropout: 0 }, inference, encodeText);
+        for (const e of t.graphs.train_eval.inputs) if (e.role === "parameter") feeds[e.name] = new ort.Tensor("float32", params.get(e.name)!, shapes.get(e.name)!);
+        const out = await evalSession.run(feeds);
+        sum += Number(out.loss!.data[0]) * batch.items.length;
+        n += batch.items.length;
+      }
+      const loss = sum / Math.max(1, n);
+      valLosses.push({ step, loss });
+      event({ event: "validation", step, loss });
+    };
     const validate = async (step: number) => {
+      await holdoutLoss(step);
       if (!trainUnet || !s.validation) return;
       // the EMA weights when EMA is on, as diffusers' scripts do
       const weights = (name: string) => (t.ema ? (state.get(`ema.${name}`) ?? params.get(name)!) : params.get(name)!);
@@ -285,7 +312,8 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
       o.onStep?.(report);
       trainLog?.step({ step, loss, lr, epoch: report.epoch, gradNorm, seconds: report.seconds, samples: s.batch * t.microBatches });
       result.steps = step;
-      if (s.validation && (step % s.validation.every === 0 || step === total)) await validate(step);
+      const every = s.validation?.every ?? s.holdout?.every;
+      if (every && (step % every === 0 || step === total)) await validate(step);
       if (step % s.checkpoints.every === 0 || step === total) {
         const dirSaved = save(s, t, step, params, state, { step, loader: loader.position(), generator: gen.getState(), config: s.config, losses });
         result.checkpoints.push(dirSaved);
@@ -304,6 +332,7 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
   } finally {
     await stepSession.release();
     await accSession?.release();
+    for (const x of extra) await x.release();
     await inference?.release();
   }
 }

@@ -40,7 +40,8 @@ const lora = `  target: lora
 
 describe("the trainer", () => {
   it("LoRA on shapes: the loss falls, checkpoints are written, and the exported LoRA loads back (both layouts)", async () => {
-    const { dir, load } = await project(`${lora}  steps: 24\n  objective:\n    cfg_dropout: 0.2\n  validation:\n    prompts: [red circle on blue background, { prompt: green star, seed: 3, guidance: 1 }]\n    every: 12\n    steps: 4\n`);
+    const { dir, load } = await project(`${lora}  steps: 24\n  objective:\n    cfg_dropout: 0.2\n  validation:\n    prompts: [red circle on blue background, { prompt: green star, seed: 3, guidance: 1 }]\n    every: 12\n    steps: 4\n    holdout_dir: holdout\n`);
+    await makeShapes({ dir: path.join(dir, "holdout"), count: 8, size: 32, seed: 99 });
     const r = await trainPipeline(await load(), { cwd: dir, threads: 2 });
     expect(r.steps).toBe(24);
     const first = r.losses.slice(0, 6).reduce((a, b) => a + b.loss, 0) / 6;
@@ -48,6 +49,13 @@ describe("the trainer", () => {
     console.log(`LoRA smoke: mean loss of steps 1-6 ${first.toFixed(4)}, of steps 19-24 ${last.toFixed(4)}`);
     expect(last).toBeLessThan(first * 0.9);
     expect(r.checkpoints.map((c) => path.basename(c))).toEqual(["checkpoint-000003", "checkpoint-000006", "checkpoint-000009", "checkpoint-000012", "checkpoint-000015", "checkpoint-000018", "checkpoint-000021", "checkpoint-000024"]);
+    // validation loss over the held-out shapes, with the same noise each time, at steps 0, 12 and 24
+    const log = fs.readFileSync(path.join(dir, "out", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const val = log.filter((x) => x.event === "validation" && x.loss !== undefined);
+    console.log(`held-out loss: ${val.map((x) => `step ${x.step} ${Number(x.loss).toFixed(4)}`).join(", ")}`);
+    expect(val.map((x) => x.step)).toEqual([0, 12, 24]);
+    for (const x of val) expect(Number.isFinite(x.loss)).toBe(true);
+    expect(fs.existsSync(path.join(dir, "out", "loss.png"))).toBe(true);
     // validation grids at steps 0, 12 and 24: two 32×32 images side by side, with their settings
     expect(r.validation.map((f) => path.relative(dir, f))).toEqual(["out/validation/step-000000.png", "out/validation/step-000012.png", "out/validation/step-000024.png"]);
     const text = readPngText(r.validation[1]!);
