@@ -10,6 +10,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { type AutoencoderKLConfig, nonSd12UnetKeys, perBlock, SD12_UNET_VALUES, type UNet2DConditionConfig, unetHeads, vaeScaleFactor } from "../models/arch.js";
+import { checkDataConfig } from "../data/config.js";
 import type { Problem } from "../util/errors.js";
 import { archWhere, type ComponentName, type ComponentSources, type ModelContext, type ResolvedModel } from "./model.js";
 import { missingTargets } from "./modules.js";
@@ -191,6 +192,9 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
 
   // --- Training ----------------------------------------------------------------------------------
   const train = cfg.train;
+  // the data options' combinations (a cache that would be wrong, subsets outside data.dir): found
+  // here, so `sdc validate` reports them, not only the run that opens the data
+  if (train) problems.push(...checkDataConfig(train.data, (p, mode) => yaml(p, mode)));
   if (train) {
     if (train.steps === undefined && train.epochs === undefined)
       add(yaml(["train"], "key"), "train needs a length: neither train.steps nor train.epochs is set", "add train.steps (optimizer steps) or train.epochs (passes over the data)");

@@ -5,17 +5,23 @@
  */
 import { describe, expect, it } from "vitest";
 import { checkDataConfig } from "../../src/data/config.js";
-import { renderProblems } from "../../src/util/errors.js";
+import { isUserError, renderProblems } from "../../src/util/errors.js";
 import { HEAD, P, problems } from "../config/helpers.js";
 import { image, jsonl, loadTrain, openProblems, trainProject } from "./helpers.js";
 
 const train = (data: string) => `${HEAD}train:\n  target: unet\n  steps: 10\n  data:\n    dir: ../data\n${data.replace(/^(?=.)/gm, "    ")}`;
 const schemaProblems = (data: string) => problems({ [P]: train(data), "data/a.png": "" });
 
+/** The data option problems, as loading the pipeline reports them (sdc validate sees them too). */
 async function dataProblems(data: string): Promise<string> {
-  const p = await loadTrain(trainProject(data));
-  const list = checkDataConfig(p.config.train!.data, p.where);
-  return list.length ? renderProblems(list) : "ok";
+  try {
+    const p = await loadTrain(trainProject(data));
+    const list = checkDataConfig(p.config.train!.data, p.where);
+    return list.length ? renderProblems(list) : "ok";
+  } catch (e) {
+    if (isUserError(e)) return renderProblems(e.problems);
+    throw e;
+  }
 }
 
 describe("schema", () => {
@@ -144,15 +150,15 @@ describe("checkDataConfig", () => {
            |                 ^^^^
         hint: use a multiple of 64, e.g. 1088
 
-      pipelines/p.yaml:12:17: train.data.buckets.max_side: 1000 is not a multiple of the bucket step 64
-        12 |       max_side: 1000
-           |                 ^^^^
-        hint: use a multiple of 64, e.g. 960
-
       pipelines/p.yaml:11:17: train.data.buckets.min_side: 1100 is larger than max_side 1000
         11 |       min_side: 1100
            |                 ^^^^
-        hint: min_side is the smallest bucket side, max_side the largest"
+        hint: min_side is the smallest bucket side, max_side the largest
+
+      pipelines/p.yaml:12:17: train.data.buckets.max_side: 1000 is not a multiple of the bucket step 64
+        12 |       max_side: 1000
+           |                 ^^^^
+        hint: use a multiple of 64, e.g. 960"
     `);
     expect(await dataProblems("buckets:\n  enabled: true\n  step: 64\n  min_side: 200\n")).toMatchInlineSnapshot(`
       "pipelines/p.yaml:12:17: train.data.buckets.min_side: 200 is not a multiple of the bucket step 64
