@@ -90,8 +90,9 @@ describe("the trainer under kill -9", () => {
         .trim()
         .split("\n")
         .map((l) => JSON.parse(l))
-        .filter((r) => r.loss !== undefined && r.event === undefined)
+        .filter((r) => r.event === "step")
         .map((r) => [r.step, r.loss]);
+    expect(lossesOf(whole).length).toBe(STEPS);
     expect(lossesOf(dir)).toEqual(lossesOf(whole));
     const a = SafetensorsFile.open(path.join(whole, "out", "unet", "diffusion_pytorch_model.safetensors"));
     const b = SafetensorsFile.open(path.join(dir, "out", "unet", "diffusion_pytorch_model.safetensors"));
