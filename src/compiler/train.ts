@@ -43,12 +43,6 @@ function refuse(p: LoadedPipeline, t: TrainConfig): void {
       ...p.where(["train", "target"]),
       hint: "use target unet, lora or vae",
     });
-  if (t.target === "lora" && t.lora.dropout > 0)
-    throw new UserError({
-      message: "LoRA dropout is not built yet (its masks would be random inputs drawn by the trainer)",
-      ...p.where(["train", "lora", "dropout"]),
-      hint: "set train.lora.dropout to 0",
-    });
   if (t.target === "vae" && t.objective.loss === "huber")
     throw new UserError({ message: "the VAE's reconstruction loss is mse or l1", ...p.where(["train", "objective", "loss"]), hint: "use loss mse or l1 for target vae" });
 }
@@ -66,7 +60,7 @@ export function trainingSpec(p: LoadedPipeline): Omit<TrainingSpecT, "graphs"> {
     optimizer: t.optimizer.type === "adamw" ? { type: "adamw", betas: t.optimizer.betas, eps: t.optimizer.eps, weightDecay: t.optimizer.weight_decay } : { type: "sgd", momentum: t.optimizer.momentum, weightDecay: t.optimizer.weight_decay },
     maxGradNorm: t.optimizer.max_grad_norm,
     ema: t.ema.enabled,
-    lora: t.target === "lora" ? { rank: t.lora.rank, alpha: t.lora.alpha ?? t.lora.rank, targets: t.lora.target_modules } : null,
+    lora: t.target === "lora" ? { rank: t.lora.rank, alpha: t.lora.alpha ?? t.lora.rank, targets: t.lora.target_modules, dropout: t.lora.dropout } : null,
     captionDropout: t.objective.cfg_dropout > 0,
     gradientCheckpointing: t.gradient_checkpointing,
   };

@@ -106,7 +106,7 @@ export const TrainingSpec = z.strictObject({
   ]),
   maxGradNorm: z.number().nullable(),
   ema: z.boolean(),
-  lora: z.strictObject({ rank: z.number().int().positive(), alpha: z.number(), targets: z.array(z.string()) }).nullable(),
+  lora: z.strictObject({ rank: z.number().int().positive(), alpha: z.number(), targets: z.array(z.string()), dropout: z.number().min(0).lt(1) }).nullable(),
   captionDropout: z.boolean(),
   gradientCheckpointing: z.boolean(),
 });

@@ -11,7 +11,8 @@
  *
  * Per micro-batch the generator is drawn in this order: noise (B·C·h·w normals), timesteps (B
  * integers in [0, T)), offset noise (B·C), perturbation noise (B·C·h·w), posterior ε (B·C·h·w),
- * caption drops (B uniforms); each only when the step graph takes it.
+ * caption drops (B uniforms), LoRA dropout masks (uniforms, one tensor per adapted module in the
+ * graph's input order); each only when the step graph takes it.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -19,6 +20,7 @@ import * as ort from "onnxruntime-node";
 import type { Dataset } from "../data/dataset.js";
 import { itemLatentKey } from "../data/cache.js";
 import { DataLoader, type Batch, type LoaderPosition } from "../data/loader.js";
+import { evalDim } from "../plan/dims.js";
 import { readPlan } from "../plan/read.js";
 import type { GraphSpecT, Plan, TrainingSpecT } from "../plan/schema.js";
 import { samplerName, type RgbImage } from "../image/image.js";
@@ -513,6 +515,17 @@ async function batchFeeds(
     const u = gen.rand(B);
     feeds.caption_drop_mask = new ort.Tensor("int64", BigInt64Array.from(u, (x) => (x < s.cfgDropout ? 1n : 0n)), [B]);
     feeds.empty_prompt_embedding = new ort.Tensor("float32", (await encodeText([""])).data, [1, text.seq, text.width]);
+  }
+  // LoRA dropout: torch's inverted dropout masks, one per adapted module, in the graph's order
+  const p = t.lora?.dropout ?? 0;
+  if (p > 0) {
+    const sizes = { batch: B, height: h, width: w, sequence: text.seq };
+    for (const e of spec.inputs) {
+      if (!e.name.startsWith("lora_dropout.")) continue;
+      const shape = e.shape.map((d) => evalDim(d, sizes));
+      const keep = 1 / (1 - p);
+      feeds[e.name] = new ort.Tensor("float32", gen.rand(numel(shape)).map((u) => (u < p ? 0 : keep)), shape);
+    }
   }
   return feeds;
 }

@@ -12,14 +12,20 @@ export interface LoraSpec {
   rank: number;
   alpha: number;
   targets: string[];
+  /** Dropout on the LoRA input (training only): a mask input per module, drawn by the host. */
+  dropout?: number;
 }
 
 export function targetMatches(module: string, targets: readonly string[]): boolean {
   return targets.some((t) => module === t || module.endsWith(`.${t}`));
 }
 
-/** The adapter, and the LoRA tensors it declares (in build order) as they are created. */
-export function loraAdapter(b: Builder, spec: LoraSpec, created: Value[]): Adapter {
+/**
+ * The adapter, and the LoRA tensors it declares (in build order) as they are created. With
+ * dropout, each module also takes `lora_dropout.<module>`, a mask shaped like its input holding 0
+ * or 1/(1 − p) (torch's inverted dropout), which the host draws: `masks` records their names.
+ */
+export function loraAdapter(b: Builder, spec: LoraSpec, created: Value[], masks?: string[]): Adapter {
   const scale = spec.alpha / spec.rank;
   const r = spec.rank;
   return (module, x, kind, inF, outF) => {
@@ -28,6 +34,11 @@ export function loraAdapter(b: Builder, spec: LoraSpec, created: Value[]): Adapt
     const a = b.input(`${module}.lora_A.weight`, b.floatType, [r, inF, ...k]);
     const bb = b.input(`${module}.lora_B.weight`, b.floatType, [outF, r, ...k]);
     created.push(a, bb);
+    if (spec.dropout && masks) {
+      const m = b.input(`lora_dropout.${module}`, x.dtype, x.shape);
+      masks.push(m.name);
+      x = b.mul(x, m);
+    }
     const down = kind === "conv" ? b.op1("Conv", [x, a], { kernel_shape: [1, 1] }) : b.matmul(x, b.transpose(a, [1, 0]));
     const up = kind === "conv" ? b.op1("Conv", [down, bb], { kernel_shape: [1, 1] }) : b.matmul(down, b.transpose(bb, [1, 0]));
     return b.mul(up, b.float(scale));

@@ -81,7 +81,9 @@ export function buildTrainStep(b: Builder, o: TrainStepOptions): TrainStep {
   const g = b.graph;
   const roles = new Map<string, InputRole>();
   const lora: Value[] = [];
-  if (o.lora) b.adapter = loraAdapter(b, o.lora, lora);
+  const masks: string[] = [];
+  // evaluation (validation loss) runs without dropout
+  if (o.lora) b.adapter = loraAdapter(b, o.mode === "eval" ? { ...o.lora, dropout: 0 } : o.lora, lora, masks);
 
   // 1. forward and loss
   let loss: Value;
@@ -96,6 +98,7 @@ export function buildTrainStep(b: Builder, o: TrainStepOptions): TrainStep {
     loss = vaeLoss(b, buildVaeDecoder(b, m.arch, { input: z }), io.images, kl, m.objective);
   }
   b.adapter = null;
+  for (const m of masks) roles.set(m, "random");
   const reported = loss;
   if (o.accumulation > 1) loss = b.div(loss, b.float32(o.accumulation));
   lowerComposites(g, { ...o.target, training: true });
@@ -183,7 +186,7 @@ export function buildTrainStep(b: Builder, o: TrainStepOptions): TrainStep {
  */
 export function buildTrainableUNet(b: Builder, arch: UNet2DConditionConfig, lora: LoraSpec | null, target: LowerTarget): TrainStep {
   const created: Value[] = [];
-  if (lora) b.adapter = loraAdapter(b, lora, created);
+  if (lora) b.adapter = loraAdapter(b, { ...lora, dropout: 0 }, created);
   buildUNet(b, arch, { sequence: sym("sequence") });
   b.adapter = null;
   const g = b.graph;

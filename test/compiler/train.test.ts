@@ -82,7 +82,7 @@ describe("sdc compile: training graphs", () => {
   it("LoRA: only the PEFT-named factors are trained; the base weights stay in the checkpoint, linked", async () => {
     const { r, model } = await compiled("  target: lora\n  lora:\n    rank: 2\n    alpha: 4\n");
     const t = r.plan.training!;
-    expect(t.lora).toEqual({ rank: 2, alpha: 4, targets: ["to_q", "to_k", "to_v", "to_out.0"] });
+    expect(t.lora).toEqual({ rank: 2, alpha: 4, targets: ["to_q", "to_k", "to_v", "to_out.0"], dropout: 0 });
     const step = t.graphs.train_step;
     const params = step.inputs.filter((i) => i.role === "parameter");
     expect(params.length).toBeGreaterThan(0);
@@ -119,7 +119,6 @@ describe("sdc compile: training graphs", () => {
 
   it.each([
     ["  target: text_encoder\n", /training the text encoder is not built yet/],
-    ["  target: lora\n  lora:\n    dropout: 0.1\n", /LoRA dropout is not built yet/],
     ["  target: lora\n  lora:\n    target_modules: [to_nothing]\n", /no module of the U-Net or text encoder is named "to_nothing"/],
   ])("refuses what it cannot build, at the key that asks (%#)", async (extra, message) => {
     const dir = tmp();
@@ -143,5 +142,16 @@ describe("sdc compile: training graphs", () => {
     const r = await compile(p, { cwd });
     expect(r.plan.training!.target).toBe(t);
     expect(Object.keys(r.plan.training!.graphs)).toEqual(expect.arrayContaining(["train_step", "train_eval"]));
+  });
+
+  it("LoRA dropout: one mask input per adapted module, shaped like its input, drawn by the host (none in train_eval)", async () => {
+    const { r } = await compiled("  target: lora\n  lora:\n    dropout: 0.1\n");
+    const t = r.plan.training!;
+    expect(t.lora!.dropout).toBe(0.1);
+    const masks = t.graphs.train_step.inputs.filter((i) => i.name.startsWith("lora_dropout."));
+    expect(masks.length).toBe(t.graphs.train_step.inputs.filter((i) => i.role === "parameter" && i.name.endsWith(".lora_A.weight")).length);
+    for (const m of masks) expect(m.role).toBe("random");
+    expect(masks.find((m) => m.name.endsWith("attn2.to_k"))!.shape).toEqual(["batch", "sequence", 32]);
+    expect(t.graphs.train_eval.inputs.some((i) => i.name.startsWith("lora_dropout."))).toBe(false);
   });
 });

@@ -29,6 +29,7 @@ async function project(trainYaml: string, count = 16) {
 const lora = `  target: lora
   lora:
     rank: 4
+    dropout: 0.1
   optimizer:
     lr: 0.01
   batch: 4
