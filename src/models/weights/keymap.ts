@@ -311,6 +311,20 @@ export const LDM_PREFIXES = {
 } as const;
 
 // ---------------------------------------------------------------------------------------------------
+// Writing single files
+
+/**
+ * The original (LDM) single-file key of a diffusers key: what AUTOMATIC1111 and the other UIs load.
+ * SD 1.x text encoders only (transformers' names under `cond_stage_model.transformer.`); null when
+ * no rule covers the key.
+ */
+export function ldmKeyOf(component: "unet" | "vae" | "text_encoder", key: string, layout: { unet: UnetLayout; vae: VaeLayout }): string | null {
+  if (component === "text_encoder") return key.startsWith("text_model.") ? SD1_TEXT_PREFIX + key : null;
+  const r = component === "unet" ? applyRules(key, unetRules(layout.unet), "ldm") : applyRules(key, vaeRules(layout.vae), "ldm");
+  return r === null ? null : (component === "unet" ? LDM_PREFIXES.unet : LDM_PREFIXES.vae) + r;
+}
+
+// ---------------------------------------------------------------------------------------------------
 // LoRA dialects
 
 export type LoraComponent = "unet" | "text_encoder";
