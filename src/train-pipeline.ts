@@ -70,7 +70,7 @@ export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}):
   const dataset = await openDataset(t.data, { where: p.where, display: (abs) => displayPath(abs, cwd) });
   const outputDir = p.config.output.dir;
   const checkpointsDir = t.checkpointing.dir ?? path.join(outputDir, "checkpoints");
-  const weights = spec.lora ? null : openModelWeights(p.model);
+  const weights = spec.lora ? null : openModelWeights(p.model, (i) => p.where(["model", "lora", i, "file"]));
   const provider = weights ? providerFor(weights, spec.component) : null;
   const settings: TrainSettings = {
     dataset,

@@ -151,7 +151,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
   const jobs = graphJobs(p.model, precision, target);
   const train = p.config.train ? trainingJobs(p, precision, target) : null;
   const needBuild = [...jobs.filter((j) => !reusable(j.name)), ...(train?.jobs ?? []).filter((j) => !trainReusable(j.name))];
-  const weights = needBuild.length ? openModelWeights(p.model) : null;
+  const weights = needBuild.length ? openModelWeights(p.model, (i) => p.where(["model", "lora", i, "file"])) : null;
   const trainSpecs: Partial<Record<TrainGraphName, GraphSpecT>> = {};
   const rebuilt: (GraphName | TrainGraphName)[] = [];
   const reused: (GraphName | TrainGraphName)[] = [];
