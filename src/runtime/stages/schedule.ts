@@ -4,7 +4,7 @@
  * initial latents are then noised to `startTimestep`.
  */
 import { decodeNonFinite, type Plan } from "../../plan/schema.js";
-import { createScheduler, img2imgTimesteps, withStableDiffusionPipelineFixups, type Scheduler } from "../../schedulers/index.js";
+import { createScheduler, img2imgTimesteps, type Scheduler } from "../../schedulers/index.js";
 
 export interface Schedule {
   scheduler: Scheduler;
@@ -22,7 +22,9 @@ export interface ScheduleOptions {
 }
 
 export function prepareSchedule(plan: Pick<Plan, "scheduler">, o: ScheduleOptions = {}): Schedule {
-  const scheduler = withStableDiffusionPipelineFixups(createScheduler(plan.scheduler.className, decodeNonFinite(plan.scheduler.config)));
+  // the plan's config is what runs: the compiler applied diffusers' pipeline fix-ups to inherited values
+  // already, and re-applying them here would undo a value the pipeline wrote (clip_sample: true)
+  const scheduler = createScheduler(plan.scheduler.className, decodeNonFinite(plan.scheduler.config));
   const steps = o.steps ?? plan.scheduler.steps;
   if (o.strength === undefined) {
     scheduler.setTimesteps(steps);
