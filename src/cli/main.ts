@@ -131,14 +131,14 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
       .option("--json", "print the result as JSON"),
   ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean; latents?: string; initImage?: string; strength?: string; promptsFile?: string; resume?: string | boolean; forceResume?: boolean }) => {
     // command-line paths are relative to the working directory (the config layer resolves them)
-    const extra = [
-      ...(flags.latents !== undefined ? [`sample.latents=${flags.latents}`] : []),
-      ...(flags.initImage !== undefined ? [`sample.init_image=${flags.initImage}`] : []),
-      ...(flags.strength !== undefined ? [`sample.strength=${flags.strength}`] : []),
-      ...(flags.promptsFile !== undefined ? [`sample.prompts_file=${flags.promptsFile}`] : []),
-    ];
-    const opts = loadOptions(flags, cwd);
-    const p = await impl.loadPipeline(file, { ...opts, overrides: [...(opts.overrides ?? []), ...extra] });
+    const opts: LoadOptions = {
+      ...loadOptions(flags, cwd),
+      ...(flags.latents !== undefined ? { latents: flags.latents } : {}),
+      ...(flags.initImage !== undefined ? { initImage: flags.initImage } : {}),
+      ...(flags.strength !== undefined ? { strength: flags.strength } : {}),
+      ...(flags.promptsFile !== undefined ? { promptsFile: flags.promptsFile } : {}),
+    };
+    const p = await impl.loadPipeline(file, opts);
     // Ctrl-C stops between denoising steps; a second Ctrl-C quits at once
     const ac = new AbortController();
     const onSigint = () => {

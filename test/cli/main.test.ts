@@ -66,6 +66,15 @@ describe("validate", () => {
       "
     `);
   });
+  it("flags that contradict each other exit 2, naming both (none silently wins)", async () => {
+    const cwd = project({ [P]: GOOD, "p.txt": "a fox\n" });
+    const a = await sdc(["run", P, "--prompt", "x", "--prompts-file", "p.txt"], cwd);
+    expect(a).toMatchObject({ code: 2, stdout: "" });
+    expect(a.stderr).toContain("--prompt x and --prompts-file p.txt: sample.prompt and sample.prompts_file exclude each other");
+    const b = await sdc(["validate", P, "--set", "scheduler.steps=20", "--steps", "30"], cwd);
+    expect(b).toMatchObject({ code: 2, stdout: "" });
+    expect(b.stderr).toContain("--set scheduler.steps=20 and --steps 30: both set scheduler.steps");
+  });
   it("exits 2 with every located problem", async () => {
     const cwd = project({ [P]: `${BAD}sample:\n  seed: -3\n` });
     const r = await sdc(["validate", P], cwd);
