@@ -229,7 +229,8 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     return exitCode;
   } catch (e) {
     if (e instanceof CommanderError) {
-      if (e.code === "commander.helpDisplayed" || e.code === "commander.version") return 0;
+      // --help, -V and `sdc help [command]` asked for what they print; a bare `sdc` is a usage error (help on stderr)
+      if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || (e.code === "commander.help" && e.exitCode === 0)) return 0;
       return 2; // usage error; commander has printed it
     }
     if (api.isUserError(e)) {

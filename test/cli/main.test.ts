@@ -38,6 +38,17 @@ describe("help", () => {
       expect(r.stdout).toContain(`Usage: sdc ${c}`);
     }
   });
+  it("sdc help and sdc help <command> print help on stdout and exit 0, as --help does; a bare sdc is a usage error (help on stderr, exit 2)", async () => {
+    const h = await sdc(["help"], REPO);
+    expect(h).toMatchObject({ code: 0, stderr: "" });
+    expect(h.stdout).toBe((await sdc(["--help"], REPO)).stdout);
+    const r = await sdc(["help", "run"], REPO);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(r.stdout).toContain("Usage: sdc run");
+    const bare = await sdc([], REPO);
+    expect(bare).toMatchObject({ code: 2, stdout: "" });
+    expect(bare.stderr).toContain("Usage: sdc [options] [command]");
+  });
   it("sdc --version prints package.json's version", async () => {
     const r = await sdc(["--version"], REPO);
     expect(r.code).toBe(0);
