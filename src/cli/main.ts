@@ -11,6 +11,7 @@ import { Command, CommanderError, Option } from "commander";
 import * as api from "../index.js";
 import { createTrainProgress, type TrainProgress } from "../trainer/report.js";
 import type { LoadOptions } from "../index.js";
+import { breakProgressLine } from "../runtime/progress.js";
 import { writeFileAtomic } from "../util/fs.js";
 import { packageVersion } from "../util/paths.js";
 
@@ -144,6 +145,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     const onSigint = () => {
       if (ac.signal.aborted) process.exit(130);
       ac.abort();
+      breakProgressLine(); // not glued onto the progress bar's line
       err("stopping after the current step (Ctrl-C again to quit now)");
     };
     process.on("SIGINT", onSigint);

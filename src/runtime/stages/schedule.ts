@@ -12,6 +12,12 @@ export interface Schedule {
   timesteps: Float64Array;
   /** img2img: the timestep the init image's latents are noised to; null for txt2img. */
   startTimestep: number | null;
+  /**
+   * Denoising steps the timesteps make (num_inference_steps, after img2img's strength). The loop runs
+   * one U-Net call per timestep, which can be more: PNDM's warm-up visits one timestep twice, Heun
+   * evaluates twice per step.
+   */
+  steps: number;
 }
 
 export interface ScheduleOptions {
@@ -28,8 +34,8 @@ export function prepareSchedule(plan: Pick<Plan, "scheduler">, o: ScheduleOption
   const steps = o.steps ?? plan.scheduler.steps;
   if (o.strength === undefined) {
     scheduler.setTimesteps(steps);
-    return { scheduler, timesteps: scheduler.timesteps, startTimestep: null };
+    return { scheduler, timesteps: scheduler.timesteps, startTimestep: null, steps };
   }
   const t = img2imgTimesteps(scheduler, steps, o.strength);
-  return { scheduler, timesteps: t.timesteps, startTimestep: t.startTimestep };
+  return { scheduler, timesteps: t.timesteps, startTimestep: t.startTimestep, steps: t.numInferenceSteps };
 }
