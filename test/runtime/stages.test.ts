@@ -153,5 +153,7 @@ describe("decodeAndSave", () => {
     expect(p).toMatchObject({ prompt: "a cat", negativePrompt: "ugly", params: { Steps: "3", Sampler: "Euler", "CFG scale": "5", Seed: "9", Size: "6x4", "Batch pos": "1", Model: "m" } });
     const { default: sharp } = await import("sharp");
     expect(await sharp(files[2]!).metadata()).toMatchObject({ width: 12, height: 4 });
+    // the grid carries every image's parameters, in order, a blank line apart
+    expect(readPngText(files[2]!).parameters).toBe([0, 1].map((i) => imageParameters(plan, settings, i)).join("\n\n"));
   });
 });
