@@ -12,6 +12,7 @@ import * as api from "../index.js";
 import { createTrainProgress, type TrainProgress } from "../trainer/report.js";
 import type { LoadOptions } from "../index.js";
 import { breakProgressLine } from "../runtime/progress.js";
+import { fsProblem } from "../util/errors.js";
 import { writeFileAtomic } from "../util/fs.js";
 import { packageVersion } from "../util/paths.js";
 
@@ -210,7 +211,12 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     .action((flags: { out?: string; plan?: boolean }) => {
       const text = flags.plan ? api.planJsonSchemaText() : api.pipelineJsonSchemaText();
       if (flags.out) {
-        writeFileAtomic(path.resolve(cwd, flags.out), text);
+        try {
+          writeFileAtomic(path.resolve(cwd, flags.out), text);
+        } catch (e) {
+          const p = fsProblem(e, { subject: `--out ${flags.out}`, display: (f) => show(f) });
+          throw p ? new api.UserError(p) : e;
+        }
         out(`wrote ${show(flags.out)}`);
       } else io.stdout(text);
     });
@@ -241,6 +247,14 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
         const n = e.problems.length;
         err(`${api.renderProblems(e.problems)}\n\n${n} problem${n === 1 ? "" : "s"} found.`);
       }
+      return 2;
+    }
+    // a filesystem error on a path the user gave (an output folder on a read-only disk, a file where a
+    // folder belongs, a full disk) is theirs to fix: named, with a hint, exit 2
+    const fsp = fsProblem(e, { display: (f) => show(f) });
+    if (fsp) {
+      if (wantsJson) out(json({ ok: false, problems: [fsp] }));
+      else err(`${api.renderProblems([fsp])}\n\n1 problem found.`);
       return 2;
     }
     const error = e instanceof Error ? e : new Error(String(e));

@@ -215,6 +215,36 @@ describe("schema", () => {
     expect(fs.readFileSync(path.join(cwd, "schemas/p.json"), "utf8")).toBe(pipelineJsonSchemaText());
     expect(fs.readdirSync(path.join(cwd, "schemas"))).toEqual(["p.json"]);
   });
+
+  it("--out on a folder, or under a file: a user error naming the flag, with a hint, exit 2 (no temporary file left)", async () => {
+    const cwd = project({ "schemas/keep.txt": "x", "a-file": "x" });
+    const d = await sdc(["schema", "--out", "schemas"], cwd);
+    expect(d).toMatchObject({ code: 2, stdout: "" });
+    expect(d.stderr).toBe("--out schemas: is a folder, where a file is needed (EISDIR on schemas)\n  hint: give a file name (e.g. inside that folder), not the folder\n\n1 problem found.\n");
+    expect(fs.readdirSync(cwd).filter((f) => f !== "models").sort()).toEqual(["a-file", "schemas"]);
+    expect(fs.readdirSync(path.join(cwd, "schemas"))).toEqual(["keep.txt"]);
+    const f = await sdc(["schema", "--out", "a-file/p.json"], cwd);
+    expect(f.code).toBe(2);
+    expect(f.stderr).toMatch(/^--out a-file\/p\.json: a part of this path is a file, where a folder is needed \((ENOTDIR|EEXIST)/);
+  });
+
+  it("any filesystem error on a user's path (EROFS, ENOSPC, EACCES, ...) is a user error with a hint, exit 2, never an internal error", async () => {
+    const cwd = project({ [P]: GOOD });
+    for (const [code, message] of [
+      ["EROFS", "is on a read-only file system"],
+      ["ENOSPC", "no space left on the device"],
+      ["EACCES", "permission denied"],
+      ["ENOTDIR", "a part of this path is a file, where a folder is needed"],
+    ] as const) {
+      const run = async () => {
+        throw Object.assign(new Error(`${code}: boom, open '${path.join(cwd, "out/p/00000-0.png")}'`), { code, path: path.join(cwd, "out/p/00000-0.png") });
+      };
+      const r = await sdc(["run", P], cwd, { run });
+      expect(r).toMatchObject({ code: 2, stdout: "" });
+      expect(r.stderr).toMatch(new RegExp(`^out/p/00000-0\\.png: ${message} \\(${code}\\)\n  hint: `));
+      expect(r.stderr).not.toMatch(/internal error/);
+    }
+  });
 });
 
 describe("bin/sdc.js (built)", () => {
