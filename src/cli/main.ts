@@ -143,11 +143,15 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     const p = await impl.loadPipeline(file, opts);
     // Ctrl-C stops between denoising steps; a second Ctrl-C quits at once
     const ac = new AbortController();
+    // the training report draws its own bar: a note goes above it
+    let trainNote: ((line: string) => void) | null = null;
     const onSigint = () => {
       if (ac.signal.aborted) process.exit(130);
       ac.abort();
-      breakProgressLine(); // not glued onto the progress bar's line
-      err("stopping after the current step (Ctrl-C again to quit now)");
+      const msg = "stopping after the current step (Ctrl-C again to quit now)";
+      if (trainNote) return trainNote(msg);
+      breakProgressLine(); // not glued onto the sampling bar's line
+      err(msg);
     };
     process.on("SIGINT", onSigint);
     try {
@@ -163,6 +167,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
           log: (l) => (progress ? progress.note(l) : flags.json ? undefined : err(l)),
           onStep: (s) => {
             progress ??= createTrainProgress({ total: s.total, startStep: s.step - 1, json: flags.json === true, ...(flags.json ? { stream: { write: (t: string) => void out(t) } } : {}) });
+            if (!flags.json) trainNote = (l) => progress?.note(l);
             progress.step(s);
           },
           onEvent: (ev) => progress?.event(ev),

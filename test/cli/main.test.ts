@@ -161,6 +161,28 @@ describe("commands over the library API", () => {
     ]);
   });
 
+  it("Ctrl-C while training: 'stopping after the current step' goes through the training report (a line above its bar), not glued onto the bar", async () => {
+    const cwd = project({ [P]: GOOD });
+    const written: string[] = [];
+    const real = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((t: string) => (written.push(String(t)), true)) as typeof process.stderr.write;
+    try {
+      const r = await sdc(["run", P], cwd, {
+        loadPipeline: async () => ({ config: { train: {} } }) as never,
+        trainPipeline: (async (_p: unknown, o: { onStep: (s: object) => void }) => {
+          o.onStep({ step: 1, total: 4, loss: 0.5, lr: 1e-4 });
+          process.listeners("SIGINT").at(-1)!("SIGINT"); // the handler sdc run installed
+          return { stopped: true, steps: 1, exported: [], checkpoints: [] };
+        }) as never,
+      });
+      expect(r.code).toBe(130);
+      expect(r.stderr).not.toContain("stopping after the current step"); // not written around the report
+    } finally {
+      process.stderr.write = real;
+    }
+    expect(written.join("")).toContain("stopping after the current step (Ctrl-C again to quit now)\n");
+  });
+
   it("a user error from compile exits 2 before compiling", async () => {
     const cwd = project({ [P]: BAD });
     let called = false;
