@@ -73,7 +73,7 @@ export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}):
   const holdout = t.validation.holdout_dir ? await openDataset({ ...t.data, dir: t.validation.holdout_dir, subsets: undefined }, { where: p.where, display, path: ["train", "validation"] }) : null;
   const outputDir = p.config.output.dir;
   const checkpointsDir = t.checkpointing.dir ?? path.join(outputDir, "checkpoints");
-  const weights = spec.lora ? null : openModelWeights(p.model);
+  const weights = spec.lora ? null : openModelWeights(p.model, (i) => p.where(["model", "lora", i, "file"]));
   const provider = weights ? providerFor(weights, spec.component) : null;
   const settings: TrainSettings = {
     dataset,

@@ -11,6 +11,8 @@ import { Command, CommanderError, Option } from "commander";
 import * as api from "../index.js";
 import { createTrainProgress, type TrainProgress } from "../trainer/report.js";
 import type { LoadOptions } from "../index.js";
+import { breakProgressLine } from "../runtime/progress.js";
+import { fsProblem } from "../util/errors.js";
 import { writeFileAtomic } from "../util/fs.js";
 import { packageVersion } from "../util/paths.js";
 
@@ -131,20 +133,25 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
       .option("--json", "print the result as JSON"),
   ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean; latents?: string; initImage?: string; strength?: string; promptsFile?: string; resume?: string | boolean; forceResume?: boolean }) => {
     // command-line paths are relative to the working directory (the config layer resolves them)
-    const extra = [
-      ...(flags.latents !== undefined ? [`sample.latents=${flags.latents}`] : []),
-      ...(flags.initImage !== undefined ? [`sample.init_image=${flags.initImage}`] : []),
-      ...(flags.strength !== undefined ? [`sample.strength=${flags.strength}`] : []),
-      ...(flags.promptsFile !== undefined ? [`sample.prompts_file=${flags.promptsFile}`] : []),
-    ];
-    const opts = loadOptions(flags, cwd);
-    const p = await impl.loadPipeline(file, { ...opts, overrides: [...(opts.overrides ?? []), ...extra] });
+    const opts: LoadOptions = {
+      ...loadOptions(flags, cwd),
+      ...(flags.latents !== undefined ? { latents: flags.latents } : {}),
+      ...(flags.initImage !== undefined ? { initImage: flags.initImage } : {}),
+      ...(flags.strength !== undefined ? { strength: flags.strength } : {}),
+      ...(flags.promptsFile !== undefined ? { promptsFile: flags.promptsFile } : {}),
+    };
+    const p = await impl.loadPipeline(file, opts);
     // Ctrl-C stops between denoising steps; a second Ctrl-C quits at once
     const ac = new AbortController();
+    // the training report draws its own bar: a note goes above it
+    let trainNote: ((line: string) => void) | null = null;
     const onSigint = () => {
       if (ac.signal.aborted) process.exit(130);
       ac.abort();
-      err("stopping after the current step (Ctrl-C again to quit now)");
+      const msg = "stopping after the current step (Ctrl-C again to quit now)";
+      if (trainNote) return trainNote(msg);
+      breakProgressLine(); // not glued onto the sampling bar's line
+      err(msg);
     };
     process.on("SIGINT", onSigint);
     try {
@@ -160,6 +167,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
           log: (l) => (progress ? progress.note(l) : flags.json ? undefined : err(l)),
           onStep: (s) => {
             progress ??= createTrainProgress({ total: s.total, startStep: s.step - 1, json: flags.json === true, ...(flags.json ? { stream: { write: (t: string) => void out(t) } } : {}) });
+            if (!flags.json) trainNote = (l) => progress?.note(l);
             progress.step(s);
           },
           onEvent: (ev) => progress?.event(ev),
@@ -208,7 +216,12 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     .action((flags: { out?: string; plan?: boolean }) => {
       const text = flags.plan ? api.planJsonSchemaText() : api.pipelineJsonSchemaText();
       if (flags.out) {
-        writeFileAtomic(path.resolve(cwd, flags.out), text);
+        try {
+          writeFileAtomic(path.resolve(cwd, flags.out), text);
+        } catch (e) {
+          const p = fsProblem(e, { subject: `--out ${flags.out}`, display: (f) => show(f) });
+          throw p ? new api.UserError(p) : e;
+        }
         out(`wrote ${show(flags.out)}`);
       } else io.stdout(text);
     });
@@ -229,7 +242,8 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     return exitCode;
   } catch (e) {
     if (e instanceof CommanderError) {
-      if (e.code === "commander.helpDisplayed" || e.code === "commander.version") return 0;
+      // --help, -V and `sdc help [command]` asked for what they print; a bare `sdc` is a usage error (help on stderr)
+      if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || (e.code === "commander.help" && e.exitCode === 0)) return 0;
       return 2; // usage error; commander has printed it
     }
     if (api.isUserError(e)) {
@@ -238,6 +252,14 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
         const n = e.problems.length;
         err(`${api.renderProblems(e.problems)}\n\n${n} problem${n === 1 ? "" : "s"} found.`);
       }
+      return 2;
+    }
+    // a filesystem error on a path the user gave (an output folder on a read-only disk, a file where a
+    // folder belongs, a full disk) is theirs to fix: named, with a hint, exit 2
+    const fsp = fsProblem(e, { display: (f) => show(f) });
+    if (fsp) {
+      if (wantsJson) out(json({ ok: false, problems: [fsp] }));
+      else err(`${api.renderProblems([fsp])}\n\n1 problem found.`);
       return 2;
     }
     const error = e instanceof Error ? e : new Error(String(e));

@@ -20,7 +20,7 @@ import { readPlanIfValid } from "../plan/read.js";
 import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, type GraphName, type GraphSpecT, type Plan, type TrainGraphName } from "../plan/schema.js";
 import { writePlan } from "../plan/write.js";
 import { tokenizerFiles, readTokenizerConfig } from "../tokenizer/clip.js";
-import { createScheduler, schedulerConfigJson, withStableDiffusionPipelineFixups } from "../schedulers/index.js";
+import { createScheduler, schedulerConfigJson, stableDiffusionPipelineFixups } from "../schedulers/index.js";
 import { UserError } from "../util/errors.js";
 import { writeDirAtomic } from "../util/fs.js";
 import { canonicalJson, fileIdentity, hashValue, sha256, sha256File } from "../util/hash.js";
@@ -151,7 +151,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
   const jobs = graphJobs(p.model, precision, target);
   const train = p.config.train ? trainingJobs(p, precision, target) : null;
   const needBuild = [...jobs.filter((j) => !reusable(j.name)), ...(train?.jobs ?? []).filter((j) => !trainReusable(j.name))];
-  const weights = needBuild.length ? openModelWeights(p.model) : null;
+  const weights = needBuild.length ? openModelWeights(p.model, (i) => p.where(["model", "lora", i, "file"])) : null;
   const trainSpecs: Partial<Record<TrainGraphName, GraphSpecT>> = {};
   const rebuilt: (GraphName | TrainGraphName)[] = [];
   const reused: (GraphName | TrainGraphName)[] = [];
@@ -212,7 +212,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
       if (unused.length) log(`  note: ${unused.length} tensors in the checkpoint were not used: ${unused.slice(0, 5).join(", ")}${unused.length > 5 ? ", …" : ""}`);
     }
     const training = train ? { ...train.spec, graphs: trainSpecs as { train_step: GraphSpecT; train_eval: GraphSpecT; train_accumulate?: GraphSpecT; train_unet?: GraphSpecT } } : undefined;
-    plan = writeSupportFiles(p, tmp, dir, specs, keys, old, training);
+    plan = writeSupportFiles(p, tmp, dir, specs, keys, old, log, training);
   });
 
   const seconds = (performance.now() - t0) / 1000;
@@ -274,7 +274,7 @@ function tokenizerDir(p: LoadedPipeline): string {
   return p.model.tokenizerDir;
 }
 
-function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, graphs: Record<GraphName, GraphSpecT>, keys: ReturnType<typeof compileKeys>, old: Plan | null, training?: Plan["training"]): Plan {
+function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, graphs: Record<GraphName, GraphSpecT>, keys: ReturnType<typeof compileKeys>, old: Plan | null, log: (line: string) => void, training?: Plan["training"]): Plan {
   const c = p.config;
   // tokenizer/: tokenizer.json (built) and the original files, for other runners
   const tokDir = tokenizerDir(p);
@@ -286,7 +286,14 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
   // scheduler/: the scheduler this pipeline runs, as diffusers would write it
   const overrides = schedulerOverrides(p);
   const className = String(p.model.schedulerConfig._class_name);
-  const sched = withStableDiffusionPipelineFixups(createScheduler(className, p.model.schedulerConfig, overrides));
+  // diffusers' pipeline fix-ups, on inherited values only: what the pipeline or --set wrote stays as written
+  const { scheduler: sched, fixups } = stableDiffusionPipelineFixups(createScheduler(className, p.model.schedulerConfig, overrides), Object.keys(overrides));
+  if (fixups.length) {
+    log(
+      `  note: scheduler ${fixups.map((f) => `${f.key} ${JSON.stringify(f.from)} → ${JSON.stringify(f.to)}`).join(", ")} ` +
+        "(the model's value, changed as diffusers' StableDiffusionPipeline does; set it under scheduler: to keep another)",
+    );
+  }
   fs.mkdirSync(path.join(tmp, "scheduler"), { recursive: true });
   fs.writeFileSync(path.join(tmp, "scheduler", "scheduler_config.json"), schedulerConfigJson(sched));
 

@@ -9,6 +9,8 @@ import type { WeightProvider } from "../ir/builder.js";
 import type { DType, TensorData } from "../ir/graph.js";
 import { materialize } from "../ir/onnx/writer.js";
 import { loadDiffusersComponent, loadSingleFile, loraDelta, moduleNames, readLora, unetLayoutFromConfig, type LoraEntry, type StDtype, type WeightRef, type WeightSet } from "../models/weights/index.js";
+import type { Where } from "../config/origins.js";
+import { isUserError, UserError } from "../util/errors.js";
 import { f32ToF16 } from "../util/half.js";
 
 export type Component = "unet" | "vae" | "text_encoder";
@@ -21,7 +23,7 @@ export interface ModelWeights {
   lora: Record<Component, Map<string, { entry: LoraEntry; scale: number }[]>>;
 }
 
-export function openModelWeights(model: ResolvedModel): ModelWeights {
+export function openModelWeights(model: ResolvedModel, loraWhere?: (i: number) => Where): ModelWeights {
   let sets: Record<Component, WeightSet>;
   if (model.kind === "diffusers") {
     const variant = model.variant === "fp16" ? "fp16" : undefined;
@@ -42,9 +44,20 @@ export function openModelWeights(model: ResolvedModel): ModelWeights {
   const lpb = model.unet.layers_per_block;
   const uniform = typeof lpb === "number" ? lpb : lpb.every((n) => n === lpb[0]) ? lpb[0] : undefined;
   const unetLayout = uniform === undefined ? undefined : unetLayoutFromConfig({ ...model.unet, layers_per_block: uniform });
-  for (const l of model.lora) {
+  const shapes = {
+    unet: new Map(sets.unet.entries().map((r) => [r.key, r.shape])),
+    text_encoder: new Map(sets.text_encoder.entries().map((r) => [r.key, r.shape])),
+  };
+  for (const [i, l] of model.lora.entries()) {
     const modules = { unet: moduleNames(sets.unet), text_encoder: moduleNames(sets.text_encoder) };
-    const entries = readLora(l.file, { modules, ...(unetLayout ? { unetLayout } : {}) });
+    let entries: LoraEntry[];
+    try {
+      entries = readLora(l.file, { modules, targetShape: (c, module) => shapes[c].get(`${module}.weight`), ...(unetLayout ? { unetLayout } : {}) });
+    } catch (e) {
+      // the file's own problems, led by where the pipeline names it
+      if (!isUserError(e) || !loraWhere) throw e;
+      throw new UserError([{ message: `LoRA ${l.file} cannot be folded into this model`, ...loraWhere(i) }, ...e.problems]);
+    }
     for (const e of entries) {
       const key = `${e.module}.weight`;
       const m = lora[e.component as Component];
@@ -71,6 +84,8 @@ export function providerFor(w: ModelWeights, c: Component): WeightProvider {
         const base = new Float32Array(materialize(src, "float32").slice().buffer);
         for (const { entry, scale } of deltas) {
           const d = loraDelta(entry, scale);
+          // readLora checked every pair against the weight's shape; this guards the fold itself
+          if (d.length !== base.length) throw new Error(`${key}: LoRA delta has ${d.length} values, the weight ${base.length}`);
           for (let i = 0; i < base.length; i++) base[i]! += d[i]!;
         }
         if (dtype === "float32") return new Uint8Array(base.buffer);

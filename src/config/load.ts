@@ -30,6 +30,11 @@ export interface LoadOptions {
   seed?: number | string;
   steps?: number | string;
   out?: string;
+  /** The run command's shortcuts: sample.prompts_file, sample.init_image, sample.strength, sample.latents. */
+  promptsFile?: string;
+  initImage?: string;
+  strength?: number | string;
+  latents?: string;
   /** Working directory for command-line paths and for the file names in messages (default: process.cwd()). */
   cwd?: string;
 }
@@ -260,6 +265,8 @@ function parseYamlValue(text: string): { value?: unknown; error?: string } {
 
 function applyCommandLine(raw: Record<string, unknown>, origins: Origins, opts: LoadOptions): Problem[] {
   const problems: Problem[] = [];
+  // what each flag wrote, to refuse two flags that disagree (neither silently wins)
+  const written: { path: Path; text: string; value: unknown }[] = [];
   for (const spec of opts.overrides ?? []) {
     const text = `--set ${spec}`;
     const eq = spec.indexOf("=");
@@ -274,7 +281,10 @@ function applyCommandLine(raw: Record<string, unknown>, origins: Origins, opts: 
       continue;
     }
     const p = setPath(raw, keys, value, text, problems);
-    if (p) origins.addCli(p, text);
+    if (p) {
+      origins.addCli(p, text);
+      written.push({ path: p, text, value });
+    }
   }
   const shortcut = (flag: string, keys: string[], v: unknown, typed: boolean) => {
     let value = v;
@@ -288,12 +298,50 @@ function applyCommandLine(raw: Record<string, unknown>, origins: Origins, opts: 
     }
     const text = `${flag} ${typeof v === "string" && /\s/.test(v) ? JSON.stringify(v) : String(v)}`;
     const p = setPath(raw, keys, value, text, problems);
-    if (p) origins.addCli(p, text);
+    if (p) {
+      origins.addCli(p, text);
+      written.push({ path: p, text, value });
+    }
   };
   if (opts.prompt !== undefined) shortcut("--prompt", ["sample", "prompt"], opts.prompt, false);
   if (opts.seed !== undefined) shortcut("--seed", ["sample", "seed"], opts.seed, true);
   if (opts.steps !== undefined) shortcut("--steps", ["scheduler", "steps"], opts.steps, true);
   if (opts.out !== undefined) shortcut("--out", ["output", "dir"], opts.out, false);
+  if (opts.promptsFile !== undefined) shortcut("--prompts-file", ["sample", "prompts_file"], opts.promptsFile, false);
+  if (opts.initImage !== undefined) shortcut("--init-image", ["sample", "init_image"], opts.initImage, false);
+  if (opts.strength !== undefined) shortcut("--strength", ["sample", "strength"], opts.strength, true);
+  if (opts.latents !== undefined) shortcut("--latents", ["sample", "latents"], opts.latents, false);
+  problems.push(...commandLineConflicts(written));
+  return problems;
+}
+
+/** Keys that contradict each other wherever they are set (one replaces the other). */
+const EXCLUSIVE: [string, string][] = [["sample.prompt", "sample.prompts_file"]];
+
+/**
+ * Two flags that set the same key to different values (or a key and a mapping around it), or keys
+ * that exclude each other: the command line contradicts itself, so it is an error naming both flags.
+ */
+function commandLineConflicts(written: { path: Path; text: string; value: unknown }[]): Problem[] {
+  const problems: Problem[] = [];
+  const name = (p: Path) => p.join(".");
+  const within = (a: Path, b: Path) => a.length <= b.length && a.every((k, i) => String(k) === String(b[i]));
+  for (let j = 0; j < written.length; j++) {
+    for (let i = 0; i < j; i++) {
+      const a = written[i]!;
+      const b = written[j]!;
+      const same = name(a.path) === name(b.path);
+      const overlap = within(a.path, b.path) || within(b.path, a.path);
+      const under = (k: string, w: Path) => within(k.split("."), w);
+      const exclusive = EXCLUSIVE.find(([x, y]) => (under(x, a.path) && under(y, b.path)) || (under(y, a.path) && under(x, b.path)));
+      if (overlap && !(same && JSON.stringify(a.value) === JSON.stringify(b.value))) {
+        const key = name(a.path.length >= b.path.length ? a.path : b.path);
+        problems.push({ subject: `${a.text} and ${b.text}`, message: `both set ${key}`, hint: "give one of them (no flag silently wins over another)" });
+      } else if (exclusive) {
+        problems.push({ subject: `${a.text} and ${b.text}`, message: `${exclusive[0]} and ${exclusive[1]} exclude each other`, hint: "give one of them" });
+      }
+    }
+  }
   return problems;
 }
 

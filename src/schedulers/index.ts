@@ -19,15 +19,29 @@ type Options = Record<string, unknown>;
 
 /**
  * diffusers' StableDiffusionPipeline and StableDiffusionImg2ImgPipeline (v0.24) rewrite an "outdated"
- * scheduler config when constructed: steps_offset becomes 1 and clip_sample becomes false. Returns the
- * scheduler the pipeline would really use (the same object when nothing changes).
+ * scheduler config when constructed: steps_offset becomes 1 and clip_sample becomes false. sdc does the
+ * same to values a model inherits (its scheduler_config.json, the class defaults), never to the keys in
+ * `given` (what the pipeline file or --set wrote: the user's word wins). Returns the scheduler the
+ * pipeline would really use (the same object when nothing changes) and each change made.
  */
-export function withStableDiffusionPipelineFixups(s: Scheduler): Scheduler {
+export function withStableDiffusionPipelineFixups(s: Scheduler, given: Iterable<string> = []): Scheduler {
+  return stableDiffusionPipelineFixups(s, given).scheduler;
+}
+
+export interface Fixup {
+  key: string;
+  from: unknown;
+  to: unknown;
+}
+
+export function stableDiffusionPipelineFixups(s: Scheduler, given: Iterable<string> = []): { scheduler: Scheduler; fixups: Fixup[] } {
   const c = s.config;
-  const fix: Options = {};
-  if ("steps_offset" in c && c.steps_offset !== 1) fix.steps_offset = 1;
-  if ("clip_sample" in c && c.clip_sample === true) fix.clip_sample = false;
-  return Object.keys(fix).length ? createScheduler(s.className, { ...c }, fix) : s;
+  const keep = new Set(given);
+  const fixups: Fixup[] = [];
+  if ("steps_offset" in c && c.steps_offset !== 1 && !keep.has("steps_offset")) fixups.push({ key: "steps_offset", from: c.steps_offset, to: 1 });
+  if ("clip_sample" in c && c.clip_sample === true && !keep.has("clip_sample")) fixups.push({ key: "clip_sample", from: true, to: false });
+  if (!fixups.length) return { scheduler: s, fixups };
+  return { scheduler: createScheduler(s.className, { ...c }, Object.fromEntries(fixups.map((f) => [f.key, f.to]))), fixups };
 }
 
 export interface Img2ImgTimesteps {

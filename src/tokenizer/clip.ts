@@ -494,9 +494,19 @@ export class ClipTokenizer {
   }
 }
 
-/** The diffusers warning for a truncated prompt. */
+/**
+ * The diffusers warning for a truncated prompt, kept short: a long cut shows its first and last few
+ * words and how many words were cut (a 2,000-word prompt would otherwise print kilobytes).
+ */
 export function truncationWarning(cut: string, modelMaxLength: number): string {
-  return `The following part of your input was truncated because CLIP can only handle sequences up to ${modelMaxLength} tokens: ${cut}`;
+  const words = cut.split(/\s+/).filter((w) => w.length > 0);
+  const head = `The following part of your input was truncated because CLIP can only handle sequences up to ${modelMaxLength} tokens`;
+  const EDGE = 6;
+  const clip = (t: string) => (t.length > 80 ? `${t.slice(0, 77)}...` : t);
+  if (words.length <= 2 * EDGE + 1 && cut.length <= 200) return `${head}: ${cut}`;
+  const n = words.length;
+  if (n <= 2 * EDGE) return `${head} (${n} word${n === 1 ? "" : "s"} cut): ${clip(cut)}`;
+  return `${head} (${n} words cut): ${clip(words.slice(0, EDGE).join(" "))} … ${clip(words.slice(-EDGE).join(" "))}`;
 }
 
 /** Python's str.strip (its whitespace set differs from JavaScript's trim). */

@@ -5,6 +5,7 @@
  * graph node name), what was expected, and what to do. The CLI renders them and exits with code 2;
  * any other exception is an internal error (exit code 1, stack trace only with --debug).
  */
+import * as fs from "node:fs";
 
 /** A position in a source file; line and col are 1-based. */
 export interface SourcePosition {
@@ -61,4 +62,42 @@ export function renderProblem(p: Problem): string {
 
 export function renderProblems(problems: Problem[]): string {
   return problems.map(renderProblem).join("\n\n");
+}
+
+function isFile(p: string): boolean {
+  try {
+    return !fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Filesystem errors that are about the path a user gave, not about sdc: what each means and what to do. */
+const FS_ERRORS: Record<string, { message: string; hint: string }> = {
+  EISDIR: { message: "is a folder, where a file is needed", hint: "give a file name (e.g. inside that folder), not the folder" },
+  ENOTDIR: { message: "a part of this path is a file, where a folder is needed", hint: "check the path: one of its folders is an existing file" },
+  EROFS: { message: "is on a read-only file system", hint: "write somewhere writable (another folder or disk)" },
+  EACCES: { message: "permission denied", hint: "check the permissions of the path and its folders, or choose another path" },
+  EPERM: { message: "operation not permitted", hint: "check the permissions of the path and its folders, or choose another path" },
+  ENOSPC: { message: "no space left on the device", hint: "free some space, or write to another disk" },
+  EDQUOT: { message: "disk quota exceeded", hint: "free some space, or write to another disk" },
+};
+
+/**
+ * A filesystem error (EISDIR, ENOTDIR, EROFS, EACCES, EPERM, ENOSPC, EDQUOT) as a Problem naming the
+ * path (a rename's destination, which is the user's path, over its temporary source); null for any
+ * other error. `subject` overrides the path shown (e.g. the flag that gave it).
+ */
+export function fsProblem(e: unknown, opts: { subject?: string; display?: (p: string) => string } = {}): Problem | null {
+  const err = e as NodeJS.ErrnoException & { dest?: string };
+  if (!(e instanceof Error) || typeof err.code !== "string") return null;
+  // mkdir -p through an existing file says EEXIST: the same mistake as ENOTDIR
+  const mkdirThroughFile = err.code === "EEXIST" && err.syscall === "mkdir" && typeof err.path === "string" && isFile(err.path);
+  const kind = mkdirThroughFile ? FS_ERRORS.ENOTDIR : FS_ERRORS[err.code];
+  if (!kind) return null;
+  const file = err.dest ?? err.path;
+  const shown = file !== undefined ? (opts.display ? opts.display(file) : file) : undefined;
+  const subject = opts.subject ?? shown;
+  const message = `${kind.message} (${err.code}${opts.subject && shown ? ` on ${shown}` : ""})`;
+  return { message, ...(subject ? { subject } : {}), hint: kind.hint };
 }

@@ -38,6 +38,17 @@ describe("help", () => {
       expect(r.stdout).toContain(`Usage: sdc ${c}`);
     }
   });
+  it("sdc help and sdc help <command> print help on stdout and exit 0, as --help does; a bare sdc is a usage error (help on stderr, exit 2)", async () => {
+    const h = await sdc(["help"], REPO);
+    expect(h).toMatchObject({ code: 0, stderr: "" });
+    expect(h.stdout).toBe((await sdc(["--help"], REPO)).stdout);
+    const r = await sdc(["help", "run"], REPO);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(r.stdout).toContain("Usage: sdc run");
+    const bare = await sdc([], REPO);
+    expect(bare).toMatchObject({ code: 2, stdout: "" });
+    expect(bare.stderr).toContain("Usage: sdc [options] [command]");
+  });
   it("sdc --version prints package.json's version", async () => {
     const r = await sdc(["--version"], REPO);
     expect(r.code).toBe(0);
@@ -65,6 +76,15 @@ describe("validate", () => {
         image      16×16, batch 1, seed 0
       "
     `);
+  });
+  it("flags that contradict each other exit 2, naming both (none silently wins)", async () => {
+    const cwd = project({ [P]: GOOD, "p.txt": "a fox\n" });
+    const a = await sdc(["run", P, "--prompt", "x", "--prompts-file", "p.txt"], cwd);
+    expect(a).toMatchObject({ code: 2, stdout: "" });
+    expect(a.stderr).toContain("--prompt x and --prompts-file p.txt: sample.prompt and sample.prompts_file exclude each other");
+    const b = await sdc(["validate", P, "--set", "scheduler.steps=20", "--steps", "30"], cwd);
+    expect(b).toMatchObject({ code: 2, stdout: "" });
+    expect(b.stderr).toContain("--set scheduler.steps=20 and --steps 30: both set scheduler.steps");
   });
   it("exits 2 with every located problem", async () => {
     const cwd = project({ [P]: `${BAD}sample:\n  seed: -3\n` });
@@ -141,6 +161,28 @@ describe("commands over the library API", () => {
     ]);
   });
 
+  it("Ctrl-C while training: 'stopping after the current step' goes through the training report (a line above its bar), not glued onto the bar", async () => {
+    const cwd = project({ [P]: GOOD });
+    const written: string[] = [];
+    const real = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((t: string) => (written.push(String(t)), true)) as typeof process.stderr.write;
+    try {
+      const r = await sdc(["run", P], cwd, {
+        loadPipeline: async () => ({ config: { train: {} } }) as never,
+        trainPipeline: (async (_p: unknown, o: { onStep: (s: object) => void }) => {
+          o.onStep({ step: 1, total: 4, loss: 0.5, lr: 1e-4 });
+          process.listeners("SIGINT").at(-1)!("SIGINT"); // the handler sdc run installed
+          return { stopped: true, steps: 1, exported: [], checkpoints: [] };
+        }) as never,
+      });
+      expect(r.code).toBe(130);
+      expect(r.stderr).not.toContain("stopping after the current step"); // not written around the report
+    } finally {
+      process.stderr.write = real;
+    }
+    expect(written.join("")).toContain("stopping after the current step (Ctrl-C again to quit now)\n");
+  });
+
   it("a user error from compile exits 2 before compiling", async () => {
     const cwd = project({ [P]: BAD });
     let called = false;
@@ -194,6 +236,36 @@ describe("schema", () => {
     expect(w).toMatchObject({ code: 0, stdout: "wrote schemas/p.json\n" });
     expect(fs.readFileSync(path.join(cwd, "schemas/p.json"), "utf8")).toBe(pipelineJsonSchemaText());
     expect(fs.readdirSync(path.join(cwd, "schemas"))).toEqual(["p.json"]);
+  });
+
+  it("--out on a folder, or under a file: a user error naming the flag, with a hint, exit 2 (no temporary file left)", async () => {
+    const cwd = project({ "schemas/keep.txt": "x", "a-file": "x" });
+    const d = await sdc(["schema", "--out", "schemas"], cwd);
+    expect(d).toMatchObject({ code: 2, stdout: "" });
+    expect(d.stderr).toBe("--out schemas: is a folder, where a file is needed (EISDIR on schemas)\n  hint: give a file name (e.g. inside that folder), not the folder\n\n1 problem found.\n");
+    expect(fs.readdirSync(cwd).filter((f) => f !== "models").sort()).toEqual(["a-file", "schemas"]);
+    expect(fs.readdirSync(path.join(cwd, "schemas"))).toEqual(["keep.txt"]);
+    const f = await sdc(["schema", "--out", "a-file/p.json"], cwd);
+    expect(f.code).toBe(2);
+    expect(f.stderr).toMatch(/^--out a-file\/p\.json: a part of this path is a file, where a folder is needed \((ENOTDIR|EEXIST)/);
+  });
+
+  it("any filesystem error on a user's path (EROFS, ENOSPC, EACCES, ...) is a user error with a hint, exit 2, never an internal error", async () => {
+    const cwd = project({ [P]: GOOD });
+    for (const [code, message] of [
+      ["EROFS", "is on a read-only file system"],
+      ["ENOSPC", "no space left on the device"],
+      ["EACCES", "permission denied"],
+      ["ENOTDIR", "a part of this path is a file, where a folder is needed"],
+    ] as const) {
+      const run = async () => {
+        throw Object.assign(new Error(`${code}: boom, open '${path.join(cwd, "out/p/00000-0.png")}'`), { code, path: path.join(cwd, "out/p/00000-0.png") });
+      };
+      const r = await sdc(["run", P], cwd, { run });
+      expect(r).toMatchObject({ code: 2, stdout: "" });
+      expect(r.stderr).toMatch(new RegExp(`^out/p/00000-0\\.png: ${message} \\(${code}\\)\n  hint: `));
+      expect(r.stderr).not.toMatch(/internal error/);
+    }
   });
 });
 

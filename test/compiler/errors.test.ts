@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
 import { SafetensorsFile } from "../../src/models/weights/safetensors.js";
-import { copyFixture, rewriteSafetensors, tmp } from "./helpers.js";
+import { copyFixture, MODELS, rewriteSafetensors, tmp } from "./helpers.js";
 
 let work: string;
 
@@ -65,6 +65,17 @@ describe("sdc compile on bad checkpoints exits 2 with a named error", () => {
     const err = await expectUserError("tiny-sd1");
     expect(err).toContain("unet.conv_out.weight: has shape [16, 4, 3, 3], but the model expects [4, 16, 3, 3]");
     expect(err).toContain(`hint: read from ${path.join(work, UNET)}; check that the model config matches the checkpoint`);
+  });
+
+  it("a LoRA made for another model (tiny-sd1's on tiny-sd2): located at the pipeline's lora entry, each misfit named with both shapes", async () => {
+    copyFixture("tiny-sd2", work);
+    const lora = path.join(MODELS, "lora", "tiny-sd1.kohya.safetensors");
+    const err = await expectUserError("tiny-sd2", `  lora:\n    - file: ${JSON.stringify(lora)}\n`);
+    expect(err).toMatch(/^p\.yaml:6:13: LoRA .*tiny-sd1\.kohya\.safetensors cannot be folded into this model\n/);
+    expect(err).toMatch(/tiny-sd1\.kohya\.safetensors: \d+ tensor pairs do not fit the shapes of the model's weights/);
+    expect(err).toContain(
+      "tiny-sd1.kohya.safetensors: lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight: would add a [16, 16] delta (down [4, 16], up [16, 4]) to unet down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight, which is [8, 8]",
+    );
   });
 
   it("a corrupt safetensors header", async () => {

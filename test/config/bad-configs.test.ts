@@ -681,6 +681,30 @@ describe("command-line overrides", () => {
         hint: quote strings that contain YAML punctuation, e.g. --set 'sample.prompt="a: b"'"
     `);
   });
+  it("--set scheduler.steps and --steps disagree: both flags named", async () => {
+    expect(await problems({ [P]: HEAD }, { overrides: ["scheduler.steps=20"], steps: "30" })).toMatchInlineSnapshot(`
+      "--set scheduler.steps=20 and --steps 30: both set scheduler.steps
+        hint: give one of them (no flag silently wins over another)"
+    `);
+  });
+  it("--prompt and --prompts-file exclude each other", async () => {
+    expect(await problems({ [P]: HEAD, "p.txt": "a\n" }, { prompt: "x", promptsFile: "p.txt" })).toMatchInlineSnapshot(`
+      "--prompt x and --prompts-file p.txt: sample.prompt and sample.prompts_file exclude each other
+        hint: give one of them"
+    `);
+  });
+  it("two --set of one key, and a --set of a mapping around a shortcut's key", async () => {
+    expect(await problems({ [P]: HEAD }, { overrides: ["sample.seed=1", "sample.seed=2", "scheduler={steps: 4}"], steps: "5" })).toMatchInlineSnapshot(`
+      "--set sample.seed=1 and --set sample.seed=2: both set sample.seed
+        hint: give one of them (no flag silently wins over another)
+
+      --set scheduler={steps: 4} and --steps 5: both set scheduler.steps
+        hint: give one of them (no flag silently wins over another)"
+    `);
+  });
+  it("the same value twice is no conflict", async () => {
+    expect(await problems({ [P]: HEAD }, { overrides: ["scheduler.steps=5"], steps: "5" })).toBe("ok");
+  });
   it("--set into a scalar", async () => {
     expect(await problems({ [P]: `${HEAD}sample:\n  seed: 3\n` }, { overrides: ["sample.seed.x=1"] })).toMatchInlineSnapshot(`
       "--set sample.seed.x=1: sample.seed is 3, not a mapping, so it has no key "x"

@@ -201,9 +201,10 @@ describe("overrides", () => {
   it("win over the file and its bases, and are located as flags", async () => {
     const { cwd, p } = await load(
       { [P]: "extends: base.yaml\nscheduler:\n  steps: 12\n", "pipelines/base.yaml": `${HEAD}scheduler:\n  steps: 30\n` },
-      { overrides: ["scheduler.steps=4"], prompt: "a red fox", steps: "5", out: "results" },
+      { overrides: ["sample.seed=4"], prompt: "a red fox", steps: "5", out: "results" },
     );
-    expect(p.config.scheduler.steps).toBe(5); // --steps comes after --set
+    expect(p.config.scheduler.steps).toBe(5);
+    expect(p.config.sample.seed).toBe(4);
     expect(p.config.sample.prompt).toBe("a red fox");
     expect(p.config.output.dir).toBe(path.join(cwd, "results")); // relative to the working directory
     expect(p.locate(["scheduler", "steps"])).toBeUndefined();

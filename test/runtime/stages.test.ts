@@ -6,6 +6,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { parseParameters, readPngText } from "../../src/image/image.js";
 import { writeSafetensors } from "../../src/models/weights/safetensors.js";
@@ -14,6 +15,7 @@ import type { FloatTensor, GraphRunner } from "../../src/runtime/graphs.js";
 import { TorchGenerator } from "../../src/runtime/rng.js";
 import type { RunSettings } from "../../src/runtime/settings.js";
 import { decodeAndSave, denoiseLoop, encodePrompts, imageParameters, initialLatents, type LatentShape, prepareSchedule } from "../../src/runtime/stages/index.js";
+import { breakProgressLine, progressBar } from "../../src/runtime/progress.js";
 import { ClipTokenizer } from "../../src/tokenizer/clip.js";
 import { tempDir } from "../helpers/repo.js";
 import { FIXTURES } from "../helpers/repo.js";
@@ -91,6 +93,47 @@ describe("initialLatents and denoiseLoop", () => {
   });
 });
 
+describe("the progress bar counts what the loop runs", () => {
+  const unet = graph(({ sample }) => ({ out_sample: { data: new Float32Array(sample!.data.length), dims: sample!.dims } }));
+  const embeddings = { text: new Float32Array(2 * 77 * 2), uncond: null, images: 2, sequence: 77, width: 2 };
+  const base = { shape, embeddings, guidanceScale: 1, guidanceRescale: 0, noise: new TorchGenerator(0), latents: new Float32Array(48).fill(1) };
+  const recorder = () => {
+    const calls: unknown[][] = [];
+    let ticks = 0;
+    return { calls, ticks: () => ticks, progress: { start: (...a: unknown[]) => void calls.push(a), tick: () => void ticks++, stop() {} } };
+  };
+
+  it("PNDM: 5 steps are 6 U-Net calls (the warm-up visits one timestep twice): the bar says so and reaches its total", async () => {
+    const pndm: Plan["scheduler"] = { type: "pndm", className: "PNDMScheduler", steps: 5, config: { skip_prk_steps: true, steps_offset: 1 } };
+    const r = recorder();
+    const done = await denoiseLoop(unet, { ...base, schedule: prepareSchedule({ scheduler: pndm }), progress: r.progress });
+    expect(r.calls).toEqual([[6, "denoise", "U-Net calls (5 steps)"]]);
+    expect([r.ticks(), done.total]).toEqual([6, 6]);
+  });
+
+  it("Euler: one call per step, counted as steps", async () => {
+    const r = recorder();
+    await denoiseLoop(unet, { ...base, schedule: prepareSchedule({ scheduler }), progress: r.progress });
+    expect(r.calls).toEqual([[3, "denoise", "steps"]]);
+    expect(r.ticks()).toBe(3);
+  });
+
+  it("a line written while the bar is drawn starts on a line of its own (not glued onto the bar)", () => {
+    let text = "";
+    const tty = Object.assign(new Writable({ write: (c: Buffer, _e: string, cb: () => void) => void ((text += c.toString()), cb()) }), { isTTY: true, columns: 80 });
+    const bar = progressBar(true, tty);
+    bar.start(3, "txt2img");
+    bar.tick();
+    breakProgressLine(tty);
+    tty.write("stopping after the current step\n");
+    bar.stop();
+    breakProgressLine(tty); // no bar: nothing
+    const i = text.indexOf("stopping");
+    expect(text.slice(0, i)).toMatch(/\d\/3 steps[^\n]*\n$/); // the bar's line, then a newline
+    expect(text.endsWith("\n\n")).toBe(false);
+  });
+});
+
 describe("decodeAndSave", () => {
   it("decodes each image, names files by the next free number, writes parameters and a grid", async () => {
     const vae = graph(({ latent_sample }) => {
@@ -110,5 +153,7 @@ describe("decodeAndSave", () => {
     expect(p).toMatchObject({ prompt: "a cat", negativePrompt: "ugly", params: { Steps: "3", Sampler: "Euler", "CFG scale": "5", Seed: "9", Size: "6x4", "Batch pos": "1", Model: "m" } });
     const { default: sharp } = await import("sharp");
     expect(await sharp(files[2]!).metadata()).toMatchObject({ width: 12, height: 4 });
+    // the grid carries every image's parameters, in order, a blank line apart
+    expect(readPngText(files[2]!).parameters).toBe([0, 1].map((i) => imageParameters(plan, settings, i)).join("\n\n"));
   });
 });

@@ -74,8 +74,19 @@ describe("ClipTokenizer matches transformers' CLIPTokenizer (slow, with ftfy)", 
     expect(e.ids[76]).toBe(49407);
     expect(e.truncated).not.toBeNull();
     expect(e.truncated!.endsWith("w 9 9")).toBe(true);
-    expect(truncationWarning(e.truncated!, 77)).toContain("up to 77 tokens: ");
+    expect(truncationWarning(e.truncated!, 77)).toMatch(/up to 77 tokens \(\d+ words cut\): .* … .*w 9 9$/);
     expect(toks.sd1!.encode("short").truncated).toBeNull();
+  });
+
+  it("a 2,000-word prompt: the warning shows the first and last few cut words and how many were cut, not kilobytes", () => {
+    const words = Array.from({ length: 2000 }, (_, i) => `word${i}`).join(" ");
+    const e = toks.sd1!.encode(words);
+    const w = truncationWarning(e.truncated!, 77);
+    expect(w.length).toBeLessThan(400);
+    const cutWords = e.truncated!.split(/\s+/).filter(Boolean);
+    expect(w).toContain(`up to 77 tokens (${cutWords.length} words cut): ${cutWords.slice(0, 6).join(" ")} … ${cutWords.slice(-6).join(" ")}`);
+    // a short cut is shown whole, as diffusers does
+    expect(truncationWarning("a b c", 77)).toBe("The following part of your input was truncated because CLIP can only handle sequences up to 77 tokens: a b c");
   });
 
   it("encodes a batch row by row", () => {

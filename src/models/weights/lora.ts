@@ -36,6 +36,11 @@ export interface ReadLoraOptions {
   modules?: Partial<Record<LoraComponent, Iterable<string>>>;
   /** Layout for LDM-named kohya keys (lora_unet_input_blocks_...); default SD 1.x/2.x. */
   unetLayout?: UnetLayout;
+  /**
+   * Shape of the weight a module's delta adds to (`<module>.weight` of the model), when known: every
+   * LoRA pair must fit it exactly, or the file is for another model and is reported, never folded.
+   */
+  targetShape?: (component: LoraComponent, module: string) => readonly number[] | undefined;
 }
 
 /** Module names of a WeightSet: every `<module>.weight` key without the suffix. */
@@ -61,6 +66,7 @@ export function readLora(file: string, opts: ReadLoraOptions = {}): LoraEntry[] 
   }
 
   const problems: Problem[] = [];
+  const shapeMismatches: ShapeMismatch[] = [];
   type Parts = Partial<Record<LoraPart, TensorInfo>> & { dialect: LoraDialect; component: LoraComponent; module: string };
   const groups = new Map<string, Parts>();
   for (const t of st.tensors.values()) {
@@ -114,6 +120,15 @@ export function readLora(file: string, opts: ReadLoraOptions = {}): LoraEntry[] 
       problems.push({ message: shapes, subject: `${file}: ${g.down.name}` });
       continue;
     }
+    const want = opts.targetShape?.(g.component, g.module);
+    if (want && !fits(shapes.target, want)) {
+      shapeMismatches.push({ component: g.component, module: g.module, lora: shapes.target, model: [...want] });
+      problems.push({
+        message: `would add a ${shapeStr(shapes.target)} delta (down ${shapeStr(g.down.shape)}, up ${shapeStr(g.up.shape)}) to ${g.component} ${g.module}.weight, which is ${shapeStr(want)}`,
+        subject: `${file}: ${g.down.name}`,
+      });
+      continue;
+    }
     let alpha: number | undefined;
     if (g.alpha) {
       if (g.alpha.shape.reduce((a, b) => a * b, 1) !== 1) {
@@ -133,6 +148,7 @@ export function readLora(file: string, opts: ReadLoraOptions = {}): LoraEntry[] 
       targetShape: shapes.target,
     });
   }
+  if (shapeMismatches.length) problems.unshift(mismatchSummary(file, shapeMismatches));
   if (problems.length) {
     const shown = problems.length > 12 ? [...problems.slice(0, 12), { message: `... and ${problems.length - 12} more problems` }] : problems;
     throw new UserError(shown);
@@ -158,6 +174,65 @@ function checkShapes(down: TensorInfo, up: TensorInfo): { rank: number; target: 
     return { rank: d[0]!, target: [u[0]!, d[1]!, d[2]!, d[3]!] };
   }
   return `down ${shapeStr(d)} and up ${shapeStr(u)} are not a linear (2-D) or conv (4-D) pair`;
+}
+
+interface ShapeMismatch {
+  component: LoraComponent;
+  module: string;
+  lora: number[];
+  model: number[];
+}
+
+/** A 1x1 convolution weight is the same matrix as a linear one: [out, in, 1, 1] ~ [out, in]. */
+function squeeze(s: readonly number[]): readonly number[] {
+  return s.length === 4 && s[2] === 1 && s[3] === 1 ? s.slice(0, 2) : s;
+}
+
+function fits(lora: readonly number[], model: readonly number[]): boolean {
+  const a = squeeze(lora);
+  const b = squeeze(model);
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** Which SD family a width belongs to: cross-attention / text encoder width 768 (SD 1.x) or 1024 (SD 2.x). */
+const FAMILY_WIDTH: Record<number, string> = { 768: "SD 1.x", 1024: "SD 2.x" };
+
+/**
+ * The first problem of a file whose tensors do not fit: how many, and when the widths say so, that it
+ * is a LoRA for the other SD family (cross-attention to_k/to_v and the text encoder are 768 wide in
+ * SD 1.x, 1024 in SD 2.x).
+ */
+function mismatchSummary(file: string, list: ShapeMismatch[]): Problem {
+  let family: { lora: string; model: string; detail: string } | undefined;
+  for (const m of list) {
+    const cross = m.component === "unet" && /\.attn2\.to_[kv]$/.test(m.module);
+    const te = m.component === "text_encoder";
+    if (!cross && !te) continue;
+    const lw = cross ? m.lora[1]! : m.lora[0]!;
+    const mw = cross ? m.model[1]! : m.model[0]!;
+    const lf = FAMILY_WIDTH[lw];
+    const mf = FAMILY_WIDTH[mw];
+    if (!lf || !mf || lf === mf) continue;
+    const detail = cross
+      ? `cross-attention ${m.module.slice(m.module.lastIndexOf(".") + 1)} takes ${lw} features in the LoRA, ${mw} in the model`
+      : `the text encoder is ${lw} wide in the LoRA, ${mw} in the model`;
+    family = { lora: lf, model: mf, detail };
+    break;
+  }
+  const n = list.length;
+  const pairs = `${n} tensor pair${n === 1 ? " does" : "s do"} not fit`;
+  if (family) {
+    return {
+      message: `is an ${family.lora} LoRA on an ${family.model} model (${family.detail}); ${pairs}`,
+      subject: file,
+      hint: `use a LoRA trained for ${family.model} models`,
+    };
+  }
+  return {
+    message: `${pairs} the shapes of the model's weights`,
+    subject: file,
+    hint: "the LoRA was trained for another model (or model family); sdc folds a LoRA only into weights of the shapes it was trained on",
+  };
 }
 
 function unknownKey(file: string, name: string): Problem {

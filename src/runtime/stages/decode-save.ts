@@ -32,7 +32,7 @@ export interface DecodeAndSaveOptions {
   seed: number;
   /** watch --run numbers its runs: files get a `runNNN-` prefix. */
   runIndex?: number;
-  /** Also save a grid of all images (when there is more than one). */
+  /** Also save a grid of all images (when there is more than one); its `parameters` are every image's, in order, a blank line apart. */
   grid: boolean;
   /** The `parameters` text of image i (see `imageParameters`). */
   parameters: (index: number) => string;
@@ -48,18 +48,20 @@ export async function decodeAndSave(vaeDecoder: GraphRunner, latents: Float32Arr
   const first = nextImageIndex(o.dir);
   const outputs: string[] = [];
   const images: RgbImage[] = [];
+  const params: string[] = [];
   for (let i = 0; i < count; i++) {
     const { decoded, image } = await decodeImage(vaeDecoder, latents.subarray(i * per, (i + 1) * per), o.shape, o.scalingFactor);
     o.onDecoded?.(i, decoded);
     const file = path.join(o.dir, `${prefix}${String(first + i).padStart(5, "0")}-${o.seed}.png`);
-    await savePng(file, image.data, image.width, image.height, { parameters: o.parameters(i) });
+    params.push(o.parameters(i));
+    await savePng(file, image.data, image.width, image.height, { parameters: params[i]! });
     outputs.push(file);
     images.push(image);
   }
   if (o.grid && images.length > 1) {
     const g = makeGrid(images);
     const file = path.join(o.dir, `${prefix}grid-${String(first).padStart(5, "0")}.png`);
-    await savePng(file, g.data, g.width, g.height, {});
+    await savePng(file, g.data, g.width, g.height, { parameters: params.join("\n\n") });
     outputs.push(file);
   }
   return outputs;

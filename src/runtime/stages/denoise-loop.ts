@@ -49,7 +49,9 @@ export async function denoiseLoop(unet: GraphRunner, o: DenoiseLoopOptions): Pro
   const { sequence, width } = o.embeddings;
   const total = o.schedule.timesteps.length;
   const bar = o.progress;
-  bar?.start(total, o.label ?? "denoise");
+  // the bar counts what the loop runs, one U-Net call per timestep; "steps" only when that is what they are
+  const scheduled = o.schedule.steps;
+  bar?.start(total, o.label ?? "denoise", total === scheduled ? "steps" : `U-Net calls (${scheduled} steps)`);
   const t0 = performance.now();
   let steps = 0;
   let latest = o.latents;

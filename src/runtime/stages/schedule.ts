@@ -4,7 +4,7 @@
  * initial latents are then noised to `startTimestep`.
  */
 import { decodeNonFinite, type Plan } from "../../plan/schema.js";
-import { createScheduler, img2imgTimesteps, withStableDiffusionPipelineFixups, type Scheduler } from "../../schedulers/index.js";
+import { createScheduler, img2imgTimesteps, type Scheduler } from "../../schedulers/index.js";
 
 export interface Schedule {
   scheduler: Scheduler;
@@ -12,6 +12,12 @@ export interface Schedule {
   timesteps: Float64Array;
   /** img2img: the timestep the init image's latents are noised to; null for txt2img. */
   startTimestep: number | null;
+  /**
+   * Denoising steps the timesteps make (num_inference_steps, after img2img's strength). The loop runs
+   * one U-Net call per timestep, which can be more: PNDM's warm-up visits one timestep twice, Heun
+   * evaluates twice per step.
+   */
+  steps: number;
 }
 
 export interface ScheduleOptions {
@@ -22,12 +28,14 @@ export interface ScheduleOptions {
 }
 
 export function prepareSchedule(plan: Pick<Plan, "scheduler">, o: ScheduleOptions = {}): Schedule {
-  const scheduler = withStableDiffusionPipelineFixups(createScheduler(plan.scheduler.className, decodeNonFinite(plan.scheduler.config)));
+  // the plan's config is what runs: the compiler applied diffusers' pipeline fix-ups to inherited values
+  // already, and re-applying them here would undo a value the pipeline wrote (clip_sample: true)
+  const scheduler = createScheduler(plan.scheduler.className, decodeNonFinite(plan.scheduler.config));
   const steps = o.steps ?? plan.scheduler.steps;
   if (o.strength === undefined) {
     scheduler.setTimesteps(steps);
-    return { scheduler, timesteps: scheduler.timesteps, startTimestep: null };
+    return { scheduler, timesteps: scheduler.timesteps, startTimestep: null, steps };
   }
   const t = img2imgTimesteps(scheduler, steps, o.strength);
-  return { scheduler, timesteps: t.timesteps, startTimestep: t.startTimestep };
+  return { scheduler, timesteps: t.timesteps, startTimestep: t.startTimestep, steps: t.numInferenceSteps };
 }

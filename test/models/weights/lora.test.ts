@@ -175,6 +175,54 @@ describe("broken LoRA files get located errors", () => {
   });
 });
 
+describe("a LoRA whose tensors do not fit the model's weights is refused, never folded", () => {
+  let n = 0;
+  const write = (entries: Record<string, number[]>): string => {
+    const f = path.join(dir, `misfit-${n++}.safetensors`);
+    writeSafetensors(f, Object.entries(entries).map(([name, shape]) => ({ name, dtype: "F32", shape, data: new Uint8Array(shape.reduce((a, b) => a * b, 1) * 4) })));
+    return f;
+  };
+  const shapes = new Map([...unet.entries(), ...te.entries()].map((r) => [r.key, r.shape]));
+  const targetShape = (_c: string, m: string) => shapes.get(`${m}.weight`);
+  const q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+
+  it("a rank-1 LoRA for a 16x16 to_q whose down factor is 12 wide: the file, the tensor and both shapes", () => {
+    expect(shapes.get("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight")).toEqual([16, 16]);
+    const f = write({ [`${q}.lora_down.weight`]: [1, 12], [`${q}.lora_up.weight`]: [16, 1] });
+    expect(readLora(f, { modules }).length).toBe(1); // without the model's shapes nothing can tell
+    const p = problemsOf(() => readLora(f, { modules, targetShape }));
+    expect(p.map((x) => [x.subject, x.message])).toEqual([
+      [f, "1 tensor pair does not fit the shapes of the model's weights"],
+      [`${f}: ${q}.lora_down.weight`, "would add a [16, 12] delta (down [1, 12], up [16, 1]) to unet down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight, which is [16, 16]"],
+    ]);
+  });
+
+  it("conv pairs: a 1x1 conv pair fits a linear weight of the same matrix; a 3x3 pair on a 1x1 weight does not", () => {
+    const pi = "lora_unet_down_blocks_0_attentions_0_proj_in";
+    const c1 = "lora_unet_down_blocks_0_resnets_0_conv1";
+    expect(shapes.get("down_blocks.0.resnets.0.conv1.weight")).toEqual([16, 16, 3, 3]);
+    const ok = write({ [`${pi}.lora_down.weight`]: [2, 16, 1, 1], [`${pi}.lora_up.weight`]: [16, 2, 1, 1], [`${c1}.lora_down.weight`]: [2, 16, 3, 3], [`${c1}.lora_up.weight`]: [16, 2, 1, 1] });
+    expect(readLora(ok, { modules, targetShape }).length).toBe(2);
+    const bad = write({ [`${c1}.lora_down.weight`]: [2, 16, 1, 1], [`${c1}.lora_up.weight`]: [16, 2, 1, 1] });
+    expect(problemsOf(() => readLora(bad, { modules, targetShape }))[1]!.message).toBe(
+      "would add a [16, 16, 1, 1] delta (down [2, 16, 1, 1], up [16, 2, 1, 1]) to unet down_blocks.0.resnets.0.conv1.weight, which is [16, 16, 3, 3]",
+    );
+  });
+
+  it("an SD 1.x LoRA on an SD 2.x model says so: cross-attention to_k/to_v take 768 features, the model's 1024", () => {
+    const k = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k";
+    const f = write({ [`${k}.lora_down.weight`]: [4, 768], [`${k}.lora_up.weight`]: [320, 4] });
+    const sd2 = (_c: string, m: string) => (m.endsWith("attn2.to_k") ? [320, 1024] : undefined);
+    const [summary, detail] = problemsOf(() => readLora(f, { modules, targetShape: sd2 }));
+    expect(summary).toEqual({
+      subject: f,
+      message: "is an SD 1.x LoRA on an SD 2.x model (cross-attention to_k takes 768 features in the LoRA, 1024 in the model); 1 tensor pair does not fit",
+      hint: "use a LoRA trained for SD 2.x models",
+    });
+    expect(detail!.message).toBe("would add a [320, 768] delta (down [4, 768], up [320, 4]) to unet down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight, which is [320, 1024]");
+  });
+});
+
 describe("loraDelta", () => {
   it("is scale * alpha/rank * up @ down on a hand-checked case", () => {
     const f = path.join(dir, "hand.safetensors");
