@@ -23,7 +23,9 @@ import type { LoadedPipeline } from "./config/load.js";
 import { openDataset } from "./data/dataset.js";
 import { materialize } from "./ir/onnx/writer.js";
 import { saveLora, type LoraFactors } from "./models/weights/lora-save.js";
+import { unetLayoutFromConfig } from "./models/weights/keymap.js";
 import { writeSafetensors } from "./models/weights/safetensors.js";
+import { saveSingleFile, type ComponentTensors } from "./models/weights/single-file-save.js";
 import type { TrainEvent } from "./trainer/report.js";
 import { train as runTrainer, type StepReport, type TrainSettings } from "./trainer/trainer.js";
 import { UserError } from "./util/errors.js";
@@ -131,10 +133,50 @@ export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}):
       const config = component === "unet" ? { _class_name: "UNet2DConditionModel", ...p.model.unet } : { _class_name: "AutoencoderKL", ...p.model.vae };
       exported.push(exportComponent(path.join(outputDir, component), r.parameters, config, c.plan.training!.graphs.train_step.inputs));
       if (r.ema) exported.push(exportComponent(path.join(outputDir, `${component}_ema`), r.ema, config, c.plan.training!.graphs.train_step.inputs));
+      if (t.export.single_file) exported.push(exportSingleFile(p, path.join(outputDir, `${p.name}.safetensors`), component, r.ema ?? r.parameters, shapes, t.export.dtype));
     }
     for (const f of exported) log(`wrote ${displayPath(f, cwd)}`);
   }
   return { outputDir, steps: r.steps, losses: r.losses, checkpoints: r.checkpoints, validation: r.validation, exported, stopped: r.stopped };
+}
+
+/**
+ * The whole model as one single-file checkpoint (LDM names): the trained component (its EMA
+ * weights when EMA is on) with the other components as the model has them.
+ */
+function exportSingleFile(p: LoadedPipeline, file: string, trained: "unet" | "vae", params: Map<string, Float32Array>, shapes: Map<string, number[]>, dtype: "fp16" | "fp32"): string {
+  // SD 1.x text encoders are OpenAI CLIP (quick_gelu); SD 2.x's OpenCLIP tower has other single-file names
+  if (p.model.textEncoder.hidden_act !== "quick_gelu")
+    throw new UserError({
+      message: "single-file export writes SD 1.x (OpenAI CLIP) text encoders; this model's is an SD 2.x (OpenCLIP) one",
+      ...p.where(["train", "export", "single_file"]),
+      hint: "use the diffusers folder export for SD 2.x models (train.export.single_file: false)",
+    });
+  const weights = openModelWeights(p.model);
+  const base = (component: "unet" | "vae" | "text_encoder"): ComponentTensors => {
+    const provider = providerFor(weights, component);
+    const set = weights.sets[component];
+    return {
+      keys: () => set.keys(),
+      get: (key) => {
+        const shape = set.get(key).shape;
+        const bytes = materialize(provider(key, shape, "float32"), "float32");
+        return { data: new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)), shape };
+      },
+    };
+  };
+  const fromTrained: ComponentTensors = { keys: () => [...params.keys()], get: (key) => ({ data: params.get(key)!, shape: shapes.get(key)! }) };
+  const vae = p.model.vae;
+  const lpb = p.model.unet.layers_per_block;
+  if (Array.isArray(lpb) && lpb.some((x) => x !== lpb[0]))
+    throw new UserError({ message: "single-file (LDM) names need the same layers_per_block on every level", ...p.where(["train", "export", "single_file"]), hint: "use the diffusers folder export" });
+  saveSingleFile(
+    file,
+    { unet: trained === "unet" ? fromTrained : base("unet"), vae: trained === "vae" ? fromTrained : base("vae"), textEncoder: base("text_encoder") },
+    { unet: unetLayoutFromConfig({ ...p.model.unet, layers_per_block: Array.isArray(lpb) ? lpb[0]! : lpb }), vae: { levels: vae.block_out_channels.length, layersPerBlock: vae.layers_per_block } },
+    { dtype: dtype === "fp16" ? "F16" : "F32", metadata: { "sdc.trained": trained } },
+  );
+  return file;
 }
 
 /** { a: { b: 1 } } → { "a.b": 1 } (arrays kept whole), for naming what changed. */

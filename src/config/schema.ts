@@ -320,6 +320,12 @@ const TrainSection = z
         max_decay: z.number().gt(0).lt(1).default(0.9999),
       })
       .prefault({}),
+    export: z
+      .strictObject({
+        single_file: z.boolean().default(false).describe("Full fine-tunes: also write <output>/<name>.safetensors, a single-file checkpoint in the original (LDM) naming the UIs load (SD 1.x text encoders)."),
+        dtype: z.enum(["fp16", "fp32"]).default("fp16").describe("Precision of the single-file checkpoint."),
+      })
+      .prefault({}),
     gradient_checkpointing: z.boolean().default(false).describe("Recompute each resnet and attention block's activations in the backward pass: less memory, about 15% more time."),
     batch: posInt.max(4096).default(1),
     gradient_accumulation: posInt.default(1),

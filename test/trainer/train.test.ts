@@ -11,6 +11,8 @@ import { makeShapes } from "../../src/data/shapes.js";
 import { loadImage, readPngText } from "../../src/image/image.js";
 import { readLora } from "../../src/models/weights/lora.js";
 import { SafetensorsFile } from "../../src/models/weights/safetensors.js";
+import { loadSingleFile } from "../../src/models/weights/single-file.js";
+import { readWeightFloat32 } from "../../src/models/weights/weight-set.js";
 import { run } from "../../src/pipeline.js";
 import { trainPipeline } from "../../src/train-pipeline.js";
 import { REPO, tempDir } from "../helpers/repo.js";
@@ -98,13 +100,23 @@ describe("the trainer", () => {
   });
 
   it("U-Net fine-tune with EMA and gradient accumulation, and a VAE: diffusers folders written", async () => {
-    const u = await project(`  target: unet\n  optimizer:\n    lr: 0.001\n  ema:\n    enabled: true\n  gradient_accumulation: 2\n  batch: 2\n  steps: 3\n`, 8);
+    const u = await project(`  target: unet\n  optimizer:\n    lr: 0.001\n  ema:\n    enabled: true\n  gradient_accumulation: 2\n  batch: 2\n  steps: 3\n  export:\n    single_file: true\n    dtype: fp32\n`, 8);
     const ru = await trainPipeline(await u.load(), { cwd: u.dir, threads: 2 });
-    expect(ru.exported.map((f) => path.relative(u.dir, f))).toEqual(["out/unet/diffusion_pytorch_model.safetensors", "out/unet_ema/diffusion_pytorch_model.safetensors"]);
+    expect(ru.exported.map((f) => path.relative(u.dir, f))).toEqual(["out/unet/diffusion_pytorch_model.safetensors", "out/unet_ema/diffusion_pytorch_model.safetensors", "out/p.safetensors"]);
     const trained = SafetensorsFile.open(ru.exported[0]!);
     const base = SafetensorsFile.open(path.join(REPO, "models", "tiny-sd", "unet", "diffusion_pytorch_model.safetensors"));
     expect([...trained.tensors.keys()].sort()).toEqual([...base.tensors.keys()].sort());
     expect(JSON.parse(fs.readFileSync(path.join(u.dir, "out", "unet", "config.json"), "utf8"))._class_name).toBe("UNet2DConditionModel");
+    // the single-file checkpoint (LDM names) holds the EMA U-Net and the model's VAE and text encoder, as sdc's own loader reads it
+    expect(ru.exported[2]).toBe(path.join(u.dir, "out", "p.safetensors"));
+    const single = loadSingleFile(ru.exported[2]!);
+    const ema = SafetensorsFile.open(ru.exported[1]!);
+    for (const key of ema.tensors.keys()) expect(Array.from(readWeightFloat32(single.unet.get(key, ema.info(key).shape))), key).toEqual(Array.from(ema.readFloat32(key)));
+    const baseVae = SafetensorsFile.open(path.join(REPO, "models", "tiny-sd", "vae", "diffusion_pytorch_model.safetensors"));
+    for (const key of baseVae.tensors.keys()) {
+      const shape = baseVae.info(key).shape;
+      expect(Array.from(readWeightFloat32(single.vae.get(key, shape))), key).toEqual(Array.from(baseVae.readFloat32(key)));
+    }
 
     const v = await project(`  target: vae\n  optimizer:\n    lr: 0.001\n  batch: 2\n  steps: 2\n`, 4);
     const rv = await trainPipeline(await v.load(), { cwd: v.dir, threads: 2 });
