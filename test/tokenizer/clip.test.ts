@@ -2,9 +2,9 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { buildTokenizerJson, ClipTokenizer, readTokenizerConfig, tokenizerFiles, truncationWarning } from "../../src/tokenizer/clip.js";
-import { UserError } from "../../src/util/errors.js";
 import { FIXTURES, tempDir } from "../helpers/repo.js";
 import { tokenizerFolder } from "../runtime/helpers.js";
+import { userError } from "../helpers/errors.js";
 
 interface Reference {
   prompts: string[];
@@ -14,15 +14,6 @@ interface Reference {
 }
 const ref = JSON.parse(fs.readFileSync(path.join(FIXTURES, "runtime", "clip_tokenizer.json"), "utf8")) as Reference;
 
-function userError(fn: () => unknown): UserError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof UserError) return e;
-    throw e;
-  }
-  throw new Error("expected a UserError");
-}
 
 describe("ClipTokenizer matches transformers' CLIPTokenizer (slow, with ftfy)", () => {
   const toks: Record<string, ClipTokenizer> = {};

@@ -13,11 +13,11 @@ import {
   type Manifest,
   type StatFs,
 } from "../../src/trainer/checkpoint.js";
-import { UserError } from "../../src/util/errors.js";
 import { sha256File } from "../../src/util/hash.js";
 import { tempDir } from "../helpers/repo.js";
 import { transpileForNode } from "../helpers/transpile.js";
 import { killContent, killContentMismatch } from "./checkpoint-kill-content.js";
+import { userError } from "../helpers/errors.js";
 
 /** A small checkpoint whose every value depends on `step`. */
 function content(step: number): CheckpointContent {
@@ -40,16 +40,6 @@ function content(step: number): CheckpointContent {
 const steps = (root: string) => listCheckpoints(root).checkpoints.map((c) => c.step);
 const scratch = (root: string) => fs.readdirSync(root).filter((f) => f.startsWith("."));
 
-/** The error `fn` throws, which must be a UserError. */
-function userError(fn: () => unknown): UserError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof UserError) return e;
-    throw e;
-  }
-  throw new Error("no error was thrown");
-}
 
 /** The pid of a process that has exited. */
 function deadPid(): number {

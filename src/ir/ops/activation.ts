@@ -22,7 +22,7 @@ defineOps(
     },
     // erf form: d/dx x·Φ(x) = Φ(x) + x·φ(x), Φ(x) = ½(1 + erf(x/√2)), φ(x) = e^(−x²/2)/√(2π)
     grad({ b, node, x: [x], dy: [d] }) {
-      check((node.attrs.approximate ?? "none") === "none", "the gradient of Gelu's tanh approximation is not implemented; use the erf form");
+      check((node.attrs.approximate ?? "none") === "none", "sdc has no gradient rule for Gelu's tanh approximation; use the erf form (approximate: none)");
       const cdf = b.mul(b.add(b.op1("Erf", [b.div(x!, like(b, x!, Math.SQRT2))]), like(b, x!, 1)), like(b, x!, 0.5));
       const pdf = b.mul(b.op1("Exp", [b.mul(b.mul(x!, x!), like(b, x!, -0.5))]), like(b, x!, 1 / Math.sqrt(2 * Math.PI)));
       return [b.mul(d!, b.add(cdf, b.mul(x!, pdf)))];
