@@ -261,6 +261,7 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
     if (start === 0) await validate(0);
     const inputs = (g: GraphSpecT) => g.inputs;
     let stopped = false;
+    const skippedSeen = new Set<string>();
     for (let step = start + 1; step <= total; step++) {
       if (o.signal?.aborted || (o.stopAfter !== undefined && step - start > o.stopAfter)) {
         stopped = true;
@@ -272,7 +273,17 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
       let gradNorm: number | null = null;
       let next: ort.InferenceSession.OnnxValueMapType | null = null;
       for (let mb = 1; mb <= t.microBatches; mb++) {
-        const batch = await loader.next();
+        // on_bad_image: skip — a file that fails to decode is left out of its batch (a batch left
+        // empty is replaced by the next) and named once
+        let batch: Batch;
+        do {
+          batch = await loader.next();
+          for (const b of batch.skipped)
+            if (!skippedSeen.has(b.file)) {
+              skippedSeen.add(b.file);
+              event({ event: "note", step, message: `skipped ${b.file}: ${b.reason} (${skippedSeen.size} skipped so far)` });
+            }
+        } while (batch.items.length === 0);
         const session = mb < t.microBatches ? accSession! : stepSession;
         const spec = mb < t.microBatches ? t.graphs.train_accumulate! : t.graphs.train_step;
         const feeds = await batchFeeds(spec, t, plan, batch, gen, s, inference, encodeText);

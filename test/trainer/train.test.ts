@@ -154,4 +154,15 @@ describe("the trainer", () => {
     base.data.forEach((x, i) => (change = Math.max(change, Math.abs(x - folded.data[i]!))));
     expect(change).toBeGreaterThan(10);
   });
+
+  it("an image that fails to decode mid-run is skipped and named once (on_bad_image: skip), and training goes on", async () => {
+    const { dir, load } = await project(`${lora}  steps: 4\n`, 8);
+    const bad = path.join(dir, "data", "00003.png");
+    fs.truncateSync(bad, 100); // the header (and its size) survives; the pixels do not
+    const notes: string[] = [];
+    const r = await trainPipeline(await load(), { cwd: dir, threads: 2, onEvent: (e) => e.event === "note" && notes.push(e.message) });
+    expect(r.steps).toBe(4);
+    expect(notes.filter((n) => n.includes("00003.png"))).toHaveLength(1);
+    expect(r.losses.every((l) => Number.isFinite(l.loss))).toBe(true);
+  });
 });
