@@ -41,6 +41,19 @@ defineOps(
     infer: (inputs, attrs) => groupNormShape("GroupNormalization", inputs, attrs),
   },
   {
+    // x [B, C, ...] normalised over its spatial axes per (b, c), with per-channel scale and bias
+    op: "InstanceNormalization",
+    domain: "",
+    attrs: { epsilon: "float" },
+    infer([d, s, b]) {
+      const x = need(d, "input");
+      check(x.rank >= 3, () => `InstanceNormalization input must have rank ≥ 3, got ${shapeStr(x.shape)}`);
+      for (const [v, what] of [[need(s, "scale"), "scale"], [need(b, "B"), "B"]] as const)
+        check(v.rank === 1 && dimEq(v.shape[0]!, x.shape[1]!), () => `InstanceNormalization ${what} ${shapeStr(v.shape)} must be [${dimStr(x.shape[1]!)}]`);
+      return [{ dtype: x.dtype, shape: [...x.shape] }];
+    },
+  },
+  {
     op: "LayerNormalization",
     domain: "",
     attrs: { axis: "int", epsilon: "float", stash_type: "int" },
@@ -52,9 +65,20 @@ defineOps(
     infer: (inputs, attrs) => groupNormShape("GroupNorm", inputs, attrs),
     lower: {
       whyNot: (_n, t) => (t.training ? trainingReason : null),
-      fused(b, n) {
+      fused(b, n, t) {
         const [x, s, bias] = n.inputs as Value[];
-        return b.op1("GroupNormalization", [x!, s!, bias!], { num_groups: nodeNum(n, "num_groups"), epsilon: nodeNum(n, "epsilon") });
+        const groups = nodeNum(n, "num_groups");
+        const eps = nodeNum(n, "epsilon");
+        if (t.ep === "cuda") return b.op1("GroupNormalization", [x!, s!, bias!], { num_groups: groups, epsilon: eps });
+        // onnxruntime's CPU provider expands GroupNormalization-21 into a dozen nodes; the
+        // InstanceNormalization form (what torch.onnx exports) runs as one kernel: x [B, C, ...] →
+        // [B, G, rest] normalised per group, back, then the per-channel affine
+        const xg = b.reshape(x!, [0, groups, -1]);
+        const ones = b.float(new Array(groups).fill(1), [groups]);
+        const zeros = b.float(new Array(groups).fill(0), [groups]);
+        const back = b.reshapeLike(b.op1("InstanceNormalization", [xg, ones, zeros], { epsilon: eps }), x!);
+        const bshape = [-1, ...Array(x!.rank - 2).fill(1)];
+        return b.add(b.mul(back, b.reshape(s!, bshape)), b.reshape(bias!, bshape));
       },
       primitive(b, n) {
         // x [B, C, ...] → [B, G, rest]; normalise over rest; back; affine per channel.

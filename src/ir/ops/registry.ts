@@ -26,7 +26,8 @@ export interface LowerTarget {
 
 /** How a composite op becomes ONNX: one fused onnxruntime op, or primitive ops, and when to fuse. */
 export interface Lowering {
-  fused(b: Builder, n: Node): Value;
+  /** The fused form for this target (a family may pick the op per execution provider). */
+  fused(b: Builder, n: Node, t: LowerTarget): Value;
   primitive(b: Builder, n: Node): Value;
   /** null: fuse for this target; a string: the reason not to (recorded in the graph's notes). */
   whyNot(n: Node, t: LowerTarget): string | null;

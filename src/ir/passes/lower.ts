@@ -19,7 +19,7 @@ export function lowerComposites(g: Graph, target: LowerTarget): { fused: number;
     if (n.domain !== "sdc") continue;
     const rule = getOp(n.domain, n.op).lower!;
     const why = target.primitivesOnly || target.unfused?.includes(n.op) ? "primitives requested" : rule.whyNot(n, target);
-    replaceNode(g, n, (b) => [why === null ? rule.fused(b, n) : rule.primitive(b, n)]);
+    replaceNode(g, n, (b) => [why === null ? rule.fused(b, n, target) : rule.primitive(b, n)]);
     if (why === null) fused++;
     else {
       decomposed++;
