@@ -19,7 +19,8 @@ import * as path from "node:path";
 import { compile } from "./compiler/compile.js";
 import { trainGraphConfig } from "./compiler/train.js";
 import { openModelWeights, providerFor } from "./compiler/weights.js";
-import type { LoadedPipeline } from "./config/load.js";
+import { loadPipeline, type LoadedPipeline, type LoadOptions } from "./config/load.js";
+import { writeInitialModel } from "./models/init.js";
 import { openDataset } from "./data/dataset.js";
 import { materialize } from "./ir/onnx/writer.js";
 import { saveLora, type LoraFactors } from "./models/weights/lora-save.js";
@@ -41,6 +42,8 @@ export interface TrainRunOptions {
   resume?: string | null;
   /** Resume although training settings changed (they are listed). */
   forceResume?: boolean;
+  /** How the pipeline was loaded (its overrides): training from scratch reloads it over its initial weights. */
+  loadOptions?: LoadOptions;
   onStep?: (s: StepReport) => void;
   onEvent?: (ev: TrainEvent) => void;
   /** Stop after this many steps of this run (an interrupted run, for tests). */
@@ -60,11 +63,24 @@ export interface TrainRunResult {
   stopped: boolean;
 }
 
-export async function trainPipeline(p: LoadedPipeline, o: TrainRunOptions = {}): Promise<TrainRunResult> {
-  const t = p.config.train;
+export async function trainPipeline(p0: LoadedPipeline, o: TrainRunOptions = {}): Promise<TrainRunResult> {
+  let p = p0;
+  let t = p.config.train;
   if (!t) throw new UserError({ message: "this pipeline has no train section", subject: p.file, hint: "add a train section, or use sdc run to sample" });
   const cwd = o.cwd ?? process.cwd();
   const log = o.log ?? (() => {});
+  if (p.model.kind === "inline") {
+    // from scratch: seeded initial weights for the inline architecture, written once as a diffusers
+    // folder (out/<name>/init), and the pipeline loaded again over it
+    const init = path.join(p.config.output.dir, "init");
+    if (!fs.existsSync(path.join(init, "model_index.json"))) {
+      writeInitialModel(init, p.model, t.seed);
+      log(`initial weights (seed ${t.seed}) in ${displayPath(init, cwd)}`);
+    }
+    const lo = o.loadOptions ?? { cwd };
+    p = await loadPipeline(p.file, { ...lo, cwd, overrides: [...(lo.overrides ?? []), `model.from=${init}`] });
+    t = p.config.train!;
+  }
   const c = await compile(p, { outDir: o.compiledDir, cwd, force: o.recompile, log });
   if (!c.upToDate) log(c.summary);
   const spec = c.plan.training!;

@@ -164,6 +164,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
           signal: ac.signal,
           resume,
           forceResume: flags.forceResume === true,
+          loadOptions: opts,
           log: (l) => (progress ? progress.note(l) : flags.json ? undefined : err(l)),
           onStep: (s) => {
             progress ??= createTrainProgress({ total: s.total, startStep: s.step - 1, json: flags.json === true, ...(flags.json ? { stream: { write: (t: string) => void out(t) } } : {}) });
