@@ -4,11 +4,11 @@
  * compiler module is wrapped to count its calls from the outside.
  */
 import * as path from "node:path";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type * as CompileModule from "../../src/compiler/compile.js";
-import { startWatch, type WatchSession } from "../../src/watch/watch.js";
+import { startWatch } from "../../src/watch/watch.js";
 import { snapshot } from "../compiler/helpers.js";
-import { MODEL, Recorder, tempProject, write } from "./helpers.js";
+import { modelPipeline, Recorder, tempProject, watchSessions, write } from "./helpers.js";
 
 const calls = vi.hoisted(() => ({ compile: 0, compileKeys: 0 }));
 
@@ -21,20 +21,9 @@ vi.mock("../../src/compiler/compile.js", async (importOriginal) => {
   };
 });
 
-const pipe = (extra = "") => `version: 1
-name: p
-model:
-  from: ${JSON.stringify(MODEL)}
-scheduler:
-  steps: 2
-output:
-  dir: out
-${extra}`;
+const pipe = (extra = "") => modelPipeline(2, extra);
 
-const sessions: WatchSession[] = [];
-afterEach(async () => {
-  await Promise.all(sessions.splice(0).map((s) => s.close()));
-});
+const sessions = watchSessions();
 
 describe("watch --run compiles once per save", () => {
   it("first compile, a plan edit, a prompt edit, a comment: one compile each, no other staleness check", async () => {

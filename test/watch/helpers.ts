@@ -12,11 +12,27 @@ import type { LoadedPipeline } from "../../src/config/load.js";
 import { GRAPH_NAMES, type GraphName } from "../../src/plan/schema.js";
 import { renderProblems } from "../../src/util/errors.js";
 import type { WatchEvent, WatchEventType } from "../../src/watch/events.js";
+import type { WatchSession } from "../../src/watch/watch.js";
+import { afterEach } from "vitest";
 import { MODEL_FIXTURES, tempDir } from "../helpers/repo.js";
 
 export { REPO } from "../helpers/repo.js";
 export const MODEL = path.join(MODEL_FIXTURES, "tiny-sd1");
 export const LORA = path.join(MODEL_FIXTURES, "lora", "tiny-sd1.diffusers.safetensors");
+
+/** A pipeline over the tiny model writing to out/, with `extra` YAML appended. */
+export function modelPipeline(steps: number, extra = ""): string {
+  return `version: 1\nname: p\nmodel:\n  from: ${JSON.stringify(MODEL)}\nscheduler:\n  steps: ${steps}\noutput:\n  dir: out\n${extra}`;
+}
+
+/** The watch sessions a test file starts, closed after each test. */
+export function watchSessions(): WatchSession[] {
+  const sessions: WatchSession[] = [];
+  afterEach(async () => {
+    await Promise.all(sessions.splice(0).map((s) => s.close()));
+  });
+  return sessions;
+}
 
 export function tempProject(files: Record<string, string | Buffer>): string {
   const dir = tempDir("sdc-watch-");

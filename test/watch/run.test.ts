@@ -7,25 +7,14 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { UserError } from "../../src/util/errors.js";
-import { startWatch, type WatchSession } from "../../src/watch/watch.js";
-import { fakeRunner, MODEL, readPlanJson, Recorder, REPO, tempProject, write } from "./helpers.js";
+import { startWatch } from "../../src/watch/watch.js";
+import { fakeRunner, modelPipeline, readPlanJson, Recorder, REPO, tempProject, watchSessions, write } from "./helpers.js";
 
-const pipe = (extra = "") => `version: 1
-name: p
-model:
-  from: ${JSON.stringify(MODEL)}
-scheduler:
-  steps: 20
-output:
-  dir: out
-${extra}`;
+const pipe = (extra = "") => modelPipeline(20, extra);
 
-const sessions: WatchSession[] = [];
-afterEach(async () => {
-  await Promise.all(sessions.splice(0).map((s) => s.close()));
-});
+const sessions = watchSessions();
 
 async function start(runner: ReturnType<typeof fakeRunner>["runner"], files: Record<string, string | Buffer> = {}) {
   const dir = tempProject({ "p.yaml": pipe(), ...files });
