@@ -195,6 +195,8 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
   // the data options' combinations (a cache that would be wrong, subsets outside data.dir): found
   // here, so `sdc validate` reports them, not only the run that opens the data
   if (train) problems.push(...checkDataConfig(train.data, (p, mode) => yaml(p, mode)));
+  if (train?.target === "vae" && train.validation.prompts.length)
+    add(yaml(["train", "validation", "prompts"]), "validation prompts draw images with the U-Net, and a VAE training has no U-Net to draw with", "remove train.validation.prompts (validation.holdout_dir gives a VAE its validation loss)");
   if (train) {
     if (train.steps === undefined && train.epochs === undefined)
       add(yaml(["train"], "key"), "train needs a length: neither train.steps nor train.epochs is set", "add train.steps (optimizer steps) or train.epochs (passes over the data)");
