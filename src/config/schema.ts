@@ -204,7 +204,7 @@ const subsetSourceFields = {
     .min(1)
     .describe("imagefolder: the metadata file inside the folder (.jsonl or .csv). Default: metadata.jsonl or metadata.csv, whichever exists."),
   image_column: z.string().min(1).describe("imagefolder: the column holding image paths, relative to the metadata file."),
-  caption_column: z.string().min(1).describe("imagefolder: the column holding captions."),
+  caption_column: z.string().min(1).describe("imagefolder: the column holding captions (in metadata.jsonl a string, or a list of strings of which each draw picks one)."),
   caption_extension: z
     .string()
     .regex(/^\.[^/\\]+$/, { error: "a caption extension is a file suffix such as .txt" })

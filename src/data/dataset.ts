@@ -17,7 +17,7 @@ import { type Problem, UserError } from "../util/errors.js";
 import { hashValue } from "../util/hash.js";
 import { assignBucket, bucketSizes, resizeToCover, type Size, sizeKey } from "./buckets.js";
 import { checkDataConfig, type DatasetSpec, DATA_PATH, datasetSpec, type SubsetSpec } from "./config.js";
-import { type MetaTable, parseMetadata } from "./metadata.js";
+import { type Cell, type MetaRow, type MetaTable, parseMetadata } from "./metadata.js";
 import { capProblems, nameOnly, relativeDisplay, type WhereFn } from "./problems.js";
 import { readImageInfo } from "./transform.js";
 
@@ -39,8 +39,10 @@ export interface Sample {
   /** The image file as shown in messages. */
   display: string;
   subset: number;
-  /** The caption as found, before dropout, shuffle, prefix and suffix. */
+  /** The caption as found, before dropout, shuffle, prefix and suffix (with several: the first). */
   caption: string;
+  /** imagefolder, a caption column holding a list: all of them; each draw picks one (captions.ts). */
+  captions?: string[];
   captionFrom: CaptionSource;
   repeats: number;
   /** Upright size (EXIF orientation applied). */
@@ -116,6 +118,7 @@ interface Candidate {
   file: string;
   subset: number;
   caption: string;
+  captions?: string[];
   captionFrom: CaptionSource;
   repeats: number;
   /** kohya: the folder's entry in the subset summary. */
@@ -197,6 +200,7 @@ export async function openDataset(data: TrainDataConfig, opts: OpenDatasetOption
     display: display(c.file),
     subset: c.subset,
     caption: c.caption,
+    ...(c.captions ? { captions: c.captions } : {}),
     captionFrom: c.captionFrom,
     repeats: c.repeats,
     size,
@@ -223,7 +227,8 @@ export async function openDataset(data: TrainDataConfig, opts: OpenDatasetOption
   }
 
   const fingerprint = hashValue({
-    samples: samples.map((s) => [s.rel, s.caption, s.repeats, s.subset, s.size.width, s.size.height, s.bucket]),
+    // a list of captions enters as the list; a plain caption as before, so existing positions stay valid
+    samples: samples.map((s) => [s.rel, s.captions ?? s.caption, s.repeats, s.subset, s.size.width, s.size.height, s.bucket]),
     buckets,
     subsets: spec.subsets.map((s) => s.caption),
     centerCrop: spec.centerCrop,
@@ -355,6 +360,8 @@ function scanImagefolder(ctx: ScanContext, s: SubsetSpec, metaFile: string, dirP
   }
 
   const missing = new Map<string, { first: Problem; more: number }>();
+  // several captions to a row with cache_text_embeddings: the first such row, and how many more
+  let varying: { cell: Cell; count: number; more: number } | undefined;
   const listed = new Set<string>();
   let rowsWithImages = 0;
   for (const row of table.rows) {
@@ -373,14 +380,18 @@ function scanImagefolder(ctx: ScanContext, s: SubsetSpec, metaFile: string, dirP
     if (lacking.length) continue;
     const fileValue = row.values[s.imageColumn];
     const fileCell = row.cell(s.imageColumn)!;
-    const caption = row.values[s.captionColumn];
     if (typeof fileValue !== "string" || fileValue === "") {
       local.push(table.problemAt(fileCell, `"${s.imageColumn}" is ${describe(fileValue)}, expected the path of an image file`, `a relative path from the folder of ${base}, e.g. "0001.png"`));
       continue;
     }
-    if (typeof caption !== "string") {
-      local.push(table.problemAt(row.cell(s.captionColumn)!, `"${s.captionColumn}" is ${describe(caption)}, expected the caption text`, 'a caption is a string, e.g. "a red circle on a blue background" ("" for none)'));
+    const caption = readCaption(table, row, s.captionColumn);
+    if (!caption.ok) {
+      local.push(caption.problem);
       continue;
+    }
+    if (caption.captions && caption.captions.length > 1 && ctx.spec.cacheTextEmbeddings) {
+      if (varying) varying.more++;
+      else varying = { cell: row.cell(s.captionColumn)!, count: caption.captions.length, more: 0 };
     }
     const checked = checkRelativeFile(ctx, fileValue, metaDir, s.dir);
     if (!checked.ok) {
@@ -392,7 +403,8 @@ function scanImagefolder(ctx: ScanContext, s: SubsetSpec, metaFile: string, dirP
     ctx.candidates.push({
       file: checked.file,
       subset: s.index,
-      caption,
+      caption: caption.caption,
+      ...(caption.captions ? { captions: caption.captions } : {}),
       captionFrom: "metadata",
       repeats: s.repeats ?? 1,
       problem: (message, hint) => table.problemAt(fileCell, message, hint),
@@ -401,6 +413,18 @@ function scanImagefolder(ctx: ScanContext, s: SubsetSpec, metaFile: string, dirP
   for (const m of missing.values()) {
     if (m.more) m.first.message += ` (and so do ${m.more} more row${m.more === 1 ? "" : "s"})`;
     local.unshift(m.first);
+  }
+  if (varying) {
+    const p = [...ctx.spec.path, "cache_text_embeddings"];
+    const w = where(p);
+    const set = w.at ? `, set at ${w.at.file}:${w.at.line}` : "";
+    local.push(
+      table.problemAt(
+        varying.cell,
+        `"${s.captionColumn}" holds ${varying.count} captions, one picked each time the image is drawn, which cached text embeddings cannot hold (cache_text_embeddings: true${set}): the cache holds one embedding per caption, encoded once${varying.more ? ` (and so ${varying.more === 1 ? "does 1 more row" : `do ${varying.more} more rows`})` : ""}`,
+        `set ${formatPath(p)} to false to encode each drawn caption, or give each image one caption`,
+      ),
+    );
   }
   if (local.length === 0 && rowsWithImages === 0)
     local.push({
@@ -416,6 +440,27 @@ function scanImagefolder(ctx: ScanContext, s: SubsetSpec, metaFile: string, dirP
     // counted only when the folder can be listed
   }
   ctx.summary.subsets.push({ index: s.index, dir: showDir(s.dir), layout: "imagefolder", metadata: metaDisplay, images: 0, samplesPerEpoch: 0 });
+}
+
+const CAPTION_HINT = 'a caption is a string, e.g. "a red circle on a blue background" ("" for none), or a list of strings to pick one from each time the image is drawn';
+
+type ReadCaption = { ok: true; caption: string; captions?: string[] } | { ok: false; problem: Problem };
+
+/** A row's caption: a string, or (JSON lines) a non-empty list of strings (`caption` is then the first). */
+function readCaption(table: MetaTable, row: MetaRow, column: string): ReadCaption {
+  const value = row.values[column];
+  const cell = row.cell(column)!;
+  if (typeof value === "string") return { ok: true, caption: value };
+  if (!Array.isArray(value)) return { ok: false, problem: table.problemAt(cell, `"${column}" is ${describe(value)}, expected the caption text or a list of captions`, CAPTION_HINT) };
+  if (value.length === 0) return { ok: false, problem: table.problemAt(cell, `"${column}" is an empty list, expected at least one caption`, 'give the image one caption or more, e.g. ["a red circle"], or "" for no caption') };
+  const bad = value.findIndex((v) => typeof v !== "string");
+  if (bad >= 0)
+    return {
+      ok: false,
+      problem: table.problemAt(row.itemCell(column, bad) ?? cell, `item ${bad + 1} of "${column}" is ${describe(value[bad])}, expected a caption string`, `every item of a list of captions is a string, e.g. ["a red circle", "a circle, red"]`),
+    };
+  const captions = value as string[];
+  return { ok: true, caption: captions[0]!, captions };
 }
 
 type Checked = { ok: true; file: string } | { ok: false; message: string; hint: string };

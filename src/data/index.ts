@@ -15,6 +15,7 @@
  * Layouts (config.ts, dataset.ts), per subset of `train.data.subsets` (or data.dir alone):
  *  - imagefolder (Hugging Face): metadata.jsonl or metadata.csv next to the images, an image column
  *    (default file_name, paths relative to the metadata file) and a caption column (default text);
+ *    in metadata.jsonl the caption may be a list of strings, one picked each time the image is drawn;
  *  - kohya: images with same-named caption files (.txt; the first line is the caption), and
  *    `N_name` repeat folders: `10_sks dog/` repeats its images 10 times per epoch and gives "sks dog"
  *    as the caption of images without a caption file. Other sub-folders are ignored (and listed in
@@ -32,8 +33,9 @@
  * to the larger, then wider bucket); `no_upscale` gives an image smaller than its bucket a bucket of
  * its own size rounded down to the step. Batches are drawn within one bucket.
  *
- * Captions (captions.ts): dropout (→ ""), shuffle of comma-separated tags keeping the first
- * keep_tokens in place, then prefix and suffix as written.
+ * Captions (captions.ts): the pick among a sample's captions (a list in metadata.jsonl: one
+ * `below(n)` draw, only for rows with several), dropout (→ ""), shuffle of comma-separated tags
+ * keeping the first keep_tokens in place, then prefix and suffix as written.
  *
  * Order (loader.ts): one torch-compatible generator (rng.ts) seeded with train.seed draws every
  * choice; an epoch is planned from the generator state at its start; the loader's position is
@@ -41,7 +43,8 @@
  *
  * Caches (cache.ts): `latentCacheKey` hashes the image bytes with the transform (background,
  * resize, crop box, flip); `cacheRefusals` refuses cached latents with random crops and cached text
- * embeddings with caption dropout or shuffling.
+ * embeddings with caption dropout or shuffling; openDataset refuses cached text embeddings with a
+ * metadata row that holds several captions (`captionsVary` says whether captions vary per draw).
  *
  * Test data (shapes.ts): `makeShapes({ dir, count, size, seed })` writes coloured shapes with
  * captions ("red circle on blue background"); from a shell, after `npm run build`:
@@ -51,7 +54,7 @@
  */
 export { assignBucket, bucketSizes, type BucketOptions, centerCrop, type CropBox, resizeToCover, type Size } from "./buckets.js";
 export { CACHE_KEY_VERSION, fileSha256, itemLatentKey, latentCacheKey, type LatentKeyParts, sampleSha256, textCacheKey } from "./cache.js";
-export { type CaptionOptions, captionsVary, drawCaption, splitTags } from "./captions.js";
+export { type CaptionOptions, captionsVary, drawCaption, pickCaption, splitTags } from "./captions.js";
 export { cacheRefusals, checkDataConfig, DATA_PATH, type DatasetSpec, datasetSpec, type Layout, type SubsetSpec } from "./config.js";
 export {
   type CaptionSource,

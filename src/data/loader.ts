@@ -5,7 +5,8 @@
  * An epoch is planned in one go from the generator state at its start (`planEpoch`):
  *  1. every sample appears `repeats` times; for each appearance, in sample order, the random
  *     choices are drawn: flip (one uniform < 0.5, when random_flip), crop offsets (left, then top,
- *     each `below(range + 1)`, when center_crop is off), then the caption (captions.ts);
+ *     each `below(range + 1)`, when center_crop is off), then the caption (captions.ts: the pick among
+ *     several captions, one `below(n)`, then dropout and shuffle);
  *  2. the appearances are grouped by bucket (buckets in size order); with shuffling each group is
  *     permuted (randperm) and cut into batches of `batch` (a group's last batch may be smaller), and
  *     the batches of all groups are permuted once more (randperm), so consecutive batches come from
@@ -93,7 +94,7 @@ export function planEpoch(ds: Dataset, rng: DataRng, opts: { batch: number; shuf
       const crop: CropBox = spec.centerCrop
         ? centerCrop(s.resize, bucket)
         : { left: rng.below(s.resize.width - bucket.width + 1), top: rng.below(s.resize.height - bucket.height + 1), width: bucket.width, height: bucket.height };
-      byBucket[s.bucket]!.push({ sample: s.id, file: s.file, repeat: r, resize: s.resize, crop, flip, caption: drawCaption(s.caption, caption, rng) });
+      byBucket[s.bucket]!.push({ sample: s.id, file: s.file, repeat: r, resize: s.resize, crop, flip, caption: drawCaption(s.captions ?? s.caption, caption, rng) });
     }
   }
   const batches: { bucket: Size; items: PlannedItem[] }[] = [];

@@ -20,6 +20,8 @@ export interface MetaRow {
   values: Record<string, unknown>;
   /** Position of a column's value in the row (undefined: the column is absent). */
   cell(column: string): Cell | undefined;
+  /** JSON lines: position of item `index` of a column's list value (undefined: no such item). */
+  itemCell(column: string, index: number): Cell | undefined;
 }
 
 export interface MetaTable {
@@ -70,67 +72,96 @@ function parseJsonl(display: string, lines: string[], problemAt: MetaTable["prob
       return;
     }
     let members: Map<string, Cell> | undefined;
+    const cell = (column: string) => {
+      members ??= memberCells(text, line);
+      return members.get(column);
+    };
     rows.push({
       line,
       values: value as Record<string, unknown>,
-      cell: (column) => {
-        members ??= memberCells(text, line);
-        return members.get(column);
+      cell,
+      itemCell: (column, index) => {
+        const at = cell(column);
+        return at && text[at.col - 1] === "[" ? itemCells(text, at)[index] : undefined;
       },
     });
   });
   return { kind: "jsonl", display, rows, problemAt, problems };
 }
 
+/** A cursor over one line of valid JSON that steps over whitespace, strings and whole values. */
+function jsonCursor(s: string, from = 0) {
+  const c = {
+    i: from,
+    ws() {
+      while (c.i < s.length && /\s/.test(s[c.i]!)) c.i++;
+    },
+    str() {
+      const start = c.i++;
+      while (c.i < s.length && s[c.i] !== '"') c.i += s[c.i] === "\\" ? 2 : 1;
+      c.i++;
+      return s.slice(start, c.i);
+    },
+    skipValue() {
+      if (s[c.i] === '"') return void c.str();
+      if (s[c.i] === "{" || s[c.i] === "[") {
+        let depth = 0;
+        while (c.i < s.length) {
+          const ch = s[c.i];
+          if (ch === '"') {
+            c.str();
+            continue;
+          }
+          if (ch === "{" || ch === "[") depth++;
+          else if (ch === "}" || ch === "]") depth--;
+          c.i++;
+          if (depth === 0) return;
+        }
+        return;
+      }
+      while (c.i < s.length && !/[\s,}\]]/.test(s[c.i]!)) c.i++;
+    },
+  };
+  return c;
+}
+
 /** Positions of the values of a valid JSON object's top-level members. */
 function memberCells(s: string, line: number): Map<string, Cell> {
   const out = new Map<string, Cell>();
-  let i = 0;
-  const ws = () => {
-    while (i < s.length && /\s/.test(s[i]!)) i++;
-  };
-  const str = () => {
-    const start = i++;
-    while (i < s.length && s[i] !== '"') i += s[i] === "\\" ? 2 : 1;
-    i++;
-    return s.slice(start, i);
-  };
-  const skipValue = () => {
-    if (s[i] === '"') return void str();
-    if (s[i] === "{" || s[i] === "[") {
-      let depth = 0;
-      while (i < s.length) {
-        const c = s[i];
-        if (c === '"') {
-          str();
-          continue;
-        }
-        if (c === "{" || c === "[") depth++;
-        else if (c === "}" || c === "]") depth--;
-        i++;
-        if (depth === 0) return;
-      }
-      return;
-    }
-    while (i < s.length && !/[\s,}\]]/.test(s[i]!)) i++;
-  };
-  ws();
-  if (s[i] !== "{") return out;
-  out.set("", { line, col: i + 1, width: 1 }); // the object itself
-  i++;
+  const c = jsonCursor(s);
+  c.ws();
+  if (s[c.i] !== "{") return out;
+  out.set("", { line, col: c.i + 1, width: 1 }); // the object itself
+  c.i++;
   for (;;) {
-    ws();
-    if (s[i] !== '"') return out;
-    const key = JSON.parse(str()) as string;
-    ws();
-    i++; // ':'
-    ws();
-    const start = i;
-    skipValue();
-    if (!out.has(key)) out.set(key, { line, col: start + 1, width: Math.max(1, i - start) });
-    ws();
-    if (s[i] !== ",") return out;
-    i++;
+    c.ws();
+    if (s[c.i] !== '"') return out;
+    const key = JSON.parse(c.str()) as string;
+    c.ws();
+    c.i++; // ':'
+    c.ws();
+    const start = c.i;
+    c.skipValue();
+    if (!out.has(key)) out.set(key, { line, col: start + 1, width: Math.max(1, c.i - start) });
+    c.ws();
+    if (s[c.i] !== ",") return out;
+    c.i++;
+  }
+}
+
+/** Positions of the items of the JSON array at `array` (its '[') in a valid JSON line. */
+function itemCells(s: string, array: Cell): Cell[] {
+  const out: Cell[] = [];
+  const c = jsonCursor(s, array.col); // just past '['
+  for (;;) {
+    c.ws();
+    if (c.i >= s.length || s[c.i] === "]") return out;
+    const start = c.i;
+    c.skipValue();
+    out.push({ line: array.line, col: start + 1, width: Math.max(1, c.i - start) });
+    c.ws();
+    if (s[c.i] !== ",") return out;
+    c.i++;
   }
 }
 
@@ -227,7 +258,7 @@ function parseCsv(display: string, text: string, lines: string[], problemAt: Met
       Object.defineProperty(values, h, { value: rec.fields[k]!.value, enumerable: true, writable: true, configurable: true });
       cells.set(h, rec.fields[k]!.cell);
     });
-    rows.push({ line: rec.line, values, cell: (c) => cells.get(c) });
+    rows.push({ line: rec.line, values, cell: (c) => cells.get(c), itemCell: () => undefined });
   }
   return { kind: "csv", display, header, rows, problemAt, problems };
 }

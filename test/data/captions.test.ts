@@ -1,6 +1,6 @@
-/** Captions: dropout rate, tag shuffle with fixed leading tags, prefix and suffix. */
+/** Captions: the pick among several, dropout rate, tag shuffle with fixed leading tags, prefix and suffix. */
 import { describe, expect, it } from "vitest";
-import { type CaptionOptions, drawCaption, PLAIN_CAPTIONS, splitTags } from "../../src/data/captions.js";
+import { type CaptionOptions, captionsVary, drawCaption, pickCaption, PLAIN_CAPTIONS, splitTags } from "../../src/data/captions.js";
 import { DataRng } from "../../src/data/rng.js";
 
 const opts = (o: Partial<CaptionOptions>): CaptionOptions => ({ ...PLAIN_CAPTIONS, ...o });
@@ -64,5 +64,51 @@ describe("captions", () => {
       return Array.from({ length: 50 }, () => drawCaption("a, b, c, d, e", o, rng));
     };
     expect(run()).toEqual(run());
+  });
+
+  it("a list: one caption picked per draw with below(n), the same seed giving the same sequence", () => {
+    const list = ["a red circle", "a circle, red", "red round shape", "circle"];
+    const run = (seed: number) => {
+      const rng = new DataRng(seed);
+      const out = Array.from({ length: 400 }, () => drawCaption(list, PLAIN_CAPTIONS, rng));
+      return { out, draws: rng.state().draws };
+    };
+    const a = run(21);
+    expect(run(21)).toEqual(a);
+    expect(run(22).out).not.toEqual(a.out);
+    expect(a.draws).toBe(400); // one draw per pick
+    expect([...new Set(a.out)].sort()).toEqual([...list].sort());
+    // it is torch.randint(0, n) on the data generator
+    const rng = new DataRng(21);
+    expect(a.out.slice(0, 20)).toEqual(Array.from({ length: 20 }, () => list[rng.below(list.length)]));
+  });
+
+  it("a string or a one-item list draws nothing for the pick", () => {
+    const rng = new DataRng(4);
+    expect(pickCaption("a cat", rng)).toBe("a cat");
+    expect(pickCaption(["a cat"], rng)).toBe("a cat");
+    expect(rng.state().draws).toBe(0);
+    expect(() => pickCaption([], rng)).toThrow(RangeError);
+  });
+
+  it("the pick comes first, then dropout, shuffle, prefix and suffix", () => {
+    const o = opts({ dropout: 0.5, shuffle: true, keepTokens: 1, prefix: "<", suffix: ">" });
+    const list = ["a, b, c", "d, e, f"];
+    const rng = new DataRng(13);
+    const mirror = new DataRng(13);
+    for (let i = 0; i < 100; i++) {
+      const got = drawCaption(list, o, rng);
+      const picked = list[mirror.below(2)]!;
+      expect(got).toBe(drawCaption(picked, o, mirror));
+    }
+    expect(rng.state()).toEqual(mirror.state());
+  });
+
+  it("captionsVary: dropout, shuffle, or a sample with several captions", () => {
+    expect(captionsVary(PLAIN_CAPTIONS)).toBe(false);
+    expect(captionsVary(opts({ dropout: 0.1 }))).toBe(true);
+    expect(captionsVary(opts({ shuffle: true }))).toBe(true);
+    expect(captionsVary(PLAIN_CAPTIONS, [{}, { captions: ["a"] }])).toBe(false);
+    expect(captionsVary(PLAIN_CAPTIONS, [{}, { captions: ["a", "b"] }])).toBe(true);
   });
 });

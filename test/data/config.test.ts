@@ -143,6 +143,28 @@ describe("checkDataConfig", () => {
     expect(await dataProblems("cache_text_embeddings: true\ncaption:\n  prefix: 'x, '\n")).toBe("ok");
   });
 
+  it("text-embedding cache with a list of captions: located at the first such row, with where the cache is turned on", async () => {
+    const px = await image(4, 4);
+    const rows = jsonl([
+      { file_name: "a.png", text: ["a cat"] },
+      { file_name: "a.png", text: ["a cat", "a cat, sitting"] },
+      { file_name: "a.png", text: "a cat" },
+      { file_name: "a.png", text: ["a", "b", "c"] },
+    ]);
+    const cwd = trainProject("cache_text_embeddings: true\n", { "data/metadata.jsonl": rows, "data/a.png": px });
+    expect(await openProblems(cwd)).toMatchInlineSnapshot(`
+      "data/metadata.jsonl:2:29: "text" holds 2 captions, one picked each time the image is drawn, which cached text embeddings cannot hold (cache_text_embeddings: true, set at pipelines/p.yaml:9): the cache holds one embedding per caption, encoded once (and so does 1 more row)
+        2 | {"file_name":"a.png","text":["a cat","a cat, sitting"]}
+          |                             ^^^^^^^^^^^^^^^^^^^^^^^^^^
+        hint: set train.data.cache_text_embeddings to false to encode each drawn caption, or give each image one caption"
+    `);
+    // one caption to each row (one-item lists too): the cache can hold them
+    const single = trainProject("cache_text_embeddings: true\n", { "data/metadata.jsonl": jsonl([{ file_name: "a.png", text: ["a cat"] }, { file_name: "a.png", text: "a dog" }]), "data/a.png": px });
+    expect(await openProblems(single)).toBe("ok");
+    // without the cache the same rows open
+    expect(await openProblems(trainProject("", { "data/metadata.jsonl": rows, "data/a.png": px }))).toBe("ok");
+  });
+
   it("bucket bounds", async () => {
     expect(await dataProblems("buckets:\n  enabled: true\n  min_side: 1100\n  max_side: 1000\n")).toMatchInlineSnapshot(`
       "pipelines/p.yaml:11:17: train.data.buckets.min_side: 1100 is not a multiple of the bucket step 64

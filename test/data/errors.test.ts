@@ -94,10 +94,45 @@ describe("imagefolder", () => {
           |              ^^^^^^^^^^^^^
         hint: fix the file name, add the image, or remove this row
 
-      data/metadata.jsonl:3:29: "text" is null, expected the caption text
+      data/metadata.jsonl:3:29: "text" is null, expected the caption text or a list of captions
         3 | {"file_name":"a.png","text":null}
           |                             ^^^^
-        hint: a caption is a string, e.g. "a red circle on a blue background" ("" for none)"
+        hint: a caption is a string, e.g. "a red circle on a blue background" ("" for none), or a list of strings to pick one from each time the image is drawn"
+    `);
+  });
+
+  it("a list of captions: empty, an item that is not a string; a number", async () => {
+    const cwd = trainProject("", {
+      "data/metadata.jsonl": [
+        '{"file_name": "a.png", "text": ["a cat", "a cat, sitting"]}',
+        '{"file_name": "a.png", "text": []}',
+        '{"file_name": "a.png", "text": ["a cat", 3, null]}',
+        '{"file_name": "a.png", "text": ["a cat", ["nested"]]}',
+        '{"file_name": "a.png", "text": 7}',
+        "",
+      ].join("\n"),
+      "data/a.png": px,
+    });
+    expect(await openProblems(cwd)).toMatchInlineSnapshot(`
+      "data/metadata.jsonl:2:32: "text" is an empty list, expected at least one caption
+        2 | {"file_name": "a.png", "text": []}
+          |                                ^^
+        hint: give the image one caption or more, e.g. ["a red circle"], or "" for no caption
+
+      data/metadata.jsonl:3:42: item 2 of "text" is number 3, expected a caption string
+        3 | {"file_name": "a.png", "text": ["a cat", 3, null]}
+          |                                          ^
+        hint: every item of a list of captions is a string, e.g. ["a red circle", "a circle, red"]
+
+      data/metadata.jsonl:4:42: item 2 of "text" is a list, expected a caption string
+        4 | {"file_name": "a.png", "text": ["a cat", ["nested"]]}
+          |                                          ^^^^^^^^^^
+        hint: every item of a list of captions is a string, e.g. ["a red circle", "a circle, red"]
+
+      data/metadata.jsonl:5:32: "text" is number 7, expected the caption text or a list of captions
+        5 | {"file_name": "a.png", "text": 7}
+          |                                ^
+        hint: a caption is a string, e.g. "a red circle on a blue background" ("" for none), or a list of strings to pick one from each time the image is drawn"
     `);
   });
 

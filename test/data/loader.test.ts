@@ -3,11 +3,13 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { TrainDataSection } from "../../src/config/schema.js";
+import { captionsVary } from "../../src/data/captions.js";
 import { DataLoader, type LoaderPosition, planEpoch, type PlannedBatch } from "../../src/data/loader.js";
 import { type Dataset, openDataset } from "../../src/data/dataset.js";
 import { relativeDisplay } from "../../src/data/problems.js";
 import { DataRng } from "../../src/data/rng.js";
 import { isUserError, renderProblems } from "../../src/util/errors.js";
+import { sha256 } from "../../src/util/hash.js";
 import { image, jsonl, tempDir, writeFiles } from "./helpers.js";
 
 const SIZES: [number, number][] = [
@@ -189,6 +191,136 @@ describe("resume", () => {
       "data loader position: the saved data loader position is not one sdc wrote (version 1)
         hint: the checkpoint's loader state is damaged; start a new run"
     `);
+  });
+});
+
+describe("a caption column holding lists", () => {
+  /** An imagefolder with one image per entry of `captions` (sizes from SIZES), the entries as its "text" column. */
+  async function captionFolder(captions: (string | string[])[]): Promise<string> {
+    const dir = tempDir();
+    const files: Record<string, Uint8Array | string> = { "metadata.jsonl": jsonl(captions.map((text, i) => ({ file_name: `img${i}.png`, text }))) };
+    for (const [i] of captions.entries()) files[`img${i}.png`] = await image(SIZES[i]![0], SIZES[i]![1], (x, y) => [(x * 3 + i * 40) % 256, (y * 9) % 256, 7]);
+    writeFiles(dir, files);
+    return dir;
+  }
+  const LISTS: (string | string[])[] = [["a red circle", "a circle, red", "red round shape"], ["only one"], "a plain string", ["x", "y"]];
+  const STRINGS = ["red, circle, small", "blue square", "green, triangle, large, bright", "a cat", "b", "c, d", "e"];
+  const PLAIN = { resolution: 64, buckets: { enabled: true, step: 16, min_side: 32, max_side: 128 } };
+  /** The caption of each appearance, by sample, over `epochs` epochs of batch 1. */
+  const drawn = (ds: Dataset, seed: number, epochs: number) => {
+    const loader = new DataLoader(ds, { batch: 1, seed });
+    const out = ds.samples.map((): string[] => []);
+    for (let k = 0; k < epochs * loader.batchesPerEpoch; k++) for (const i of loader.nextPlan().items) out[i.sample]!.push(i.caption);
+    return out;
+  };
+
+  it("each draw picks one of the row's captions with the seeded generator: the same seed, the same sequence; every caption appears", async () => {
+    const ds = await open(await captionFolder(LISTS), PLAIN);
+    expect(ds.samples.map((s) => [s.caption, s.captions])).toEqual([
+      ["a red circle", ["a red circle", "a circle, red", "red round shape"]],
+      ["only one", ["only one"]],
+      ["a plain string", undefined],
+      ["x", ["x", "y"]],
+    ]);
+    const a = drawn(ds, 5, 60);
+    expect(drawn(ds, 5, 60)).toEqual(a);
+    expect(drawn(ds, 6, 60)).not.toEqual(a);
+    expect(a.map((c) => [...new Set(c)].sort())).toEqual([["a circle, red", "a red circle", "red round shape"], ["only one"], ["a plain string"], ["x", "y"]]);
+    // roughly uniform: each of 3 captions in 60 draws (expected 20, sd ≈ 3.7)
+    for (const c of ["a red circle", "a circle, red", "red round shape"]) expect(Math.abs(a[0]!.filter((x) => x === c).length - 20)).toBeLessThan(15);
+  });
+
+  it("the pick is one below(n) draw before dropout, shuffle and prefix, and only for rows with several captions", async () => {
+    const withLists = await open(await captionFolder(LISTS));
+    const firsts = await open(await captionFolder(LISTS.map((c) => (typeof c === "string" ? c : c[0]!))));
+    const ra = new DataRng(7);
+    const rb = new DataRng(7);
+    planEpoch(withLists, ra, { batch: 2 });
+    planEpoch(firsts, rb, { batch: 2 });
+    expect(ra.state().draws - rb.state().draws).toBe(2); // rows 0 and 3; the one-item list draws nothing
+    // what a draw of row 0 is, step by step, with RICH's options (flip, crop, pick, dropout, shuffle)
+    const rng = new DataRng(11);
+    const plan = planEpoch(withLists, new DataRng(11), { batch: 1, shuffle: false });
+    const s = withLists.samples[0]!;
+    const bucket = withLists.buckets[s.bucket]!;
+    rng.uniform(); // flip
+    rng.below(s.resize.width - bucket.width + 1); // crop left
+    rng.below(s.resize.height - bucket.height + 1); // crop top
+    const picked = s.captions![rng.below(3)]!;
+    const dropped = rng.uniform() < 0.2;
+    const tags = picked.split(",").map((t) => t.trim());
+    const want = dropped ? "" : `p: ${[...tags.slice(0, 1), ...rng.shuffle(tags.slice(1))].join(", ")}`;
+    expect(plan.flatMap((b) => b.items).find((i) => i.sample === 0)!.caption).toBe(want);
+  });
+
+  it("a one-item list plans exactly as the string", async () => {
+    const strings = await open(await captionFolder(STRINGS));
+    const lists = await open(await captionFolder(STRINGS.map((c) => [c])));
+    const run = (ds: Dataset) => {
+      const loader = new DataLoader(ds, { batch: 2, seed: 3 });
+      const out = Array.from({ length: 3 * loader.batchesPerEpoch }, () => tuples(ds, loader.nextPlan()));
+      return { out, draws: loader.position().rng.draws };
+    };
+    expect(run(lists)).toEqual(run(strings));
+  });
+
+  it("a string column draws exactly as before lists were read (pinned)", async () => {
+    const ds = await open(await captionFolder(STRINGS));
+    const loader = new DataLoader(ds, { batch: 2, seed: 42 });
+    const all = Array.from({ length: 3 * loader.batchesPerEpoch }, () => tuples(ds, loader.nextPlan()));
+    expect(all.slice(0, 3).map((b) => b.map((t) => t.join(" | ")))).toMatchInlineSnapshot(`
+      [
+        [
+          "0 | 0 | img1.png | 2,0,80x48 | false | p: blue square",
+        ],
+        [
+          "0 | 1 | img3.png | 4,0,64x64 | true | p: a cat",
+          "0 | 1 | img5.png | 0,0,64x64 | false | p: c, d",
+        ],
+        [
+          "0 | 2 | img4.png | 1,0,96x32 | false | p: b",
+        ],
+      ]
+    `);
+    expect({ draws: loader.position().rng.draws, sha256: sha256(JSON.stringify(all)), fingerprint: ds.fingerprint }).toMatchInlineSnapshot(`
+      {
+        "draws": 112,
+        "fingerprint": "8ff9bf2169a1e206",
+        "sha256": "fa8798a4fc8ab39146f5e8b83099696bbb69db5e5913b19c2043010768a75ad2",
+      }
+    `);
+  });
+
+  it("resume: a restored loader draws the same captions as one run", async () => {
+    const dir = await captionFolder(LISTS);
+    const ds = await open(dir);
+    const straight = new DataLoader(ds, { batch: 1, seed: 8 });
+    const total = 3 * straight.batchesPerEpoch;
+    const all = Array.from({ length: total }, () => tuples(ds, straight.nextPlan()));
+    for (const stop of [1, straight.batchesPerEpoch + 1, total - 1]) {
+      const first = new DataLoader(ds, { batch: 1, seed: 8 });
+      const got = Array.from({ length: stop }, () => tuples(ds, first.nextPlan()));
+      const fresh = await open(dir);
+      const resumed = new DataLoader(fresh, { batch: 1, seed: 8 }, JSON.parse(JSON.stringify(first.position())) as LoaderPosition);
+      for (let k = stop; k < total; k++) got.push(tuples(fresh, resumed.nextPlan()));
+      expect(got, `stopped after ${stop} batches`).toEqual(all);
+    }
+  });
+
+  it("the fingerprint follows the list: another caption or another order is other data", async () => {
+    const fp = async (captions: (string | string[])[]) => (await open(await captionFolder(captions), PLAIN)).fingerprint;
+    const base = await fp(LISTS);
+    expect(await fp(LISTS)).toBe(base);
+    expect(await fp([["a red circle", "a circle, red"], ...LISTS.slice(1)])).not.toBe(base);
+    expect(await fp([["a circle, red", "a red circle", "red round shape"], ...LISTS.slice(1)])).not.toBe(base);
+    expect(await fp(["a red circle", ...LISTS.slice(1)])).not.toBe(base);
+  });
+
+  it("captionsVary: true when a sample has several captions", async () => {
+    const lists = await open(await captionFolder(LISTS), PLAIN);
+    const strings = await open(await captionFolder(STRINGS.map((c) => [c])), PLAIN);
+    expect(captionsVary(lists.spec.subsets[0]!.caption, lists.samples)).toBe(true);
+    expect(captionsVary(strings.spec.subsets[0]!.caption, strings.samples)).toBe(false);
   });
 });
 
