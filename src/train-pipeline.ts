@@ -8,8 +8,10 @@
  *   checkpoints/checkpoint-NNNNNN/   resumable state (train.checkpointing.dir to put it elsewhere)
  *   lora/pytorch_lora_weights.safetensors  (LoRA, diffusers/PEFT keys: diffusers' load_lora_weights)
  *   lora/<name>.safetensors                 (LoRA, kohya keys and metadata: AUTOMATIC1111, ComfyUI)
- *   unet/ or vae/                           (full fine-tunes: a diffusers component folder)
- *   unet_ema/ or vae_ema/                   (with EMA: the averaged weights, as diffusers saves them)
+ *   model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/
+ *                                           (full fine-tunes: the whole pipeline as a diffusers folder,
+ *                                           the trained components as trained, the others as the model has them)
+ *   unet_ema/, vae_ema/, text_encoder_ema/  (with EMA: the averaged weights, as diffusers saves them)
  *   validation/step-NNNNNN.png              (validation images, a captioned grid per step)
  *   train_log.jsonl, loss.png               (every step's loss, lr and gradient norm; the loss curve)
  *   cache/latents/                          (the frozen VAE's posterior per image and transform: cache_latents)
@@ -93,6 +95,7 @@ export async function trainPipeline(p0: LoadedPipeline, o: TrainRunOptions = {})
   const checkpointsDir = t.checkpointing.dir ?? path.join(outputDir, "checkpoints");
   const weights = spec.lora ? null : openModelWeights(p.model, (i) => p.where(["model", "lora", i, "file"]));
   const provider = weights ? providerFor(weights, spec.component) : null;
+  const textProvider = weights && spec.textEncoder ? providerFor(weights, "text_encoder") : null;
   const settings: TrainSettings = {
     dataset,
     batch: t.batch,
@@ -111,7 +114,7 @@ export async function trainPipeline(p0: LoadedPipeline, o: TrainRunOptions = {})
     }),
     forceResume: o.forceResume === true,
     initialParameter: (name, shape) => {
-      const bytes = materialize(provider!(name, shape, "float32"), "float32");
+      const bytes = materialize((spec.textEncoder && name.startsWith("text_model.") ? textProvider! : provider!)(name, shape, "float32"), "float32");
       return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
     },
     threads: o.threads ?? p.config.runtime.threads,
@@ -145,11 +148,26 @@ export async function trainPipeline(p0: LoadedPipeline, o: TrainRunOptions = {})
     const shapes = new Map(spec.graphs.train_step.inputs.map((i) => [i.name, i.shape as number[]]));
     if (spec.lora) exported.push(...exportLora(p, outputDir, r.parameters, spec.lora, shapes));
     else {
-      const component = spec.component;
-      const config = component === "unet" ? { _class_name: "UNet2DConditionModel", ...p.model.unet } : { _class_name: "AutoencoderKL", ...p.model.vae };
-      exported.push(exportComponent(path.join(outputDir, component), r.parameters, config, c.plan.training!.graphs.train_step.inputs));
-      if (r.ema) exported.push(exportComponent(path.join(outputDir, `${component}_ema`), r.ema, config, c.plan.training!.graphs.train_step.inputs));
-      if (t.export.single_file) exported.push(exportSingleFile(p, path.join(outputDir, `${p.name}.safetensors`), component, r.ema ?? r.parameters, shapes, t.export.dtype));
+      // the trained tensors by component: a step that trains the text encoder names its tensors text_model.…
+      const trained = new Map<Component, Map<string, Float32Array>>();
+      const split = (m: Map<string, Float32Array>) => {
+        const out = new Map<Component, Map<string, Float32Array>>();
+        for (const [k, v] of m) {
+          const c: Component = spec.textEncoder && k.startsWith("text_model.") ? "text_encoder" : spec.component;
+          if (!out.has(c)) out.set(c, new Map());
+          out.get(c)!.set(k, v);
+        }
+        return out;
+      };
+      for (const [c, m] of split(r.parameters)) trained.set(c, m);
+      const stepInputs = c.plan.training!.graphs.train_step.inputs;
+      for (const [component, m] of trained) exported.push(exportComponent(path.join(outputDir, component), m, componentConfig(p, component), stepInputs));
+      if (r.ema) for (const [component, m] of split(r.ema)) exported.push(exportComponent(path.join(outputDir, `${component}_ema`), m, componentConfig(p, component), stepInputs));
+      exported.push(...exportRest(p, outputDir, c.dir, new Set(trained.keys())));
+      if (t.export.single_file) {
+        if (spec.textEncoder) throw new UserError({ message: "single-file export of a trained text encoder is not built yet", ...p.where(["train", "export", "single_file"]), hint: "use the diffusers folder export (train.export.single_file: false)" });
+        exported.push(exportSingleFile(p, path.join(outputDir, `${p.name}.safetensors`), spec.component, r.ema ?? r.parameters, shapes, t.export.dtype));
+      }
     }
     for (const f of exported) log(`wrote ${displayPath(f, cwd)}`);
   }
@@ -209,17 +227,100 @@ function checkFinite(m: Map<string, Float32Array>): void {
     if (!a.every(Number.isFinite)) throw new UserError({ message: `the trained tensor ${name} holds non-finite values: nothing is exported`, subject: name, hint: "resume from an earlier checkpoint with a lower learning rate" });
 }
 
+type Component = "unet" | "vae" | "text_encoder";
+
+const WEIGHT_FILE: Record<Component, string> = { unet: "diffusion_pytorch_model.safetensors", vae: "diffusion_pytorch_model.safetensors", text_encoder: "model.safetensors" };
+
+/** A component's config.json as diffusers and transformers write it. */
+function componentConfig(p: LoadedPipeline, c: Component): Record<string, unknown> {
+  if (c === "unet") return { _class_name: "UNet2DConditionModel", ...p.model.unet };
+  if (c === "vae") return { _class_name: "AutoencoderKL", ...p.model.vae };
+  const { clip_skip: _skip, ...text } = p.model.textEncoder;
+  return { architectures: ["CLIPTextModel"], model_type: "clip_text_model", ...text };
+}
+
+/** Writes a folder beside its final place and renames it over, so no reader sees it half-written. */
+function writeFolderAtomically(dir: string, fill: (tmp: string) => void): void {
+  const tmp = `${dir}.tmp-${process.pid}`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  try {
+    fill(tmp);
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.renameSync(tmp, dir);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
 function exportComponent(dir: string, params: Map<string, Float32Array>, config: Record<string, unknown>, inputs: { name: string; shape: (number | string)[] }[]): string {
   const shapes = new Map(inputs.map((i) => [i.name, i.shape as number[]]));
-  fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, "diffusion_pytorch_model.safetensors");
-  writeSafetensors(
-    file,
-    [...params].map(([name, data]) => ({ name, dtype: "F32" as const, shape: shapes.get(name)!, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) })),
-    { format: "pt" },
-  );
-  fs.writeFileSync(path.join(dir, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
-  return file;
+  const component = path.basename(dir).replace(/_ema$/, "") as Component;
+  writeFolderAtomically(dir, (tmp) => {
+    writeSafetensors(
+      path.join(tmp, WEIGHT_FILE[component]),
+      [...params].map(([name, data]) => ({ name, dtype: "F32" as const, shape: shapes.get(name)!, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) })),
+      { format: "pt" },
+    );
+    fs.writeFileSync(path.join(tmp, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
+  });
+  return path.join(dir, WEIGHT_FILE[component]);
+}
+
+/**
+ * The rest of the pipeline beside the trained components, so that the output folder is a diffusers
+ * folder (`model.from` of a next stage, diffusers' from_pretrained): the untrained components as the
+ * model has them (hard links to a diffusers folder's single weight file; otherwise written as
+ * float32, with any model.lora folded in), the tokenizer, the scheduler and model_index.json.
+ */
+function exportRest(p: LoadedPipeline, outputDir: string, compiledDir: string, trained: Set<Component>): string[] {
+  const written: string[] = [];
+  let weights: ReturnType<typeof openModelWeights> | null = null;
+  for (const c of ["unet", "vae", "text_encoder"] as const) {
+    if (trained.has(c)) continue;
+    const dir = path.join(outputDir, c);
+    const files = p.model.weights[c]?.files ?? [];
+    writeFolderAtomically(dir, (tmp) => {
+      fs.writeFileSync(path.join(tmp, "config.json"), `${JSON.stringify(componentConfig(p, c), null, 2)}\n`);
+      const dest = path.join(tmp, WEIGHT_FILE[c]);
+      if (p.model.kind === "diffusers" && files.length === 1 && p.model.lora.length === 0) {
+        try {
+          fs.linkSync(files[0]!, dest);
+        } catch {
+          fs.copyFileSync(files[0]!, dest);
+        }
+        return;
+      }
+      weights ??= openModelWeights(p.model);
+      const provider = providerFor(weights, c);
+      const set = weights.sets[c];
+      writeSafetensors(
+        dest,
+        set.keys().map((key) => {
+          const shape = set.get(key).shape;
+          const bytes = materialize(provider(key, shape, "float32"), "float32");
+          return { name: key, dtype: "F32" as const, shape, data: bytes };
+        }),
+        { format: "pt" },
+      );
+    });
+    written.push(path.join(dir, WEIGHT_FILE[c]));
+  }
+  writeFolderAtomically(path.join(outputDir, "tokenizer"), (tmp) => {
+    const tok = path.join(compiledDir, "tokenizer");
+    for (const f of fs.readdirSync(tok)) fs.copyFileSync(path.join(tok, f), path.join(tmp, f));
+  });
+  writeFolderAtomically(path.join(outputDir, "scheduler"), (tmp) => {
+    fs.writeFileSync(path.join(tmp, "scheduler_config.json"), `${JSON.stringify(p.model.schedulerConfig, null, 2)}\n`);
+  });
+  const index = path.join(outputDir, "model_index.json");
+  const sched = String(p.model.schedulerConfig._class_name ?? "DDPMScheduler");
+  const body = { _class_name: "StableDiffusionPipeline", _diffusers_version: "0.24.0", scheduler: ["diffusers", sched], text_encoder: ["transformers", "CLIPTextModel"], tokenizer: ["transformers", "CLIPTokenizer"], unet: ["diffusers", "UNet2DConditionModel"], vae: ["diffusers", "AutoencoderKL"] };
+  fs.writeFileSync(`${index}.tmp-${process.pid}`, `${JSON.stringify(body, null, 2)}\n`);
+  fs.renameSync(`${index}.tmp-${process.pid}`, index);
+  written.push(index);
+  return written;
 }
 
 function exportLora(p: LoadedPipeline, outputDir: string, params: Map<string, Float32Array>, lora: { rank: number; alpha: number }, shapes: Map<string, number[]>): string[] {

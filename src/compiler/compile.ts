@@ -26,7 +26,8 @@ import { writeDirAtomic } from "../util/fs.js";
 import { canonicalJson, fileIdentity, hashValue, sha256, sha256File } from "../util/hash.js";
 import { buildAndWrite, graphJobs } from "./graphs.js";
 import { trainGraphConfig, trainingJobs, type TrainGraphJob } from "./train.js";
-import { openModelWeights, providerFor, unusedLora } from "./weights.js";
+import { openModelWeights, providerFor, unusedLora, type ModelWeights } from "./weights.js";
+import type { WeightProvider } from "../ir/builder.js";
 
 export const SDC_VERSION = "0.1.0";
 /** Bump when generated graphs change for the same inputs: every build hash changes with it. */
@@ -91,7 +92,10 @@ export function compileKeys(p: LoadedPipeline): {
   const ids = weightIdentities(p);
   const graphs = Object.fromEntries(jobs.map((j) => [j.name, hashValue({ v: COMPILER_VERSION, graph: j.name, options: j.options, weights: ids[j.component] })])) as Record<GraphName, string>;
   const training = Object.fromEntries(
-    (p.config.train ? trainingJobs(p, precision, target).jobs : []).map((j) => [j.name, hashValue({ v: COMPILER_VERSION, graph: j.name, options: j.options, weights: ids[j.component] })]),
+    (p.config.train ? trainingJobs(p, precision, target).jobs : []).map((j) => [
+      j.name,
+      hashValue({ v: COMPILER_VERSION, graph: j.name, options: j.options, weights: ids[j.component], ...(p.config.train!.train_text_encoder ? { textEncoderWeights: ids.text_encoder } : {}) }),
+    ]),
   ) as Partial<Record<TrainGraphName, string>>;
   const compileHash = hashValue({ graphs, training });
   const sources = [...new Set([...p.sources, ...p.model.files, ...allWeightFiles(p), ...p.model.lora.map((l) => l.file)])].filter((f) => fs.existsSync(f)).map(fileIdentity);
@@ -195,7 +199,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
         continue;
       }
       const t = performance.now();
-      const built = buildAndWrite(job, providerFor(weights!, job.component), "float32", { ...target, training: job.name !== "train_unet" }, tmp);
+      const built = buildAndWrite(job, trainProvider(weights!, job, train!.spec.textEncoder), "float32", { ...target, training: job.name !== "train_unet" && job.name !== "train_text_encoder" }, tmp);
       trainSpecs[job.name] = trainGraphSpec(job, built, tmp, keys.training[job.name]!);
       rebuilt.push(job.name);
       log(`  built ${job.name}: ${built.graph.nodes.length} nodes, ${job.signature().inputs.filter((e) => e.role === "parameter").length} trained tensors (${((performance.now() - t) / 1000).toFixed(2)} s)`);
@@ -223,6 +227,14 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
 function rel(p: string, cwd = process.cwd()): string {
   const r = path.relative(cwd, p);
   return r && !r.startsWith("..") ? r : p;
+}
+
+/** The weights a training graph is built from: a step that runs the text encoder reads its `text_model.…` tensors from the text encoder's. */
+function trainProvider(weights: ModelWeights, job: TrainGraphJob, textEncoder: boolean): WeightProvider {
+  const own = providerFor(weights, job.component);
+  if (!textEncoder || job.component !== "unet" || job.name === "train_unet") return own;
+  const te = providerFor(weights, "text_encoder");
+  return (key, shape, dtype) => (key.startsWith("text_model.") ? te(key, shape, dtype) : own(key, shape, dtype));
 }
 
 /** A training graph's plan entry: its I/O with each tensor's role and state-dict name. */

@@ -12,7 +12,7 @@ import type { Builder } from "../ir/builder.js";
 import type { LowerTarget } from "../ir/passes/lower.js";
 import type { TrainingSpecT, TrainGraphName } from "../plan/schema.js";
 import { noiseSchedule } from "../schedulers/schedule.js";
-import { buildTrainableUNet, buildTrainStep, type TrainStep, type TrainStepOptions } from "../training/step.js";
+import { buildTrainableTextEncoder, buildTrainableUNet, buildTrainStep, type TrainStep, type TrainStepOptions } from "../training/step.js";
 import { UserError } from "../util/errors.js";
 import type { GraphJob } from "./graphs.js";
 
@@ -32,6 +32,7 @@ export function trainGraphConfig(t: TrainConfig): Record<string, unknown> {
     ema: t.ema,
     gradient_accumulation: t.gradient_accumulation,
     gradient_checkpointing: t.gradient_checkpointing,
+    train_text_encoder: t.train_text_encoder,
   };
 }
 
@@ -42,6 +43,18 @@ function refuse(p: LoadedPipeline, t: TrainConfig): void {
       message: "training the text encoder is not built yet: sdc trains the U-Net (full or LoRA) and the VAE",
       ...p.where(["train", "target"]),
       hint: "use target unet, lora or vae",
+    });
+  if (t.train_text_encoder && t.target !== "unet")
+    throw new UserError({
+      message: `train_text_encoder trains the text encoder with a full U-Net (target unet); with target ${t.target} it is not built`,
+      ...p.where(["train", "train_text_encoder"]),
+      hint: t.target === "lora" ? "LoRA on the text encoder is not built yet: set train_text_encoder: false, or train the full U-Net (target unet)" : "set train_text_encoder: false, or target: unet",
+    });
+  if (t.train_text_encoder && t.data.cache_text_embeddings)
+    throw new UserError({
+      message: "cache_text_embeddings cannot be used with train_text_encoder: the text encoder changes every step, so its embeddings cannot be cached",
+      ...p.where(["train", "data", "cache_text_embeddings"]),
+      hint: "set cache_text_embeddings: false (the captions are encoded inside the training step)",
     });
   if (t.target === "vae" && t.objective.loss === "huber")
     throw new UserError({ message: "the VAE's reconstruction loss is mse or l1", ...p.where(["train", "objective", "loss"]), hint: "use loss mse or l1 for target vae" });
@@ -63,6 +76,7 @@ export function trainingSpec(p: LoadedPipeline): Omit<TrainingSpecT, "graphs"> {
     lora: t.target === "lora" ? { rank: t.lora.rank, alpha: t.lora.alpha ?? t.lora.rank, targets: t.lora.target_modules, dropout: t.lora.dropout } : null,
     captionDropout: t.objective.cfg_dropout > 0,
     gradientCheckpointing: t.gradient_checkpointing,
+    textEncoder: t.train_text_encoder,
   };
 }
 
@@ -84,7 +98,9 @@ function stepOptions(p: LoadedPipeline, spec: Omit<TrainingSpecT, "graphs">, mod
       kind: "unet",
       arch: p.model.unet,
       alphasCumprod,
-      sequence: "sequence",
+      // the text encoder in the step takes the tokenizer's padded length, its position table's size
+      sequence: spec.textEncoder ? p.model.textEncoder.max_position_embeddings : "sequence",
+      textEncoder: spec.textEncoder ? { arch: p.model.textEncoder, clipSkip: p.model.textEncoder.clip_skip } : null,
       objective: {
         prediction: spec.predictionType,
         loss: t.objective.loss,
@@ -143,6 +159,21 @@ export function trainingJobs(p: LoadedPipeline, precision: "fp32" | "fp16", targ
       },
       signature() {
         if (!sig) throw new Error("train_unet was not built");
+        return sig;
+      },
+    });
+  }
+  if (spec.textEncoder) {
+    let sig: TrainStep | null = null;
+    jobs.push({
+      name: "train_text_encoder",
+      component: "text_encoder",
+      options: { precision, target, spec, arch: p.model.textEncoder },
+      build(b) {
+        sig = buildTrainableTextEncoder(b, p.model.textEncoder, p.model.textEncoder.clip_skip, target);
+      },
+      signature() {
+        if (!sig) throw new Error("train_text_encoder was not built");
         return sig;
       },
     });

@@ -326,6 +326,10 @@ const TrainSection = z
         dtype: z.enum(["fp16", "fp32"]).default("fp16").describe("Precision of the single-file checkpoint."),
       })
       .prefault({}),
+    train_text_encoder: z
+      .boolean()
+      .default(false)
+      .describe("target unet: train the text encoder with the U-Net, one optimizer over both (diffusers' and kohya's --train_text_encoder); captions are encoded inside the step."),
     gradient_checkpointing: z.boolean().default(false).describe("Recompute each resnet and attention block's activations in the backward pass: less memory, about 15% more time."),
     batch: posInt.max(4096).default(1),
     gradient_accumulation: posInt.default(1),

@@ -18,6 +18,8 @@ export interface ClipGraphOptions {
   /** Token count (default max_position_embeddings). */
   sequence?: number;
   clipSkip?: number;
+  /** Token ids computed in the graph (a training step's, after caption dropout) instead of the `input_ids` input. */
+  ids?: Value;
 }
 
 export function buildClipText(b: Builder, c: CLIPTextConfig, o: ClipGraphOptions = {}): { hidden: Value; pooled: Value } {
@@ -30,7 +32,7 @@ export function buildClipText(b: Builder, c: CLIPTextConfig, o: ClipGraphOptions
   if (!Number.isInteger(skip) || skip < 0 || skip >= c.num_hidden_layers)
     throw new UserError({ message: `clip_skip ${skip} must be an integer from 0 to ${c.num_hidden_layers - 1}`, subject: "text_encoder.clip_skip" });
 
-  const ids = b.input("input_ids", "int32", [o.batch ?? sym("batch"), seq]);
+  const ids = o.ids ?? b.input("input_ids", "int32", [o.batch ?? sym("batch"), seq]);
   return b.scope("text_model", () => {
     // embeddings: [B, S, D]
     let x = b.scope("embeddings", () => {
@@ -65,8 +67,10 @@ export function buildClipText(b: Builder, c: CLIPTextConfig, o: ClipGraphOptions
     // pooled: the hidden state at argmax(input_ids) of each row
     const eot = b.unsqueeze(b.op1("ArgMax", [ids], { axis: -1, keepdims: 0 }), [1]); // [B, 1]
     const pooled = b.op1("GatherND", [hidden, eot], { batch_dims: 1 });
-    b.output("last_hidden_state", hidden);
-    b.output("pooler_output", pooled);
+    if (!o.ids) {
+      b.output("last_hidden_state", hidden);
+      b.output("pooler_output", pooled);
+    }
     return { hidden, pooled };
   });
 }

@@ -75,7 +75,7 @@ export const GraphSpec = z.strictObject({
   notes: z.array(z.string()),
 });
 
-export const TRAIN_GRAPH_NAMES = ["train_step", "train_eval", "train_accumulate", "train_unet"] as const;
+export const TRAIN_GRAPH_NAMES = ["train_step", "train_eval", "train_accumulate", "train_unet", "train_text_encoder"] as const;
 export type TrainGraphName = (typeof TRAIN_GRAPH_NAMES)[number];
 
 /**
@@ -96,6 +96,8 @@ export const TrainingSpec = z.strictObject({
     train_accumulate: GraphSpec.optional(),
     /** The U-Net with the trained tensors as inputs, for sampling validation images with the weights in training (U-Net and LoRA targets). */
     train_unet: GraphSpec.optional(),
+    /** The text encoder with its trained tensors as inputs, for encoding validation prompts (train_text_encoder). */
+    train_text_encoder: GraphSpec.optional(),
   }),
   microBatches: z.number().int().positive(),
   numTrainTimesteps: z.number().int().positive(),
@@ -109,6 +111,8 @@ export const TrainingSpec = z.strictObject({
   lora: z.strictObject({ rank: z.number().int().positive(), alpha: z.number(), targets: z.array(z.string()), dropout: z.number().min(0).lt(1) }).nullable(),
   captionDropout: z.boolean(),
   gradientCheckpointing: z.boolean(),
+  /** The text encoder is trained with the U-Net: the step takes token ids, and its parameters are named `text_model.…` as in text_encoder/model.safetensors. */
+  textEncoder: z.boolean().default(false),
 });
 export type TrainingSpecT = z.infer<typeof TrainingSpec>;
 

@@ -227,6 +227,17 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
     const result: TrainResult = { steps: start, losses, parameters: new Map(), ema: null, checkpoints: [], validation: [], stopped: false };
     const trainUnet = s.validation && s.validation.items.length && t.graphs.train_unet ? await sess(t.graphs.train_unet) : null;
     if (trainUnet) extra.push(trainUnet);
+    const trainText = trainUnet && t.graphs.train_text_encoder ? await sess(t.graphs.train_text_encoder) : null;
+    if (trainText) extra.push(trainText);
+    if (t.textEncoder) {
+      const ids = t.graphs.train_step.inputs.find((e) => e.name === "input_ids");
+      if (ids && ids.shape[1] !== tokenizer!.modelMaxLength)
+        throw new UserError({
+          message: `the tokenizer pads to ${tokenizer!.modelMaxLength} tokens but the text encoder's position table has ${String(ids.shape[1])}`,
+          subject: path.join(dir, plan.tokenizer.dir),
+          hint: "use a tokenizer whose model_max_length equals text_encoder max_position_embeddings",
+        });
+    }
     const evalSession = s.holdout ? await sess(t.graphs.train_eval) : null;
     if (evalSession) extra.push(evalSession);
     const valLosses: { step: number; loss: number }[] = [];
@@ -239,7 +250,7 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
       let n = 0;
       for (let i = 0; i < hl.batchesPerEpoch; i++) {
         const batch = await hl.next();
-        const feeds = await batchFeeds(t.graphs.train_eval, t, plan, batch, g, { ...s, cfgDropout: 0 }, inference, encodeText);
+        const feeds = await batchFeeds(t.graphs.train_eval, t, plan, batch, g, { ...s, cfgDropout: 0 }, inference, encodeText, tokenizer);
         for (const e of t.graphs.train_eval.inputs) if (e.role === "parameter") feeds[e.name] = new ort.Tensor("float32", params.get(e.name)!, shapes.get(e.name)!);
         const out = await evalSession.run(feeds);
         sum += Number(out.loss!.data[0]) * batch.items.length;
@@ -254,7 +265,8 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
       if (!trainUnet || !s.validation) return;
       // the EMA weights when EMA is on, as diffusers' scripts do
       const weights = (name: string) => (t.ema ? (state.get(`ema.${name}`) ?? params.get(name)!) : params.get(name)!);
-      const file = await validationGrid(plan, trainUnet, t.graphs.train_unet!, weights, inference!, tokenizer!, s.validation, step, o.signal);
+      const textEncoder = trainText ? paramRunner(trainText, t.graphs.train_text_encoder!, weights) : inference!.graphs.text_encoder;
+      const file = await validationGrid(plan, paramRunner(trainUnet, t.graphs.train_unet!, weights), textEncoder, inference!, tokenizer!, s.validation, step, o.signal);
       result.validation.push(file);
       event({ event: "validation", step, grid: path.relative(process.cwd(), file) || file });
     };
@@ -286,7 +298,7 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
         } while (batch.items.length === 0);
         const session = mb < t.microBatches ? accSession! : stepSession;
         const spec = mb < t.microBatches ? t.graphs.train_accumulate! : t.graphs.train_step;
-        const feeds = await batchFeeds(spec, t, plan, batch, gen, s, inference, encodeText);
+        const feeds = await batchFeeds(spec, t, plan, batch, gen, s, inference, encodeText, tokenizer);
         for (const e of inputs(spec)) {
           if (e.role === "parameter") feeds[e.name] = new ort.Tensor("float32", params.get(e.name)!, shapes.get(e.name)!);
           else if (e.role === "optimizer_state" || e.role === "ema") feeds[e.name] = new ort.Tensor("float32", state.get(e.name)!, shapes.get(e.stateDictName!)!);
@@ -350,40 +362,51 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
   }
 }
 
+/** A graph with the trained tensors as inputs, run as an ordinary graph: the other inputs as the spec types them, the trained ones from `weights`. */
+function paramRunner(session: ort.InferenceSession, spec: GraphSpecT, weights: (name: string) => Float32Array): GraphRunner {
+  return {
+    run: async (feeds) => {
+      const t: Record<string, ort.Tensor> = {};
+      for (const e of spec.inputs) {
+        if (e.role === "parameter") {
+          t[e.name] = new ort.Tensor("float32", weights(e.name), e.shape as number[]);
+          continue;
+        }
+        const x = feeds[e.name];
+        if (!x) throw new Error(`${spec.file}: no value for input ${e.name}`);
+        const data = e.dtype === "int32" ? (x.data instanceof Int32Array ? x.data : Int32Array.from(x.data as ArrayLike<number>)) : x.data instanceof Float32Array ? x.data : Float32Array.from(x.data as ArrayLike<number>);
+        t[e.name] = new ort.Tensor(e.dtype === "int32" ? "int32" : "float32", data, x.dims);
+      }
+      const out = await session.run(t);
+      return Object.fromEntries(Object.entries(out).map(([k, x]) => [k, { data: x.data as Float32Array, dims: x.dims }]));
+    },
+  };
+}
+
 /**
  * One grid of validation images, with the weights in training: the sampling stages (the same the
- * runner uses) over the train_unet graph, which takes the trained tensors as inputs.
+ * runner uses) over the train_unet graph (and train_text_encoder when the text encoder is
+ * trained), which take the trained tensors as inputs.
  */
 async function validationGrid(
   plan: Plan,
-  unet: ort.InferenceSession,
-  spec: GraphSpecT,
-  weights: (name: string) => Float32Array,
+  unet: GraphRunner,
+  textEncoder: GraphRunner,
   inference: OpenedGraphs,
   tokenizer: ClipTokenizer,
   v: NonNullable<TrainSettings["validation"]>,
   step: number,
   signal?: AbortSignal,
 ): Promise<string> {
-  const params = spec.inputs.filter((e) => e.role === "parameter");
-  const runner: GraphRunner = {
-    run: async (feeds) => {
-      const t: Record<string, ort.Tensor> = {};
-      for (const [k, x] of Object.entries(feeds)) t[k] = new ort.Tensor("float32", x.data instanceof Float32Array ? x.data : Float32Array.from(x.data), x.dims);
-      for (const e of params) t[e.name] = new ort.Tensor("float32", weights(e.name), e.shape as number[]);
-      const out = await unet.run(t);
-      return Object.fromEntries(Object.entries(out).map(([k, x]) => [k, { data: x.data as Float32Array, dims: x.dims }]));
-    },
-  };
   const images: RgbImage[] = [];
   const f = plan.vae.scaleFactor;
   for (const item of v.items) {
     const shape: LatentShape = { images: 1, channels: plan.vae.latentChannels, height: item.height / f, width: item.width / f };
-    const embeddings = await encodePrompts(inference.graphs.text_encoder, tokenizer, { prompts: [item.prompt], negativePrompts: [item.negativePrompt], perPrompt: 1, guidance: item.guidance > 1 });
+    const embeddings = await encodePrompts(textEncoder, tokenizer, { prompts: [item.prompt], negativePrompts: [item.negativePrompt], perPrompt: 1, guidance: item.guidance > 1 });
     const schedule = prepareSchedule(plan, { steps: item.steps });
     const generator = new TorchGenerator(item.seed);
     const latents = await initialLatents({ kind: "noise" }, { shape, schedule, generator });
-    const loop = await denoiseLoop(runner, { schedule, latents, shape, embeddings, guidanceScale: item.guidance, guidanceRescale: 0, noise: generator, signal });
+    const loop = await denoiseLoop(unet, { schedule, latents, shape, embeddings, guidanceScale: item.guidance, guidanceRescale: 0, noise: generator, signal });
     images.push((await decodeImage(inference.graphs.vae_decoder, loop.latents, shape, plan.vae.scalingFactor)).image);
   }
   const file = path.join(v.dir, `step-${String(step).padStart(6, "0")}.png`);
@@ -488,6 +511,7 @@ async function batchFeeds(
   s: TrainSettings,
   inference: OpenedGraphs | null,
   encodeText: (captions: string[]) => Promise<{ data: Float32Array; seq: number; width: number }>,
+  tokenizer: ClipTokenizer | null,
 ): Promise<Record<string, ort.Tensor>> {
   const [B, , H, W] = batch.shape;
   const f = plan.vae.scaleFactor;
@@ -520,17 +544,32 @@ async function batchFeeds(
       x0[b * per + i] = Math.fround(Math.fround(mean + Math.fround(Math.exp(0.5 * logvar)) * eps[b * per + i]!) * plan.vae.scalingFactor);
     }
   feeds.latents = new ort.Tensor("float32", x0, lat);
-  const text = await encodeText(batch.captions);
-  feeds.encoder_hidden_states = new ort.Tensor("float32", text.data, [B, text.seq, text.width]);
+  // the captions: token ids when the step runs the text encoder, else the frozen encoder's embeddings
+  let seq: number;
+  if (has("input_ids")) {
+    const enc = tokenizer!.encodeBatch(batch.captions);
+    seq = enc.shape[1];
+    feeds.input_ids = new ort.Tensor("int32", enc.ids, enc.shape);
+  } else {
+    const text = await encodeText(batch.captions);
+    seq = text.seq;
+    feeds.encoder_hidden_states = new ort.Tensor("float32", text.data, [B, text.seq, text.width]);
+  }
   if (has("caption_drop_mask")) {
     const u = gen.rand(B);
     feeds.caption_drop_mask = new ort.Tensor("int64", BigInt64Array.from(u, (x) => (x < s.cfgDropout ? 1n : 0n)), [B]);
-    feeds.empty_prompt_embedding = new ort.Tensor("float32", (await encodeText([""])).data, [1, text.seq, text.width]);
+    if (has("input_ids")) {
+      const empty = tokenizer!.encodeBatch([""]);
+      feeds.empty_prompt_ids = new ort.Tensor("int32", empty.ids, empty.shape);
+    } else {
+      const empty = await encodeText([""]);
+      feeds.empty_prompt_embedding = new ort.Tensor("float32", empty.data, [1, empty.seq, empty.width]);
+    }
   }
   // LoRA dropout: torch's inverted dropout masks, one per adapted module, in the graph's order
   const p = t.lora?.dropout ?? 0;
   if (p > 0) {
-    const sizes = { batch: B, height: h, width: w, sequence: text.seq };
+    const sizes = { batch: B, height: h, width: w, sequence: seq };
     for (const e of spec.inputs) {
       if (!e.name.startsWith("lora_dropout.")) continue;
       const shape = e.shape.map((d) => evalDim(d, sizes));

@@ -69,16 +69,22 @@ export function diffusionInputs(
   shape: { channels: number; sequence: Dim; crossDim: number },
   alphasCumprod: Float32Array,
   roles: Map<string, InputRole>,
+  /**
+   * The text encoder trained with the U-Net: the step takes token ids (`input_ids` [B, S] int32, and
+   * `empty_prompt_ids` [1, S] with caption dropout) and this turns them into the U-Net's context.
+   */
+  encodeText?: (ids: Value) => Value,
 ): { unet: { sample: Value; timestep: Value; encoderHiddenStates: Value }; loss(pred: Value): Value } {
   const B = sym("batch");
   const H = sym("height");
   const W = sym("width");
-  const input = (name: string, role: InputRole, dtype: "float32" | "int64", dims: Dim[]) => {
+  const input = (name: string, role: InputRole, dtype: "float32" | "int64" | "int32", dims: Dim[]) => {
     roles.set(name, role);
     return b.input(name, dtype, dims);
   };
   const x0 = input("latents", "batch", "float32", [B, shape.channels, H, W]);
-  let ctx = input("encoder_hidden_states", "batch", "float32", [B, shape.sequence, shape.crossDim]);
+  let ids = encodeText ? input("input_ids", "batch", "int32", [B, shape.sequence]) : null;
+  let ctx = ids ? null : input("encoder_hidden_states", "batch", "float32", [B, shape.sequence, shape.crossDim]);
   const eps = input("noise", "random", "float32", [B, shape.channels, H, W]);
   const t = input("timesteps", "random", "int64", [B]);
 
@@ -94,10 +100,17 @@ export function diffusionInputs(
   }
   if (o.captionDropout) {
     const mask = input("caption_drop_mask", "random", "int64", [B]);
-    const empty = input("empty_prompt_embedding", "batch", "float32", [1, shape.sequence, shape.crossDim]);
-    const drop = b.reshape(b.op1("Equal", [mask, b.int64(1)]), [-1, 1, 1]);
-    ctx = b.op1("Where", [drop, empty, ctx]);
+    if (ids) {
+      // the dropped captions are the empty prompt's tokens (diffusers replaces the caption with "")
+      const empty = input("empty_prompt_ids", "batch", "int32", [1, shape.sequence]);
+      ids = b.op1("Where", [b.reshape(b.op1("Equal", [mask, b.int64(1)]), [-1, 1]), empty, ids]);
+    } else {
+      const empty = input("empty_prompt_embedding", "batch", "float32", [1, shape.sequence, shape.crossDim]);
+      const drop = b.reshape(b.op1("Equal", [mask, b.int64(1)]), [-1, 1, 1]);
+      ctx = b.op1("Where", [drop, empty, ctx!]);
+    }
   }
+  const context = ids ? encodeText!(ids) : ctx!;
 
   const tables = noiseTables(alphasCumprod);
   const perSample = (table: Float32Array) => b.reshape(b.gather(b.float32(table), t), [-1, 1, 1, 1]); // [B, 1, 1, 1]
@@ -107,7 +120,7 @@ export function diffusionInputs(
   const target = o.prediction === "epsilon" ? noise : o.prediction === "v_prediction" ? b.sub(b.mul(sa, noise), b.mul(so, x0)) : x0;
 
   return {
-    unet: { sample: noisy, timestep: b.cast(t, "float32"), encoderHiddenStates: ctx },
+    unet: { sample: noisy, timestep: b.cast(t, "float32"), encoderHiddenStates: context },
     loss(pred: Value): Value {
       const d = b.sub(pred, target);
       const elem = elementLoss(b, d, o.loss, o.huberC);

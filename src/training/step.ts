@@ -15,7 +15,8 @@ import { dimStr, sym } from "../ir/dims.js";
 import type { DType, Graph, Value } from "../ir/graph.js";
 import type { TensorRole } from "../plan/schema.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
-import type { AutoencoderKLConfig, UNet2DConditionConfig } from "../models/arch.js";
+import type { AutoencoderKLConfig, CLIPTextConfig, UNet2DConditionConfig } from "../models/arch.js";
+import { buildClipText } from "../models/clip-text.js";
 import { buildUNet } from "../models/unet.js";
 import { buildVaeDecoder, buildVaeEncoder } from "../models/vae.js";
 import { diffusionInputs, samplePosterior, vaeInputs, vaeLoss, type DiffusionObjective, type InputRole, type VaeObjective } from "./objective.js";
@@ -35,7 +36,17 @@ export interface SignatureEntry {
 }
 
 export interface TrainStepOptions {
-  model: { kind: "unet"; arch: UNet2DConditionConfig; objective: DiffusionObjective; alphasCumprod: Float32Array; sequence: number | string } | { kind: "vae"; arch: AutoencoderKLConfig; objective: VaeObjective };
+  model:
+    | {
+        kind: "unet";
+        arch: UNet2DConditionConfig;
+        objective: DiffusionObjective;
+        alphasCumprod: Float32Array;
+        sequence: number | string;
+        /** Train the text encoder too: the step takes token ids and runs it (parameters `text_model.…`). */
+        textEncoder?: { arch: CLIPTextConfig; clipSkip: number } | null;
+      }
+    | { kind: "vae"; arch: AutoencoderKLConfig; objective: VaeObjective };
   /** null: every parameter of the model is trained; a LoRA spec: only the LoRA tensors. */
   lora: LoraSpec | null;
   optimizer: OptimizerSpec;
@@ -89,7 +100,10 @@ export function buildTrainStep(b: Builder, o: TrainStepOptions): TrainStep {
   let loss: Value;
   const m = o.model;
   if (m.kind === "unet") {
-    const io = diffusionInputs(b, m.objective, { channels: m.arch.in_channels, sequence: typeof m.sequence === "number" ? m.sequence : sym(m.sequence), crossDim: m.arch.cross_attention_dim as number }, m.alphasCumprod, roles);
+    const te = m.textEncoder ?? null;
+    if (te && typeof m.sequence !== "number") throw new Error("a step that runs the text encoder needs the token count as a number");
+    const encodeText = te ? (ids: Value) => buildClipText(b, te.arch, { ids, sequence: m.sequence as number, clipSkip: te.clipSkip }).hidden : undefined;
+    const io = diffusionInputs(b, m.objective, { channels: m.arch.in_channels, sequence: typeof m.sequence === "number" ? m.sequence : sym(m.sequence), crossDim: m.arch.cross_attention_dim as number }, m.alphasCumprod, roles, encodeText);
     loss = io.loss(buildUNet(b, m.arch, { inputs: io.unet }));
   } else {
     const io = vaeInputs(b, m.arch.in_channels, 2 ** (m.arch.block_out_channels.length - 1), roles);
@@ -185,9 +199,18 @@ export function buildTrainStep(b: Builder, o: TrainStepOptions): TrainStep {
  * parameter for a full fine-tune. The trainer's validation images run it through the sampling stages.
  */
 export function buildTrainableUNet(b: Builder, arch: UNet2DConditionConfig, lora: LoraSpec | null, target: LowerTarget): TrainStep {
+  return trainable(b, lora, target, () => void buildUNet(b, arch, { sequence: sym("sequence") }));
+}
+
+/** The text encoder with its parameters as inputs (same I/O as the compiled `text_encoder`): validation prompts while it is trained. */
+export function buildTrainableTextEncoder(b: Builder, arch: CLIPTextConfig, clipSkip: number, target: LowerTarget): TrainStep {
+  return trainable(b, null, target, () => void buildClipText(b, arch, { clipSkip }));
+}
+
+function trainable(b: Builder, lora: LoraSpec | null, target: LowerTarget, build: () => void): TrainStep {
   const created: Value[] = [];
   if (lora) b.adapter = loraAdapter(b, { ...lora, dropout: 0 }, created);
-  buildUNet(b, arch, { sequence: sym("sequence") });
+  build();
   b.adapter = null;
   const g = b.graph;
   lowerComposites(g, { ...target, training: false });
