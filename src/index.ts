@@ -55,3 +55,5 @@ export { eventJson, formatEvent } from "./watch/events.js";
 export type { CancelReason, FileChange, WatchEvent, WatchEventType } from "./watch/events.js";
 export { fail, isUserError, renderProblem, renderProblems, UserError } from "./util/errors.js";
 export type { Problem, SourcePosition } from "./util/errors.js";
+export { SafetensorsFile, writeSafetensors, toFloat32, fromFloat32, isFloatDtype } from "./models/weights/safetensors.js";
+export type { TensorEntry, TensorInfo, StDtype } from "./models/weights/safetensors.js";

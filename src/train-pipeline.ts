@@ -159,10 +159,16 @@ export async function trainPipeline(p0: LoadedPipeline, o: TrainRunOptions = {})
         }
         return out;
       };
-      for (const [c, m] of split(r.parameters)) trained.set(c, m);
+      const order: Component[] = ["unet", "vae", "text_encoder"];
+      const parts = split(r.parameters);
+      for (const c of order) if (parts.has(c)) trained.set(c, parts.get(c)!);
       const stepInputs = c.plan.training!.graphs.train_step.inputs;
-      for (const [component, m] of trained) exported.push(exportComponent(path.join(outputDir, component), m, componentConfig(p, component), stepInputs));
-      if (r.ema) for (const [component, m] of split(r.ema)) exported.push(exportComponent(path.join(outputDir, `${component}_ema`), m, componentConfig(p, component), stepInputs));
+      // parameters that do not reach the loss (e.g. layers clip_skip skips) are written as the model has them
+      const untrained = (c: Component, m: Map<string, Float32Array>) => untrainedTensors(p, c, m);
+      for (const [component, m] of trained) exported.push(exportComponent(path.join(outputDir, component), m, componentConfig(p, component), stepInputs, untrained(component, m)));
+      if (r.ema)
+        for (const [component, m] of [...split(r.ema)].sort(([a], [b]) => order.indexOf(a) - order.indexOf(b)))
+          exported.push(exportComponent(path.join(outputDir, `${component}_ema`), m, componentConfig(p, component), stepInputs, untrained(component, m)));
       exported.push(...exportRest(p, outputDir, c.dir, new Set(trained.keys())));
       if (t.export.single_file) {
         if (spec.textEncoder) throw new UserError({ message: "single-file export of a trained text encoder is not built yet", ...p.where(["train", "export", "single_file"]), hint: "use the diffusers folder export (train.export.single_file: false)" });
@@ -254,13 +260,30 @@ function writeFolderAtomically(dir: string, fill: (tmp: string) => void): void {
   }
 }
 
-function exportComponent(dir: string, params: Map<string, Float32Array>, config: Record<string, unknown>, inputs: { name: string; shape: (number | string)[] }[]): string {
+type StTensor = { name: string; dtype: "F32"; shape: number[]; data: Uint8Array };
+
+/** The model's float tensors of a component that are not among the trained ones, as float32. */
+function untrainedTensors(p: LoadedPipeline, c: Component, trained: Map<string, Float32Array>): StTensor[] {
+  if (p.model.kind === "inline") return [];
+  const weights = openModelWeights(p.model);
+  const set = weights.sets[c];
+  const provider = providerFor(weights, c);
+  return set
+    .keys()
+    .filter((k) => !trained.has(k))
+    .map((key) => {
+      const shape = set.get(key).shape;
+      return { name: key, dtype: "F32" as const, shape, data: materialize(provider(key, shape, "float32"), "float32") };
+    });
+}
+
+function exportComponent(dir: string, params: Map<string, Float32Array>, config: Record<string, unknown>, inputs: { name: string; shape: (number | string)[] }[], rest: StTensor[] = []): string {
   const shapes = new Map(inputs.map((i) => [i.name, i.shape as number[]]));
   const component = path.basename(dir).replace(/_ema$/, "") as Component;
   writeFolderAtomically(dir, (tmp) => {
     writeSafetensors(
       path.join(tmp, WEIGHT_FILE[component]),
-      [...params].map(([name, data]) => ({ name, dtype: "F32" as const, shape: shapes.get(name)!, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) })),
+      [...[...params].map(([name, data]) => ({ name, dtype: "F32" as const, shape: shapes.get(name)!, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) })), ...rest],
       { format: "pt" },
     );
     fs.writeFileSync(path.join(tmp, "config.json"), `${JSON.stringify(config, null, 2)}\n`);

@@ -409,6 +409,12 @@ async function main() {
   }
   fs.writeFileSync(path.join(opts.out, "held_out_prompts.txt"), held.map((h) => `${h.prompt}\n`).join(""));
   fs.writeFileSync(path.join(opts.out, "held_out.jsonl"), held.map((h) => `${JSON.stringify(h)}\n`).join(""));
+  // the held-out prompts with their images, as an imagefolder of its own (train.validation.holdout_dir):
+  // the validation loss of captions phrased as no training caption is
+  const holdout = path.join(opts.out, "holdout");
+  fs.mkdirSync(holdout, { recursive: true });
+  for (const h of held) fs.copyFileSync(path.join(opts.out, h.file_name), path.join(holdout, h.file_name));
+  fs.writeFileSync(path.join(holdout, "metadata.jsonl"), held.map((h) => `${JSON.stringify({ file_name: h.file_name, text: h.prompt, captions: [h.prompt] })}\n`).join(""));
 
   const drops = [...dropped].sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => `${k} ${v}`).join(", ");
   console.log(`emoji: ${emojiList.length} in emoji.json; dropped: ${drops}`);

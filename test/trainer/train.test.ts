@@ -102,7 +102,17 @@ describe("the trainer", () => {
   it("U-Net fine-tune with EMA and gradient accumulation, and a VAE: diffusers folders written", async () => {
     const u = await project(`  target: unet\n  optimizer:\n    lr: 0.001\n  ema:\n    enabled: true\n  gradient_accumulation: 2\n  batch: 2\n  steps: 3\n  export:\n    single_file: true\n    dtype: fp32\n`, 8);
     const ru = await trainPipeline(await u.load(), { cwd: u.dir, threads: 2 });
-    expect(ru.exported.map((f) => path.relative(u.dir, f))).toEqual(["out/unet/diffusion_pytorch_model.safetensors", "out/unet_ema/diffusion_pytorch_model.safetensors", "out/p.safetensors"]);
+    // the whole pipeline as a diffusers folder: the trained U-Net, the model's other components (hard links), tokenizer, scheduler, model_index.json
+    expect(ru.exported.map((f) => path.relative(u.dir, f))).toEqual([
+      "out/unet/diffusion_pytorch_model.safetensors",
+      "out/unet_ema/diffusion_pytorch_model.safetensors",
+      "out/vae/diffusion_pytorch_model.safetensors",
+      "out/text_encoder/model.safetensors",
+      "out/model_index.json",
+      "out/p.safetensors",
+    ]);
+    expect(fs.statSync(path.join(u.dir, "out", "vae", "diffusion_pytorch_model.safetensors")).ino).toBe(fs.statSync(path.join(REPO, "models", "tiny-sd", "vae", "diffusion_pytorch_model.safetensors")).ino);
+    expect(fs.readdirSync(path.join(u.dir, "out", "tokenizer"))).toEqual(expect.arrayContaining(fs.readdirSync(path.join(REPO, "models", "tiny-sd", "tokenizer"))));
     const trained = SafetensorsFile.open(ru.exported[0]!);
     const base = SafetensorsFile.open(path.join(REPO, "models", "tiny-sd", "unet", "diffusion_pytorch_model.safetensors"));
     expect([...trained.tensors.keys()].sort()).toEqual([...base.tensors.keys()].sort());
@@ -120,7 +130,7 @@ describe("the trainer", () => {
 
     const v = await project(`  target: vae\n  optimizer:\n    lr: 0.001\n  batch: 2\n  steps: 2\n`, 4);
     const rv = await trainPipeline(await v.load(), { cwd: v.dir, threads: 2 });
-    expect(rv.exported.map((f) => path.relative(v.dir, f))).toEqual(["out/vae/diffusion_pytorch_model.safetensors"]);
+    expect(rv.exported.map((f) => path.relative(v.dir, f))).toEqual(["out/vae/diffusion_pytorch_model.safetensors", "out/unet/diffusion_pytorch_model.safetensors", "out/text_encoder/model.safetensors", "out/model_index.json"]);
     expect(rv.losses.every((l) => Number.isFinite(l.loss))).toBe(true);
   });
 
@@ -153,6 +163,48 @@ describe("the trainer", () => {
     let change = 0;
     base.data.forEach((x, i) => (change = Math.max(change, Math.abs(x - folded.data[i]!))));
     expect(change).toBeGreaterThan(10);
+  });
+
+  it("text encoder trained with the U-Net: the exported folder, loaded with model.from, draws what the last validation image drew", async () => {
+    const { dir, load } = await project(
+      `  target: unet\n  train_text_encoder: true\n  objective:\n    cfg_dropout: 0.5\n  optimizer:\n    lr: 0.003\n  batch: 4\n  steps: 4\n  seed: 3\n` +
+        `  validation:\n    prompts: [{ prompt: red circle on blue background, seed: 5, guidance: 4, steps: 5 }]\n    every: 4\n`,
+      8,
+    );
+    const r = await trainPipeline(await load(), { cwd: dir, threads: 2 });
+    expect(r.exported.map((f) => path.relative(dir, f))).toEqual(["out/unet/diffusion_pytorch_model.safetensors", "out/text_encoder/model.safetensors", "out/vae/diffusion_pytorch_model.safetensors", "out/model_index.json"]);
+    // both components moved from the model's weights
+    const moved = (file: string, base: string) => {
+      const a = SafetensorsFile.open(file);
+      const b = SafetensorsFile.open(base);
+      // every weight (buffers such as position_ids are not weights)
+      expect([...a.tensors.keys()].sort()).toEqual([...b.tensors.keys()].filter((k) => !k.endsWith("position_ids")).sort());
+      let d = 0;
+      for (const k of a.tensors.keys()) {
+        const x = a.readFloat32(k);
+        const y = b.readFloat32(k);
+        for (let i = 0; i < x.length; i++) d = Math.max(d, Math.abs(x[i]! - y[i]!));
+      }
+      return d;
+    };
+    expect(moved(r.exported[1]!, path.join(REPO, "models", "tiny-sd", "text_encoder", "model.safetensors"))).toBeGreaterThan(1e-3);
+    expect(moved(r.exported[0]!, path.join(REPO, "models", "tiny-sd", "unet", "diffusion_pytorch_model.safetensors"))).toBeGreaterThan(1e-3);
+    const sample = path.join(dir, "sample.yaml");
+    fs.writeFileSync(
+      sample,
+      `version: 1\nname: s\nmodel:\n  from: out\nscheduler:\n  type: pndm\n  steps: 5\nguidance:\n  scale: 4\n  negative_prompt: ""\nsample:\n  prompt: red circle on blue background\n  seed: 5\n  width: 32\n  height: 32\noutput:\n  dir: exported\n`,
+    );
+    const out = await run(await loadPipeline(sample, { cwd: dir }), { cwd: dir, progress: false });
+    const img = await loadImage(out.outputs[0]!);
+    const grid = await loadImage(r.validation.at(-1)!, { multipleOf: 1 });
+    let worst = 255;
+    for (let y0 = 0; y0 + 32 <= grid.height; y0++) {
+      let m = 0;
+      for (let y = 0; y < 32; y++) for (let x = 0; x < 96; x++) m = Math.max(m, Math.abs(img.data[y * 96 + x]! - grid.data[(y0 + y) * grid.width * 3 + x]!));
+      worst = Math.min(worst, m);
+    }
+    console.log(`exported folder vs in-training validation image: max pixel difference ${worst}/255`);
+    expect(worst).toBeLessThanOrEqual(2);
   });
 
   it("an image that fails to decode mid-run is skipped and named once (on_bad_image: skip), and training goes on", async () => {
