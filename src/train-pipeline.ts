@@ -27,6 +27,7 @@ import { openDataset } from "./data/dataset.js";
 import { materialize } from "./ir/onnx/writer.js";
 import { saveLora, type LoraFactors } from "./models/weights/lora-save.js";
 import { unetLayoutFromConfig } from "./models/weights/keymap.js";
+import { COMPONENT_WEIGHT_FILE, componentConfigJson, modelIndexJson } from "./models/weights/diffusers.js";
 import { writeSafetensors } from "./models/weights/safetensors.js";
 import { saveSingleFile, type ComponentTensors } from "./models/weights/single-file-save.js";
 import type { TrainEvent } from "./trainer/report.js";
@@ -235,14 +236,10 @@ function checkFinite(m: Map<string, Float32Array>): void {
 
 type Component = "unet" | "vae" | "text_encoder";
 
-const WEIGHT_FILE: Record<Component, string> = { unet: "diffusion_pytorch_model.safetensors", vae: "diffusion_pytorch_model.safetensors", text_encoder: "model.safetensors" };
+const WEIGHT_FILE = COMPONENT_WEIGHT_FILE;
 
-/** A component's config.json as diffusers and transformers write it. */
-function componentConfig(p: LoadedPipeline, c: Component): Record<string, unknown> {
-  if (c === "unet") return { _class_name: "UNet2DConditionModel", ...p.model.unet };
-  if (c === "vae") return { _class_name: "AutoencoderKL", ...p.model.vae };
-  const { clip_skip: _skip, ...text } = p.model.textEncoder;
-  return { architectures: ["CLIPTextModel"], model_type: "clip_text_model", ...text };
+function componentConfig(p: LoadedPipeline, c: Component): string {
+  return componentConfigJson(c, c === "unet" ? p.model.unet : c === "vae" ? p.model.vae : p.model.textEncoder);
 }
 
 /** Writes a folder beside its final place and renames it over, so no reader sees it half-written. */
@@ -277,7 +274,7 @@ function untrainedTensors(p: LoadedPipeline, c: Component, trained: Map<string, 
     });
 }
 
-function exportComponent(dir: string, params: Map<string, Float32Array>, config: Record<string, unknown>, inputs: { name: string; shape: (number | string)[] }[], rest: StTensor[] = []): string {
+function exportComponent(dir: string, params: Map<string, Float32Array>, config: string, inputs: { name: string; shape: (number | string)[] }[], rest: StTensor[] = []): string {
   const shapes = new Map(inputs.map((i) => [i.name, i.shape as number[]]));
   const component = path.basename(dir).replace(/_ema$/, "") as Component;
   writeFolderAtomically(dir, (tmp) => {
@@ -286,7 +283,7 @@ function exportComponent(dir: string, params: Map<string, Float32Array>, config:
       [...[...params].map(([name, data]) => ({ name, dtype: "F32" as const, shape: shapes.get(name)!, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) })), ...rest],
       { format: "pt" },
     );
-    fs.writeFileSync(path.join(tmp, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
+    fs.writeFileSync(path.join(tmp, "config.json"), config);
   });
   return path.join(dir, WEIGHT_FILE[component]);
 }
@@ -305,7 +302,7 @@ function exportRest(p: LoadedPipeline, outputDir: string, compiledDir: string, t
     const dir = path.join(outputDir, c);
     const files = p.model.weights[c]?.files ?? [];
     writeFolderAtomically(dir, (tmp) => {
-      fs.writeFileSync(path.join(tmp, "config.json"), `${JSON.stringify(componentConfig(p, c), null, 2)}\n`);
+      fs.writeFileSync(path.join(tmp, "config.json"), componentConfig(p, c));
       const dest = path.join(tmp, WEIGHT_FILE[c]);
       if (p.model.kind === "diffusers" && files.length === 1 && p.model.lora.length === 0) {
         try {
@@ -338,9 +335,7 @@ function exportRest(p: LoadedPipeline, outputDir: string, compiledDir: string, t
     fs.writeFileSync(path.join(tmp, "scheduler_config.json"), `${JSON.stringify(p.model.schedulerConfig, null, 2)}\n`);
   });
   const index = path.join(outputDir, "model_index.json");
-  const sched = String(p.model.schedulerConfig._class_name ?? "DDPMScheduler");
-  const body = { _class_name: "StableDiffusionPipeline", _diffusers_version: "0.24.0", scheduler: ["diffusers", sched], text_encoder: ["transformers", "CLIPTextModel"], tokenizer: ["transformers", "CLIPTokenizer"], unet: ["diffusers", "UNet2DConditionModel"], vae: ["diffusers", "AutoencoderKL"] };
-  fs.writeFileSync(`${index}.tmp-${process.pid}`, `${JSON.stringify(body, null, 2)}\n`);
+  fs.writeFileSync(`${index}.tmp-${process.pid}`, modelIndexJson(String(p.model.schedulerConfig._class_name ?? "DDPMScheduler")));
   fs.renameSync(`${index}.tmp-${process.pid}`, index);
   written.push(index);
   return written;
@@ -352,7 +347,7 @@ function exportLora(p: LoadedPipeline, outputDir: string, params: Map<string, Fl
     const m = /^(.*)\.lora_A\.weight$/.exec(name);
     if (!m) continue;
     const upName = `${m[1]}.lora_B.weight`;
-    factors.push({ component: "unet", module: m[1]!, down, downShape: shapes.get(name)!, up: params.get(upName)!, upShape: shapes.get(upName)! });
+    factors.push({ component: m[1]!.startsWith("text_model.") ? "text_encoder" : "unet", module: m[1]!, down, downShape: shapes.get(name)!, up: params.get(upName)!, upShape: shapes.get(upName)! });
   }
   const unet = p.model.unet;
   const sd2 = (Array.isArray(unet.cross_attention_dim) ? unet.cross_attention_dim[0] : unet.cross_attention_dim) === 1024;

@@ -26,7 +26,7 @@ export function trainGraphConfig(t: TrainConfig): Record<string, unknown> {
   const { lr: _lr, ...optimizer } = t.optimizer;
   return {
     target: t.target,
-    lora: t.target === "lora" ? t.lora : null,
+    lora: t.target === "lora" ? { ...t.lora, text_encoder_target_modules: t.train_text_encoder ? t.lora.text_encoder_target_modules : null } : null,
     objective: t.objective,
     optimizer,
     ema: t.ema,
@@ -44,11 +44,11 @@ function refuse(p: LoadedPipeline, t: TrainConfig): void {
       ...p.where(["train", "target"]),
       hint: "use target unet, lora or vae",
     });
-  if (t.train_text_encoder && t.target !== "unet")
+  if (t.train_text_encoder && t.target === "vae")
     throw new UserError({
-      message: `train_text_encoder trains the text encoder with a full U-Net (target unet); with target ${t.target} it is not built`,
+      message: "train_text_encoder trains the text encoder with the U-Net (target unet, or lora for LoRA on both); a VAE training has no text encoder",
       ...p.where(["train", "train_text_encoder"]),
-      hint: t.target === "lora" ? "LoRA on the text encoder is not built yet: set train_text_encoder: false, or train the full U-Net (target unet)" : "set train_text_encoder: false, or target: unet",
+      hint: "set train_text_encoder: false, or target: unet or lora",
     });
   if (t.train_text_encoder && t.data.cache_text_embeddings)
     throw new UserError({
@@ -73,7 +73,10 @@ export function trainingSpec(p: LoadedPipeline): Omit<TrainingSpecT, "graphs"> {
     optimizer: t.optimizer.type === "adamw" ? { type: "adamw", betas: t.optimizer.betas, eps: t.optimizer.eps, weightDecay: t.optimizer.weight_decay } : { type: "sgd", momentum: t.optimizer.momentum, weightDecay: t.optimizer.weight_decay },
     maxGradNorm: t.optimizer.max_grad_norm,
     ema: t.ema.enabled,
-    lora: t.target === "lora" ? { rank: t.lora.rank, alpha: t.lora.alpha ?? t.lora.rank, targets: t.lora.target_modules, dropout: t.lora.dropout } : null,
+    lora:
+      t.target === "lora"
+        ? { rank: t.lora.rank, alpha: t.lora.alpha ?? t.lora.rank, targets: t.lora.target_modules, ...(t.train_text_encoder ? { textEncoderTargets: t.lora.text_encoder_target_modules } : {}), dropout: t.lora.dropout }
+        : null,
     captionDropout: t.objective.cfg_dropout > 0,
     gradientCheckpointing: t.gradient_checkpointing,
     textEncoder: t.train_text_encoder,
@@ -135,7 +138,13 @@ export function trainingJobs(p: LoadedPipeline, precision: "fp32" | "fp16", targ
       options: { precision, target, mode, spec, graphConfig: trainGraphConfig(t), arch: spec.component === "vae" ? p.model.vae : p.model.unet, scheduler: spec.component === "unet" ? p.model.schedulerConfig : null },
       build(b) {
         sig = buildTrainStep(b, stepOptions(p, spec, mode, target));
-        if (spec.lora && sig.inputs.every((e) => e.role !== "parameter"))
+        if (spec.lora?.textEncoderTargets && !sig.inputs.some((e) => e.role === "parameter" && e.name.startsWith("text_model.")))
+          throw new UserError({
+            message: `no module of the text encoder is named ${spec.lora.textEncoderTargets.map((x) => JSON.stringify(x)).join(" or ")} (or ends with one), so its LoRA would train nothing`,
+            ...p.where(["train", "lora", "text_encoder_target_modules"]),
+            hint: "name its Linear modules as transformers does: q_proj, k_proj, v_proj, out_proj, fc1, fc2",
+          });
+        if (spec.lora && sig.inputs.every((e) => e.role !== "parameter" || e.name.startsWith("text_model.")))
           throw new UserError({
             message: `no module of the U-Net is named ${spec.lora.targets.map((x) => JSON.stringify(x)).join(" or ")} (or ends with one), so the LoRA would train nothing`,
             ...p.where(["train", "lora", "target_modules"]),
@@ -170,7 +179,7 @@ export function trainingJobs(p: LoadedPipeline, precision: "fp32" | "fp16", targ
       component: "text_encoder",
       options: { precision, target, spec, arch: p.model.textEncoder },
       build(b) {
-        sig = buildTrainableTextEncoder(b, p.model.textEncoder, p.model.textEncoder.clip_skip, target);
+        sig = buildTrainableTextEncoder(b, p.model.textEncoder, p.model.textEncoder.clip_skip, spec.lora, target);
       },
       signature() {
         if (!sig) throw new Error("train_text_encoder was not built");

@@ -205,19 +205,33 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
     checkExists(train.data.dir, ["train", "data", "dir"], "dir", "training data folder", ctx, problems);
     // (module names need a consistent U-Net: with per-block lists of the wrong length, that is reported above)
     if (train.target === "lora" && unetShapeOk) {
-      const targets = train.lora.target_modules;
-      for (const m of missingTargets(targets, model, ["unet", "text_encoder"])) {
-        const i = targets.indexOf(m.target);
-        const where = explicit(["train", "lora", "target_modules"]) ? yaml(["train", "lora", "target_modules", i]) : yaml(["train", "lora"], "key");
-        add(
-          where,
-          m.notLoraable
-            ? `train.lora.target_modules: "${m.target}" names ${m.notLoraable.join(" and ")} layers, which take no LoRA`
-            : `train.lora.target_modules: no module of the U-Net or text encoder is named "${m.target}"`,
-          m.suggestion
-            ? `did you mean "${m.suggestion}"?`
-            : "LoRA attaches to Linear and Conv2d layers, named as in diffusers: to_q, to_k, to_v, to_out.0, proj_in, ff.net.0.proj, conv1, ...",
-        );
+      // target_modules name the U-Net's modules; with train_text_encoder, text_encoder_target_modules the text encoder's
+      const lists: ["target_modules" | "text_encoder_target_modules", "unet" | "text_encoder"][] = [["target_modules", "unet"]];
+      if (train.train_text_encoder) lists.push(["text_encoder_target_modules", "text_encoder"]);
+      for (const [key, component] of lists) {
+        const targets = train.lora[key];
+        const label = component === "unet" ? "the U-Net" : "the text encoder";
+        for (const m of missingTargets(targets, model, [component])) {
+          const i = targets.indexOf(m.target);
+          const where = explicit(["train", "lora", key]) ? yaml(["train", "lora", key, i]) : yaml(["train", "lora"], "key");
+          add(
+            where,
+            m.notLoraable
+              ? `train.lora.${key}: "${m.target}" names ${m.notLoraable.join(" and ")} layers, which take no LoRA`
+              : m.foundIn
+                ? `train.lora.${key}: "${m.target}" is a module of the ${m.foundIn === "unet" ? "U-Net" : "text encoder"}, not of ${label}`
+                : `train.lora.${key}: no module of ${label} is named "${m.target}"`,
+            m.foundIn === "text_encoder"
+              ? "list text encoder modules under train.lora.text_encoder_target_modules, with train.train_text_encoder: true"
+              : m.foundIn === "unet"
+                ? "list U-Net modules under train.lora.target_modules"
+                : m.suggestion
+                  ? `did you mean "${m.suggestion}"?`
+                  : component === "unet"
+                    ? "LoRA attaches to Linear and Conv2d layers, named as in diffusers: to_q, to_k, to_v, to_out.0, proj_in, ff.net.0.proj, conv1, ..."
+                    : "LoRA attaches to the text encoder's Linear layers, named as in transformers: q_proj, k_proj, v_proj, out_proj, fc1, fc2",
+          );
+        }
       }
     }
   }

@@ -278,7 +278,12 @@ const TrainSection = z
           .array(z.string().min(1))
           .min(1)
           .default(["to_q", "to_k", "to_v", "to_out.0"])
-          .describe("Module names (or name suffixes) that get LoRA layers, as in diffusers/PEFT."),
+          .describe("U-Net module names (or name suffixes) that get LoRA layers, as in diffusers/PEFT."),
+        text_encoder_target_modules: z
+          .array(z.string().min(1))
+          .min(1)
+          .default(["q_proj", "k_proj", "v_proj", "out_proj"])
+          .describe("With train_text_encoder: the text encoder's modules that get LoRA layers (diffusers' default)."),
         dropout: z.number().min(0).lt(1).default(0),
       })
       .prefault({}),

@@ -17,6 +17,7 @@ import { buildClipText } from "./clip-text.js";
 import { buildUNet } from "./unet.js";
 import { buildVaeDecoder, buildVaeEncoder } from "./vae.js";
 import { writeSafetensors } from "./weights/safetensors.js";
+import { COMPONENT_WEIGHT_FILE, componentConfigJson, modelIndexJson, type DiffusersComponent } from "./weights/diffusers.js";
 
 export interface InitTensor {
   key: string;
@@ -58,24 +59,20 @@ export function initialWeights(component: "unet" | "vae" | "text_encoder", confi
 export function writeInitialModel(dir: string, m: { unet: UNet2DConditionConfig; vae: AutoencoderKLConfig; textEncoder: CLIPTextConfig; schedulerConfig: Record<string, unknown> }, seed: number): void {
   const tmp = `${dir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
-  const component = (name: string, file: string, config: Record<string, unknown>, tensors: InitTensor[]) => {
+  const component = (name: DiffusersComponent, config: object, tensors: InitTensor[]) => {
     fs.mkdirSync(path.join(tmp, name), { recursive: true });
-    fs.writeFileSync(path.join(tmp, name, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
-    writeSafetensors(path.join(tmp, name, file), tensors.map((t) => ({ name: t.key, dtype: "F32" as const, shape: t.shape, data: new Uint8Array(t.data.buffer) })), { format: "pt" });
+    fs.writeFileSync(path.join(tmp, name, "config.json"), componentConfigJson(name, config));
+    writeSafetensors(path.join(tmp, name, COMPONENT_WEIGHT_FILE[name]), tensors.map((t) => ({ name: t.key, dtype: "F32" as const, shape: t.shape, data: new Uint8Array(t.data.buffer) })), { format: "pt" });
   };
-  component("unet", "diffusion_pytorch_model.safetensors", { _class_name: "UNet2DConditionModel", ...m.unet }, initialWeights("unet", m.unet, seed));
-  component("vae", "diffusion_pytorch_model.safetensors", { _class_name: "AutoencoderKL", ...m.vae }, initialWeights("vae", m.vae, seed + 1));
-  const { clip_skip: _skip, ...text } = m.textEncoder as CLIPTextConfig & { clip_skip?: number };
-  component("text_encoder", "model.safetensors", { architectures: ["CLIPTextModel"], model_type: "clip_text_model", ...text }, initialWeights("text_encoder", m.textEncoder, seed + 2));
+  component("unet", m.unet, initialWeights("unet", m.unet, seed));
+  component("vae", m.vae, initialWeights("vae", m.vae, seed + 1));
+  component("text_encoder", m.textEncoder, initialWeights("text_encoder", m.textEncoder, seed + 2));
   fs.mkdirSync(path.join(tmp, "tokenizer"));
   const tok = path.join(packageRoot(), "models", "clip-tokenizer", "sd1");
   for (const f of fs.readdirSync(tok)) fs.copyFileSync(path.join(tok, f), path.join(tmp, "tokenizer", f));
   fs.mkdirSync(path.join(tmp, "scheduler"));
   fs.writeFileSync(path.join(tmp, "scheduler", "scheduler_config.json"), `${JSON.stringify(m.schedulerConfig, null, 2)}\n`);
-  fs.writeFileSync(
-    path.join(tmp, "model_index.json"),
-    `${JSON.stringify({ _class_name: "StableDiffusionPipeline", _diffusers_version: "0.24.0", scheduler: ["diffusers", String(m.schedulerConfig._class_name)], text_encoder: ["transformers", "CLIPTextModel"], tokenizer: ["transformers", "CLIPTokenizer"], unet: ["diffusers", "UNet2DConditionModel"], vae: ["diffusers", "AutoencoderKL"] }, null, 2)}\n`,
-  );
+  fs.writeFileSync(path.join(tmp, "model_index.json"), modelIndexJson(String(m.schedulerConfig._class_name)));
   fs.rmSync(dir, { recursive: true, force: true });
   fs.renameSync(tmp, dir);
 }

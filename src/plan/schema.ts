@@ -108,7 +108,16 @@ export const TrainingSpec = z.strictObject({
   ]),
   maxGradNorm: z.number().nullable(),
   ema: z.boolean(),
-  lora: z.strictObject({ rank: z.number().int().positive(), alpha: z.number(), targets: z.array(z.string()), dropout: z.number().min(0).lt(1) }).nullable(),
+  lora: z
+    .strictObject({
+      rank: z.number().int().positive(),
+      alpha: z.number(),
+      targets: z.array(z.string()),
+      /** With textEncoder: the text encoder's targets (its LoRA tensors are named `text_model.…`). */
+      textEncoderTargets: z.array(z.string()).optional(),
+      dropout: z.number().min(0).lt(1),
+    })
+    .nullable(),
   captionDropout: z.boolean(),
   gradientCheckpointing: z.boolean(),
   /** The text encoder is trained with the U-Net: the step takes token ids, and its parameters are named `text_model.…` as in text_encoder/model.safetensors. */

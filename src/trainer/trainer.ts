@@ -1,7 +1,8 @@
 /**
  * The trainer: runs a compiled folder's training graphs (plan.training) over a dataset, the way
- * the seed's recipe and diffusers' training scripts do it — frozen VAE and text encoder turn
- * images into latents and captions into embeddings, the host draws every random value (noise,
+ * the seed's recipe and diffusers' training scripts do it — the frozen VAE turns images into
+ * latents, the frozen text encoder captions into embeddings (or, when the text encoder is trained
+ * with the U-Net, the captions go into the step as token ids), the host draws every random value (noise,
  * timesteps, posterior ε, caption drops) from a seeded torch-compatible generator, and the step
  * graph returns the loss with the updated parameters and optimizer state.
  *

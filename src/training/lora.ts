@@ -12,6 +12,8 @@ export interface LoraSpec {
   rank: number;
   alpha: number;
   targets: string[];
+  /** The text encoder's targets, for modules under `text_model.` (a step that trains the text encoder too). */
+  textEncoderTargets?: string[];
   /** Dropout on the LoRA input (training only): a mask input per module, drawn by the host. */
   dropout?: number;
 }
@@ -29,7 +31,7 @@ export function loraAdapter(b: Builder, spec: LoraSpec, created: Value[], masks?
   const scale = spec.alpha / spec.rank;
   const r = spec.rank;
   return (module, x, kind, inF, outF) => {
-    if (!targetMatches(module, spec.targets)) return null;
+    if (!targetMatches(module, module.startsWith("text_model.") ? (spec.textEncoderTargets ?? []) : spec.targets)) return null;
     const k = kind === "conv" ? [1, 1] : [];
     const a = b.input(`${module}.lora_A.weight`, b.floatType, [r, inF, ...k]);
     const bb = b.input(`${module}.lora_B.weight`, b.floatType, [outF, r, ...k]);

@@ -203,8 +203,8 @@ export function buildTrainableUNet(b: Builder, arch: UNet2DConditionConfig, lora
 }
 
 /** The text encoder with its parameters as inputs (same I/O as the compiled `text_encoder`): validation prompts while it is trained. */
-export function buildTrainableTextEncoder(b: Builder, arch: CLIPTextConfig, clipSkip: number, target: LowerTarget): TrainStep {
-  return trainable(b, null, target, () => void buildClipText(b, arch, { clipSkip }));
+export function buildTrainableTextEncoder(b: Builder, arch: CLIPTextConfig, clipSkip: number, lora: LoraSpec | null, target: LowerTarget): TrainStep {
+  return trainable(b, lora, target, () => void buildClipText(b, arch, { clipSkip }));
 }
 
 function trainable(b: Builder, lora: LoraSpec | null, target: LowerTarget, build: () => void): TrainStep {

@@ -120,7 +120,7 @@ describe("sdc compile: training graphs", () => {
   it.each([
     ["  target: text_encoder\n", /training the text encoder is not built yet/],
     ["  target: vae\n  validation:\n    prompts: [a cat]\n", /a VAE training has no U-Net to draw with/],
-    ["  target: lora\n  lora:\n    target_modules: [to_nothing]\n", /no module of the U-Net or text encoder is named "to_nothing"/],
+    ["  target: lora\n  lora:\n    target_modules: [to_nothing]\n", /no module of the U-Net is named "to_nothing"/],
   ])("refuses what it cannot build, at the key that asks (%#)", async (extra, message) => {
     const dir = tmp();
     fs.mkdirSync(path.join(dir, "data"));

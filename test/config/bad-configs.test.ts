@@ -735,7 +735,7 @@ describe("train", () => {
     expect(
       await problems({ [P]: `${TRAIN}  steps: 10\n  lora:\n    target_modules: [to_q, to_kk, norm1]\n`, "data/1.png": "x" }),
     ).toMatchInlineSnapshot(`
-      "pipelines/p.yaml:10:28: train.lora.target_modules: no module of the U-Net or text encoder is named "to_kk"
+      "pipelines/p.yaml:10:28: train.lora.target_modules: no module of the U-Net is named "to_kk"
         10 |     target_modules: [to_q, to_kk, norm1]
            |                            ^^^^^
         hint: did you mean "to_k"?

@@ -207,6 +207,37 @@ describe("the trainer", () => {
     expect(worst).toBeLessThanOrEqual(2);
   });
 
+  it("LoRA on the U-Net and the text encoder (train_text_encoder): both LoRA files hold both, and folded with model.lora they draw what the last validation image drew", async () => {
+    const { dir, load } = await project(`${lora.replace("    dropout: 0.1\n", "")}  train_text_encoder: true\n  steps: 4\n  validation:\n    prompts: [{ prompt: red circle on blue background, seed: 5, guidance: 4, steps: 5 }]\n    every: 4\n`);
+    const r = await trainPipeline(await load(), { cwd: dir, threads: 2 });
+    const [peft, kohya] = r.exported;
+    const peftKeys = [...SafetensorsFile.open(peft!).tensors.keys()];
+    expect(peftKeys.some((k) => k.startsWith("text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A"))).toBe(true);
+    expect(peftKeys.some((k) => k.startsWith("unet.") && k.includes(".to_q.lora_A"))).toBe(true);
+    // the text encoder's LoRA was trained: its B factors (zero at the start) moved
+    const up = SafetensorsFile.open(peft!).readFloat32("text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight");
+    expect(Math.max(...Array.from(up, Math.abs))).toBeGreaterThan(1e-4);
+    const kohyaKeys = [...SafetensorsFile.open(kohya!).tensors.keys()];
+    expect(kohyaKeys.some((k) => k.startsWith("lora_te_text_model_encoder_layers_0_self_attn_q_proj."))).toBe(true);
+    expect(kohyaKeys.some((k) => k.startsWith("lora_unet_"))).toBe(true);
+    const sample = path.join(dir, "sample.yaml");
+    fs.writeFileSync(
+      sample,
+      `version: 1\nname: s\nmodel:\n  from: ${JSON.stringify(path.join(REPO, "models", "tiny-sd"))}\n  lora:\n    - file: ${JSON.stringify(kohya)}\n` +
+        `scheduler:\n  type: pndm\n  steps: 5\nguidance:\n  scale: 4\n  negative_prompt: ""\nsample:\n  prompt: red circle on blue background\n  seed: 5\n  width: 32\n  height: 32\noutput:\n  dir: folded\n`,
+    );
+    const folded = await loadImage((await run(await loadPipeline(sample, { cwd: dir }), { cwd: dir, progress: false })).outputs[0]!);
+    const grid = await loadImage(r.validation.at(-1)!, { multipleOf: 1 });
+    let worst = 255;
+    for (let y0 = 0; y0 + 32 <= grid.height; y0++) {
+      let m = 0;
+      for (let y = 0; y < 32; y++) for (let x = 0; x < 96; x++) m = Math.max(m, Math.abs(folded.data[y * 96 + x]! - grid.data[(y0 + y) * grid.width * 3 + x]!));
+      worst = Math.min(worst, m);
+    }
+    console.log(`U-Net + text encoder LoRA folded vs in-training validation image: max pixel difference ${worst}/255`);
+    expect(worst).toBeLessThanOrEqual(2);
+  });
+
   it("an image that fails to decode mid-run is skipped and named once (on_bad_image: skip), and training goes on", async () => {
     const { dir, load } = await project(`${lora}  steps: 4\n`, 8);
     const bad = path.join(dir, "data", "00003.png");

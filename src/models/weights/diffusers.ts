@@ -70,6 +70,35 @@ function readJsonObject(file: string): Record<string, unknown> {
 }
 
 /** `model_index.json` of a diffusers folder. */
+/** A component's weight file name in a diffusers folder. */
+export const COMPONENT_WEIGHT_FILE: Record<DiffusersComponent, string> = { unet: "diffusion_pytorch_model.safetensors", vae: "diffusion_pytorch_model.safetensors", text_encoder: "model.safetensors" };
+
+/** A component's config.json as diffusers (U-Net, VAE) and transformers (CLIPTextModel) write it; clip_skip is a pipeline setting, not written. */
+export function componentConfigJson(c: DiffusersComponent, config: object): string {
+  let body: Record<string, unknown>;
+  if (c === "unet") body = { _class_name: "UNet2DConditionModel", ...config };
+  else if (c === "vae") body = { _class_name: "AutoencoderKL", ...config };
+  else {
+    const { clip_skip: _skip, ...text } = config as Record<string, unknown>;
+    body = { architectures: ["CLIPTextModel"], model_type: "clip_text_model", ...text };
+  }
+  return `${JSON.stringify(body, null, 2)}\n`;
+}
+
+/** The model_index.json of a StableDiffusionPipeline folder sdc writes (initial weights, training exports). */
+export function modelIndexJson(schedulerClass: string): string {
+  const index = {
+    _class_name: "StableDiffusionPipeline",
+    _diffusers_version: "0.24.0",
+    scheduler: ["diffusers", schedulerClass],
+    text_encoder: ["transformers", "CLIPTextModel"],
+    tokenizer: ["transformers", "CLIPTokenizer"],
+    unet: ["diffusers", "UNet2DConditionModel"],
+    vae: ["diffusers", "AutoencoderKL"],
+  };
+  return `${JSON.stringify(index, null, 2)}\n`;
+}
+
 export function readModelIndex(dir: string): Record<string, unknown> {
   const file = path.join(dir, "model_index.json");
   if (!fs.existsSync(file)) {
