@@ -106,9 +106,15 @@ describe("emoji data set", () => {
     const b = tempDir("sdc-emoji-");
     build(a, "--limit", "12", "--size", "32");
     build(b, "--limit", "12", "--size", "32");
-    const files = fs.readdirSync(a).sort();
-    expect(fs.readdirSync(b).sort()).toEqual(files);
-    expect(files).toHaveLength(12 + 3);
+    const list = (d: string) => (fs.readdirSync(d, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(d, f)).isFile()).sort();
+    const files = list(a);
+    expect(list(b)).toEqual(files);
+    // 12 images, metadata.jsonl, held_out.jsonl, held_out_prompts.txt, and the held-out imagefolder
+    expect(files.filter((f) => !f.startsWith("holdout"))).toHaveLength(12 + 3);
+    const holdout = files.filter((f) => f.startsWith(`holdout${path.sep}`));
+    expect(holdout).toContain(path.join("holdout", "metadata.jsonl"));
+    const heldRows = fs.readFileSync(path.join(a, "held_out.jsonl"), "utf8").trim().split("\n").filter(Boolean);
+    expect(holdout).toHaveLength(heldRows.length + 1);
     for (const f of files) expect(fs.readFileSync(path.join(b, f)).equals(fs.readFileSync(path.join(a, f))), f).toBe(true);
     const png = files.find((f) => f.endsWith(".png"))!;
     const m = await sharp(path.join(a, png)).metadata();

@@ -40,7 +40,12 @@ describe("initial weights", () => {
     const opts = { cwd: dir, overrides: ["train.target=vae", "train.batch=4", "output.dir=out"] };
     fs.writeFileSync(file, yaml.replace(/^  epochs: \d+$/m, "  steps: 3"));
     const r = await trainPipeline(await loadPipeline(file, opts), { cwd: dir, threads: 2, loadOptions: opts });
-    expect(r.exported.map((f) => path.relative(dir, f))).toEqual(["out/vae/diffusion_pytorch_model.safetensors"]);
+    expect(r.exported.map((f) => path.relative(dir, f))).toEqual([
+      "out/vae/diffusion_pytorch_model.safetensors",
+      "out/unet/diffusion_pytorch_model.safetensors",
+      "out/text_encoder/model.safetensors",
+      "out/model_index.json",
+    ]);
     expect(r.losses).toHaveLength(3);
     // the init folder: written once, deterministic, and a model sdc loads
     const init = path.join(dir, "out", "init");

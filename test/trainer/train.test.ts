@@ -118,8 +118,8 @@ describe("the trainer", () => {
     expect([...trained.tensors.keys()].sort()).toEqual([...base.tensors.keys()].sort());
     expect(JSON.parse(fs.readFileSync(path.join(u.dir, "out", "unet", "config.json"), "utf8"))._class_name).toBe("UNet2DConditionModel");
     // the single-file checkpoint (LDM names) holds the EMA U-Net and the model's VAE and text encoder, as sdc's own loader reads it
-    expect(ru.exported[2]).toBe(path.join(u.dir, "out", "p.safetensors"));
-    const single = loadSingleFile(ru.exported[2]!);
+    expect(ru.exported[5]).toBe(path.join(u.dir, "out", "p.safetensors"));
+    const single = loadSingleFile(ru.exported[5]!);
     const ema = SafetensorsFile.open(ru.exported[1]!);
     for (const key of ema.tensors.keys()) expect(Array.from(readWeightFloat32(single.unet.get(key, ema.info(key).shape))), key).toEqual(Array.from(ema.readFloat32(key)));
     const baseVae = SafetensorsFile.open(path.join(REPO, "models", "tiny-sd", "vae", "diffusion_pytorch_model.safetensors"));
