@@ -12,7 +12,7 @@ import * as fs from "node:fs";
 import { compile, defaultCompiledDir } from "./compiler/compile.js";
 import type { LoadedPipeline } from "./config/load.js";
 import { runPlan, type RunPlanOptions, type RunResult } from "./runtime/run.js";
-import { CUDA_HINT, cudaUnavailableReason } from "./runtime/session.js";
+import { preflight } from "./preflight.js";
 import type { RunSettings } from "./runtime/settings.js";
 import { UserError } from "./util/errors.js";
 import { fileIdentity, hashValue } from "./util/hash.js";
@@ -61,6 +61,7 @@ export function runSettingsKey(p: LoadedPipeline): string {
 export async function run(p: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {
   const cwd = opts.cwd ?? process.cwd();
   checkRunnable(p);
+  for (const note of await preflight(p, { cwd, ...(opts.compiledDir !== undefined ? { compiledDir: opts.compiledDir } : {}) })) opts.log?.(`note: ${note}`);
   const c = await compile(p, { outDir: opts.compiledDir, cwd, force: opts.recompile, log: opts.log });
   if (!c.upToDate) opts.log?.(c.summary);
   return runPlan(c.dir, runSettings(p), opts);
@@ -83,7 +84,4 @@ function checkRunnable(p: LoadedPipeline): void {
       ...p.where(["train"], "key"),
       hint: "train it with trainPipeline() (what `sdc run` does for such a pipeline), or remove the train section to sample",
     });
-  // say so before compiling: a CUDA run without the CUDA provider cannot start
-  const noCuda = p.config.runtime.device === "cuda" ? cudaUnavailableReason() : null;
-  if (noCuda) throw new UserError({ message: `runtime.device is cuda, but ${noCuda}`, ...p.where(["runtime", "device"]), hint: CUDA_HINT });
 }

@@ -25,6 +25,7 @@ import { loadPipeline, type LoadedPipeline, type LoadOptions } from "./config/lo
 import { writeInitialModel } from "./models/init.js";
 import { openDataset } from "./data/dataset.js";
 import { materialize } from "./ir/onnx/writer.js";
+import { preflight } from "./preflight.js";
 import { saveLora, type LoraFactors } from "./models/weights/lora-save.js";
 import { unetLayoutFromConfig } from "./models/weights/keymap.js";
 import { COMPONENT_WEIGHT_FILE, componentConfigJson, modelIndexJson } from "./models/weights/diffusers.js";
@@ -72,6 +73,8 @@ export async function trainPipeline(p0: LoadedPipeline, o: TrainRunOptions = {})
   if (!t) throw new UserError({ message: "this pipeline has no train section", subject: p.file, hint: "add a train section, or use sdc run to sample" });
   const cwd = o.cwd ?? process.cwd();
   const log = o.log ?? (() => {});
+  // writable output, checkpoint and compiled folders, CUDA: before any weights are written
+  for (const note of await preflight(p, { cwd, ...(o.compiledDir !== undefined ? { compiledDir: o.compiledDir } : {}) })) log(`note: ${note}`);
   if (p.model.kind === "inline") {
     // from scratch: seeded initial weights for the inline architecture, written once as a diffusers
     // folder (out/<name>/init), and the pipeline loaded again over it

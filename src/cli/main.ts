@@ -23,7 +23,7 @@ export interface CliIO {
   cwd?: string;
 }
 
-export type Api = Pick<typeof api, "loadPipeline" | "compile" | "run" | "trainPipeline" | "watch" | "inspect">;
+export type Api = Pick<typeof api, "loadPipeline" | "preflight" | "compile" | "run" | "trainPipeline" | "watch" | "inspect">;
 
 const defaultIO: CliIO = {
   stdout: (t) => void process.stdout.write(t),
@@ -42,20 +42,24 @@ interface PipelineFlags {
 
 const collect = (value: string, prev: string[]) => [...prev, value];
 
-function pipelineOptions(cmd: Command): Command {
+const OUT_HELP = "shortcut for --set output.dir=<dir> (relative to the working directory)";
+
+function pipelineOptions(cmd: Command, outHelp: string): Command {
   return cmd
     .option("--set <key=value>", "override a config value, e.g. --set scheduler.steps=20 (repeatable)", collect, [])
     .option("--prompt <text>", "shortcut for --set sample.prompt=<text>")
     .option("--seed <n>", "shortcut for --set sample.seed=<n>")
     .option("--steps <n>", "shortcut for --set scheduler.steps=<n>")
-    .option("--out <dir>", "shortcut for --set output.dir=<dir> (relative to the working directory)")
+    .option("--out <dir>", outHelp)
     .option("--debug", "print stack traces of internal errors");
 }
 
 /** A command on a pipeline file: its own options (`own`), then the options every pipeline command has. */
-function pipelineCommand(program: Command, name: string, description: string, own: (cmd: Command) => Command): Command {
-  return pipelineOptions(own(program.command(name).description(description).argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)));
+function pipelineCommand(program: Command, name: string, description: string, own: (cmd: Command) => Command, outHelp = OUT_HELP): Command {
+  return pipelineOptions(own(program.command(name).description(description).argument("[pipeline]", "pipeline YAML file", api.DEFAULT_PIPELINE)), outHelp);
 }
+
+const COMPILED_HELP = "use this compiled folder instead of compiled/<name> (what `sdc compile --out DIR` wrote; relative to the working directory)";
 
 function loadOptions(flags: PipelineFlags, cwd: string): LoadOptions {
   return {
@@ -65,6 +69,33 @@ function loadOptions(flags: PipelineFlags, cwd: string): LoadOptions {
     ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
     ...(flags.steps !== undefined ? { steps: flags.steps } : {}),
     ...(flags.out !== undefined ? { out: flags.out } : {}),
+  };
+}
+
+/** The run's input files and strength, taken by `run` and by `validate` (which checks them). */
+interface RunInputFlags {
+  latents?: string;
+  initImage?: string;
+  strength?: string;
+  promptsFile?: string;
+}
+
+function runInputFlags(cmd: Command): Command {
+  return cmd
+    .option("--latents <file>", "initial latents (.safetensors, tensor 'latents' [batch, 4, h, w]) instead of seeded noise (relative to the working directory)")
+    .option("--init-image <file>", "img2img: start from this image (shortcut for --set sample.init_image=<file>; relative to the working directory)")
+    .option("--prompts-file <file>", "prompts from a text file, one per line (shortcut for --set sample.prompts_file=<file>; relative to the working directory)")
+    .option("--strength <x>", "img2img strength in (0, 1] (shortcut for --set sample.strength=<x>)");
+}
+
+/** Command-line paths are relative to the working directory (the config layer resolves them). */
+function runLoadOptions(flags: PipelineFlags & RunInputFlags, cwd: string): LoadOptions {
+  return {
+    ...loadOptions(flags, cwd),
+    ...(flags.latents !== undefined ? { latents: flags.latents } : {}),
+    ...(flags.initImage !== undefined ? { initImage: flags.initImage } : {}),
+    ...(flags.strength !== undefined ? { strength: flags.strength } : {}),
+    ...(flags.promptsFile !== undefined ? { promptsFile: flags.promptsFile } : {}),
   };
 }
 
@@ -88,14 +119,17 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     .configureOutput({ writeOut: (t) => io.stdout(t), writeErr: (t) => io.stderr(t) })
     .showHelpAfterError("(run sdc --help for usage)");
 
-  pipelineCommand(program, "validate", "check a pipeline file and its model; print a summary (or the resolved config with --json)", (cmd) =>
-    cmd.option("--json", "print the resolved config and model as JSON"),
-  ).action(async (file: string, flags: PipelineFlags) => {
-    const p = await impl.loadPipeline(file, loadOptions(flags, cwd));
+  pipelineCommand(program, "validate", "check a pipeline file, its model and what a run would read and write; print a summary (or the resolved config with --json)", (cmd) =>
+    runInputFlags(cmd).option("--compiled <dir>", COMPILED_HELP).option("--json", "print the resolved config and model as JSON"),
+  ).action(async (file: string, flags: PipelineFlags & RunInputFlags & { compiled?: string }) => {
+    const p = await impl.loadPipeline(file, runLoadOptions(flags, cwd));
+    // everything `sdc run` would find only later: init image, latents, writable folders, CUDA
+    const notes = await impl.preflight(p, { cwd, ...(flags.compiled !== undefined ? { compiledDir: path.resolve(cwd, flags.compiled) } : {}) });
     if (flags.json) {
-      out(json({ ok: true, file: p.file, name: p.name, sources: p.sources, config: p.config, model: p.model }));
+      out(json({ ok: true, file: p.file, name: p.name, sources: p.sources, config: p.config, model: p.model, notes }));
       return;
     }
+    for (const n of notes) err(`note: ${n}`);
     const c = p.config;
     const m = p.model;
     const from = m.path ? `${m.kind === "diffusers" ? "diffusers folder" : "single file"} ${show(m.path)}` : "inline architecture";
@@ -111,35 +145,33 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     );
   });
 
-  pipelineCommand(program, "compile", "compile a pipeline to ONNX graphs + plan.json (compiled/<name>)", (cmd) =>
-    cmd
-      .option("--force", "rewrite every graph, even unchanged ones")
-      .option("--json", "print the result as JSON"),
+  pipelineCommand(
+    program,
+    "compile",
+    "compile a pipeline to ONNX graphs + plan.json (compiled/<name>, or --out DIR)",
+    (cmd) =>
+      cmd
+        .option("--force", "rewrite every graph, even unchanged ones")
+        .option("--json", "print the result as JSON"),
+    "write the compiled folder here instead of compiled/<name> (relative to the working directory); run it with sdc run --compiled <dir>",
   ).action(async (file: string, flags: PipelineFlags & { force?: boolean }) => {
-    const p = await impl.loadPipeline(file, loadOptions(flags, cwd));
-    const r = await impl.compile(p, { force: flags.force === true, cwd, log: flags.json ? undefined : (l) => err(l) });
+    // --out is where the compiled folder goes (compile writes no images)
+    const p = await impl.loadPipeline(file, loadOptions({ ...flags, out: undefined }, cwd));
+    const outDir = flags.out !== undefined ? path.resolve(cwd, flags.out) : undefined;
+    const r = await impl.compile(p, { force: flags.force === true, cwd, ...(outDir !== undefined ? { outDir } : {}), log: flags.json ? undefined : (l) => err(l) });
     out(flags.json ? json({ dir: r.dir, rebuilt: r.rebuilt, reused: r.reused, upToDate: r.upToDate, seconds: r.seconds, summary: r.summary }) : r.summary);
   });
 
   pipelineCommand(program, "run", "run a pipeline (generate images, or train), compiling it first when needed", (cmd) =>
-    cmd
+    runInputFlags(cmd)
+      .option("--compiled <dir>", COMPILED_HELP)
       .option("--recompile", "recompile even when the compiled pipeline is up to date")
-      .option("--latents <file>", "initial latents (.safetensors, tensor 'latents' [batch, 4, h, w]) instead of seeded noise")
-      .option("--init-image <file>", "img2img: start from this image (shortcut for --set sample.init_image=<file>)")
-      .option("--prompts-file <file>", "prompts from a text file, one per line (shortcut for --set sample.prompts_file=<file>)")
-      .option("--strength <x>", "img2img strength in (0, 1] (shortcut for --set sample.strength=<x>)")
       .option("--resume [checkpoint]", "training: continue from a checkpoint folder (default: the latest one)")
       .option("--force-resume", "training: resume even though training settings changed (they are listed)")
       .option("--json", "print the result as JSON"),
-  ).action(async (file: string, flags: PipelineFlags & { recompile?: boolean; latents?: string; initImage?: string; strength?: string; promptsFile?: string; resume?: string | boolean; forceResume?: boolean }) => {
-    // command-line paths are relative to the working directory (the config layer resolves them)
-    const opts: LoadOptions = {
-      ...loadOptions(flags, cwd),
-      ...(flags.latents !== undefined ? { latents: flags.latents } : {}),
-      ...(flags.initImage !== undefined ? { initImage: flags.initImage } : {}),
-      ...(flags.strength !== undefined ? { strength: flags.strength } : {}),
-      ...(flags.promptsFile !== undefined ? { promptsFile: flags.promptsFile } : {}),
-    };
+  ).action(async (file: string, flags: PipelineFlags & RunInputFlags & { compiled?: string; recompile?: boolean; resume?: string | boolean; forceResume?: boolean }) => {
+    const opts = runLoadOptions(flags, cwd);
+    const compiled = flags.compiled !== undefined ? { compiledDir: path.resolve(cwd, flags.compiled) } : {};
     const p = await impl.loadPipeline(file, opts);
     // Ctrl-C stops between denoising steps; a second Ctrl-C quits at once
     const ac = new AbortController();
@@ -161,6 +193,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
         const r = await impl.trainPipeline(p, {
           recompile: flags.recompile === true,
           cwd,
+          ...compiled,
           signal: ac.signal,
           resume,
           forceResume: flags.forceResume === true,
@@ -178,7 +211,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
         if (r.stopped) exitCode = 130;
         return;
       }
-      const r = await impl.run(p, { recompile: flags.recompile === true, cwd, signal: ac.signal, log: flags.json ? undefined : (l) => err(l), progress: !flags.json });
+      const r = await impl.run(p, { recompile: flags.recompile === true, cwd, ...compiled, signal: ac.signal, log: flags.json ? undefined : (l) => err(l), progress: !flags.json });
       out(flags.json ? json(r) : r.summary);
       if (r.cancelled) exitCode = 130;
     } finally {

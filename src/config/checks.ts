@@ -247,7 +247,7 @@ function checkExists(p: string, at: Path, kind: "file" | "dir", what: string, ct
   }
   const where = ctx.origins.where(at);
   if (!st) {
-    problems.push({ message: `${what} "${ctx.display(p)}" does not exist`, ...where, hint: "paths are relative to the YAML file that names them" });
+    problems.push({ message: `${what} "${ctx.display(p)}" does not exist`, ...where, hint: ctx.origins.pathHint(at) });
     return false;
   }
   if (kind === "file" ? !st.isFile() : !st.isDirectory()) {

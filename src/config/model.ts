@@ -234,7 +234,7 @@ function checkFile(file: string, at: Path, ext: string | undefined, what: string
   const st = statOrUndefined(file);
   const where = ctx.origins.where(at);
   if (!st) {
-    problems.push({ message: `${what} "${ctx.display(file)}" does not exist`, ...where, hint: "paths are relative to the YAML file that names them" });
+    problems.push({ message: `${what} "${ctx.display(file)}" does not exist`, ...where, hint: ctx.origins.pathHint(at) });
     return false;
   }
   if (!st.isFile()) {

@@ -99,6 +99,13 @@ export class Origins {
     return this.where(path, mode).at;
   }
 
+  /** How a relative path at `path` was resolved, as a hint for a path that is not there. */
+  pathHint(path: Path): string {
+    return this.originOf(path)?.origin.kind === "cli"
+      ? "a path given on the command line is relative to the working directory"
+      : "paths are relative to the YAML file that names them";
+  }
+
   /** The file that wrote a path (for resolving relative paths); undefined for the command line. */
   fileOf(path: Path): string | undefined {
     const o = this.originOf(path);

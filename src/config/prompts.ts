@@ -33,7 +33,7 @@ export function readPromptsFile(file: string, origins: Origins, display: (p: str
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     const why = code === "ENOENT" ? "does not exist" : code === "EISDIR" ? "is a folder" : `cannot be read (${code ?? String(e)})`;
-    problems.push({ message: `prompts file "${display(file)}" ${why}`, ...where, hint: "paths are relative to the YAML file that names them" });
+    problems.push({ message: `prompts file "${display(file)}" ${why}`, ...where, hint: origins.pathHint(["sample", "prompts_file"]) });
     return null;
   }
   const bad = firstInvalidUtf8(bytes);
