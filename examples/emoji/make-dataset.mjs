@@ -13,6 +13,7 @@ import * as fs from "node:fs";
 import { createRequire } from "node:module";
 import * as path from "node:path";
 import sharp from "sharp";
+import { COLOURS, dominantOpaqueColour } from "./colour.mjs";
 
 const require = createRequire(import.meta.url);
 
@@ -170,7 +171,6 @@ function dropReason(e, present) {
 // ---------------------------------------------------------------------------------------------
 // Words
 
-const COLOURS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey"];
 
 /** The CLDR name (emojilib's first keyword), e.g. "grinning face", else the datasource's name. */
 function displayName(e, kws) {
@@ -250,43 +250,6 @@ function extraKeywords(name, kws) {
 // ---------------------------------------------------------------------------------------------
 // Images
 
-/** The dominant colour of the opaque pixels (a word), or undefined when no colour has 40% of them. */
-function dominantColour(rgba) {
-  const counts = new Map();
-  let n = 0;
-  for (let i = 0; i < rgba.length; i += 4) {
-    if (rgba[i + 3] < 128) continue;
-    n++;
-    const c = colourWord(rgba[i] / 255, rgba[i + 1] / 255, rgba[i + 2] / 255);
-    counts.set(c, (counts.get(c) ?? 0) + 1);
-  }
-  let best, bestN = 0;
-  for (const c of COLOURS) {
-    const k = counts.get(c) ?? 0;
-    if (k > bestN) [best, bestN] = [c, k];
-  }
-  return n > 0 && bestN / n >= 0.4 ? best : undefined;
-}
-
-function colourWord(r, g, b) {
-  const max = Math.max(r, g, b), min = Math.min(r, g, b);
-  const v = max, s = max === 0 ? 0 : (max - min) / max;
-  if (v < 0.2) return "black";
-  if (s < 0.18) return v > 0.85 ? "white" : "grey";
-  let h;
-  if (max === r) h = (60 * ((g - b) / (max - min)) + 360) % 360;
-  else if (max === g) h = 60 * ((b - r) / (max - min)) + 120;
-  else h = 60 * ((r - g) / (max - min)) + 240;
-  if (h >= 15 && h < 45 && v < 0.65) return "brown";
-  if (h < 15 || h >= 345) return "red";
-  if (h < 40) return "orange";
-  if (h < 70) return "yellow";
-  if (h < 165) return "green";
-  if (h < 255) return "blue";
-  if (h < 290) return "purple";
-  return "pink";
-}
-
 async function renderOne(file, size) {
   const src = sharp(file).ensureAlpha();
   const { data: rgba } = await src.clone().raw().toBuffer({ resolveWithObject: true });
@@ -296,7 +259,7 @@ async function renderOne(file, size) {
     .removeAlpha()
     .png({ compressionLevel: 9, adaptiveFiltering: false, palette: false })
     .toBuffer();
-  return { png, colour: dominantColour(rgba) };
+  return { png, colour: dominantOpaqueColour(rgba) };
 }
 
 // ---------------------------------------------------------------------------------------------
