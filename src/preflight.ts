@@ -5,6 +5,7 @@
  *
  *  - something to run: an inline architecture has weights only when a train section makes them;
  *  - CUDA present when `runtime.device` is cuda;
+ *  - a size far from the model's native one (a note: slow, and drawn badly);
  *  - the init image: there, decodable, and how it will be fitted to the requested size (a note);
  *  - the latents file: a tensor of the run's shape;
  *  - the folders it writes (images, compiled graphs, checkpoints): creatable and writable.
@@ -50,6 +51,16 @@ export async function preflight(p: LoadedPipeline, o: PreflightOptions = {}): Pr
   if (!c.train) {
     const images = (Array.isArray(c.sample.prompt) ? c.sample.prompt.length : 1) * c.sample.batch;
     const factor = 2 ** (p.model.vae.block_out_channels.length - 1);
+    // far from the size the model was trained at: slow, and a model draws badly off its size
+    const ss = p.model.unet.sample_size;
+    const [nh, nw] = ss === null ? [0, 0] : (Array.isArray(ss) ? ss : [ss, ss]).map((x) => x * factor);
+    const ratio = ss === null ? 1 : (c.sample.width * c.sample.height) / (nw! * nh!);
+    if (ratio >= 4 || ratio <= 1 / 4)
+      notes.push(
+        `${c.sample.width}×${c.sample.height} is ${ratio >= 1 ? `${ratio.toFixed(0)}× the` : `1/${(1 / ratio).toFixed(0)} of the`} pixels of the model's native ${nw}×${nh}: ` +
+          (ratio >= 1 ? `each U-Net step takes roughly ${ratio >= 10 ? ratio.toFixed(0) : ratio.toFixed(1)}× as long (or longer: attention grows with the square of the pixel count), and ` : "") +
+          "models draw best near their native size (set sample.width and sample.height)",
+      );
     if (c.sample.init_image) await checkInitImage(c.sample.init_image, c.sample.width, c.sample.height, p.where(["sample", "init_image"]), show, problems, notes);
     if (c.sample.latents) {
       try {

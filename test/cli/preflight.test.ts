@@ -81,6 +81,15 @@ describe("sdc validate checks what run would find late", () => {
     }
   });
 
+  it("a size far from the model's native one gets a note before the run", async () => {
+    const cwd = project({ [P]: GOOD });
+    const big = await sdc(["validate", P, "--set", "sample.width=128", "--set", "sample.height=128"], cwd);
+    expect(big.code).toBe(0);
+    expect(big.stderr).toMatch(/note: 128×128 is 64× the pixels of the model's native 16×16: each U-Net step takes roughly 64× as long/);
+    const near = await sdc(["validate", P, "--set", "sample.width=24"], cwd);
+    expect(near.stderr).not.toMatch(/native/);
+  });
+
   it("an inline architecture without a train section has nothing to run: validate says so", async () => {
     const inline = [
       "version: 1",
