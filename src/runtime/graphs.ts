@@ -12,6 +12,7 @@ import * as ort from "onnxruntime-node";
 import type { GraphName, Plan } from "../plan/schema.js";
 import { f16ToF32, f32ToF16 } from "../util/half.js";
 import { openSession, type Device, type OpenedSession } from "./session.js";
+import { checkGraphFiles } from "./verify.js";
 
 /** A float tensor, row-major. */
 export interface FloatTensor {
@@ -55,7 +56,7 @@ export interface OpenGraphsOptions {
 export async function openPlanGraphs(dir: string, plan: Plan, opts: OpenGraphsOptions = {}): Promise<OpenedGraphs> {
   const opened = new Map<GraphName, OpenedSession>();
   const threads = opts.threads ?? 0;
-  const first = await openSession(path.join(dir, plan.graphs.text_encoder.file), { device: opts.device ?? plan.runtime.device, threads });
+  const first = await openSession(checkGraphFiles(dir, plan.graphs.text_encoder), { device: opts.device ?? plan.runtime.device, threads });
   opened.set("text_encoder", first);
   const pending = new Map<GraphName, Promise<OpenedSession>>();
   const session = (name: GraphName): Promise<OpenedSession> => {
@@ -63,7 +64,8 @@ export async function openPlanGraphs(dir: string, plan: Plan, opts: OpenGraphsOp
     if (s) return Promise.resolve(s);
     let p = pending.get(name);
     if (!p) {
-      p = openSession(path.join(dir, plan.graphs[name].file), { device: first.ep, threads }).then((s) => (opened.set(name, s), s));
+      p = Promise.resolve()
+        .then(() => openSession(checkGraphFiles(dir, plan.graphs[name]), { device: first.ep, threads })).then((s) => (opened.set(name, s), s));
       pending.set(name, p);
     }
     return p;

@@ -30,6 +30,7 @@ import { openPlanGraphs, type GraphRunner, type OpenedGraphs } from "../runtime/
 import { decodeImage, denoiseLoop, encodePrompts, initialLatents, prepareSchedule, type LatentShape } from "../runtime/stages/index.js";
 import { TorchGenerator, type GeneratorState } from "../runtime/rng.js";
 import { openSession } from "../runtime/session.js";
+import { checkGraphFiles } from "../runtime/verify.js";
 import { ClipTokenizer } from "../tokenizer/clip.js";
 import { learningRate, type LrSchedule } from "../training/lr.js";
 import { UserError } from "../util/errors.js";
@@ -145,7 +146,7 @@ export async function train(dir: string, s: TrainSettings, o: TrainOptions = {})
   if (!t) throw new UserError({ message: "the compiled folder has no training graphs", subject: dir, hint: "compile a pipeline with a train section" });
 
   const threads = s.threads ?? 0;
-  const sess = async (g: GraphSpecT) => (await openSession(path.join(dir, g.file), { device: "cpu", threads })).session;
+  const sess = async (g: GraphSpecT) => (await openSession(checkGraphFiles(dir, g), { device: "cpu", threads })).session;
   const stepSession = await sess(t.graphs.train_step);
   const accSession = t.graphs.train_accumulate ? await sess(t.graphs.train_accumulate) : null;
   const inference = t.component === "unet" ? await openPlanGraphs(dir, plan, { device: "cpu", threads }) : null;

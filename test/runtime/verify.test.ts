@@ -1,0 +1,57 @@
+/**
+ * A compiled folder that does not match its plan.json is refused before a graph runs, naming the
+ * file: a graph edited after compiling (its sha256 differs from the plan's), and a graph whose
+ * external weights file is gone (a half-copied folder).
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import { compile } from "../../src/compiler/compile.js";
+import { loadPipeline } from "../../src/config/load.js";
+import { run, runSettings } from "../../src/pipeline.js";
+import { runPlan } from "../../src/runtime/run.js";
+import { isUserError } from "../../src/util/errors.js";
+import { REPO, tempDir } from "../helpers/repo.js";
+
+async function compiled() {
+  const cwd = tempDir("sdc-verify-");
+  fs.writeFileSync(path.join(cwd, "p.yaml"), `version: 1\nname: t\nmodel:\n  from: ${JSON.stringify(path.join(REPO, "models", "tiny-sd"))}\nscheduler:\n  type: ddim\n  steps: 2\nruntime:\n  device: cpu\n`);
+  const p = await loadPipeline("p.yaml", { cwd });
+  const c = await compile(p, { cwd });
+  return { cwd, p, dir: c.dir, plan: c.plan };
+}
+
+async function refusal(f: () => Promise<unknown>) {
+  const e = await f().then(
+    () => null,
+    (x: unknown) => x,
+  );
+  expect(isUserError(e), String(e)).toBe(true);
+  return (e as Error).message;
+}
+
+describe("a compiled folder is checked against plan.json before it runs", () => {
+  it("an edited graph file is refused, named, with the recompile hint; a recompile mends it", async () => {
+    const { cwd, p, dir, plan } = await compiled();
+    const unet = path.join(dir, plan.graphs.unet.file);
+    fs.appendFileSync(unet, Buffer.from([0]));
+    const msg = await refusal(() => run(p, { cwd, progress: false }));
+    expect(msg).toContain(unet);
+    expect(msg).toMatch(/does not match plan\.json \(sha256 [0-9a-f]{12}…, the plan says [0-9a-f]{12}…\)/);
+    expect(msg).toMatch(/sdc compile --force/);
+    expect(fs.existsSync(path.join(cwd, "out", "t")), "no image written").toBe(false);
+    const ok = await run(p, { cwd, progress: false, recompile: true });
+    expect(ok.outputs).toHaveLength(1);
+  });
+
+  it("a missing external weights file is refused, named", async () => {
+    const { p, dir, plan } = await compiled();
+    const spec = Object.values(plan.graphs).find((g) => g.externalData.length > 0)!;
+    expect(spec, "a graph with external data").toBeDefined();
+    const data = path.join(dir, path.dirname(spec.file), spec.externalData[0]!);
+    fs.rmSync(data);
+    const msg = await refusal(() => runPlan(dir, { ...runSettings(p), initImage: null }, { progress: false }));
+    expect(msg).toContain(data);
+    expect(msg).toMatch(/the compiled folder is incomplete/);
+  });
+});
