@@ -10,6 +10,7 @@ import { issuesToProblems } from "../config/issues.js";
 import { whereInSource } from "../config/origins.js";
 import { parseSource } from "../config/source.js";
 import { isUserError, UserError, type Problem } from "../util/errors.js";
+import { recoverDir } from "../util/fs.js";
 import { displayPath } from "../util/paths.js";
 import { PLAN_FILE, PLAN_FORMAT, PlanSchema, type Plan } from "./schema.js";
 
@@ -23,6 +24,8 @@ export const RECOMPILE_HINT = "run `sdc compile <pipeline.yaml>` to (re)build it
 /** The plan of a compiled folder. */
 export function readPlan(dir: string, opts: ReadPlanOptions = {}): Plan {
   const show = shower(opts);
+  // a compile killed between its two renames left the folder beside its place: put it back
+  recoverDir(dir);
   const file = path.join(dir, PLAN_FILE);
   if (!fs.existsSync(file)) {
     const what = fs.existsSync(dir) ? "no plan.json: this is not a compiled pipeline folder (or its compile never finished)" : "no compiled pipeline here: the folder does not exist";
