@@ -6,6 +6,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { UserError } from "../../util/errors.js";
 import { formatParameters, makeGrid, type RgbImage, samplerName, savePng, tensorToImages } from "../../image/image.js";
 import type { Plan } from "../../plan/schema.js";
 import { schedulerDefinition } from "../../schedulers/index.js";
@@ -19,6 +20,13 @@ export async function decodeImage(vaeDecoder: GraphRunner, latents: Float32Array
   const z = Float32Array.from(latents, (x) => Math.fround(x * inv));
   const out = (await vaeDecoder.run({ latent_sample: { data: z, dims: [1, shape.channels, shape.height, shape.width] } })).sample!;
   const [, , H, W] = out.dims as [number, number, number, number];
+  for (let i = 0; i < out.data.length; i++)
+    if (!Number.isFinite(out.data[i]!))
+      throw new UserError({
+        message: "the VAE decoder returned NaN or Infinity for this image, so it is not written",
+        subject: "vae_decoder",
+        hint: "on CUDA with fp16 the SD 1.x VAE can overflow: set runtime.precision: fp32 (or use an fp16-fixed VAE)",
+      });
   const rgb = tensorToImages(out.data, [1, 3, H, W])[0]!;
   return { decoded: out.data, image: { width: W, height: H, data: rgb } };
 }

@@ -11,6 +11,7 @@ import type { Progress } from "../progress.js";
 import type { PromptEmbeddings } from "./encode-prompts.js";
 import type { LatentShape } from "./initial-latents.js";
 import type { Schedule } from "./schedule.js";
+import { UserError } from "../../util/errors.js";
 
 export interface DenoiseLoopOptions {
   schedule: Schedule;
@@ -75,6 +76,8 @@ export async function denoiseLoop(unet: GraphRunner, o: DenoiseLoopOptions): Pro
         return out.out_sample!.data;
       },
       onStep: (i, _n, l) => {
+        // a diverged schedule gives NaN or Infinity, which would be written as black images
+        if (!allFinite(l)) throw divergedError(i, total, o.schedule.timesteps[i - 1]);
         steps = i;
         latest = l;
         bar?.tick();
@@ -89,4 +92,19 @@ export async function denoiseLoop(unet: GraphRunner, o: DenoiseLoopOptions): Pro
   } finally {
     bar?.stop();
   }
+}
+
+function allFinite(x: Float32Array): boolean {
+  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i]!)) return false;
+  return true;
+}
+
+function divergedError(step: number, total: number, t: number | undefined): UserError {
+  return new UserError({
+    message: `the denoising diverged at step ${step} of ${total}${t === undefined ? "" : ` (timestep ${t})`}: the latents hold NaN or Infinity, so no image is written`,
+    subject: "scheduler",
+    hint:
+      "these scheduler settings do not suit this model: try another scheduler type, scheduler.use_karras_sigmas: false, or scheduler.timestep_spacing: leading " +
+      "(schedules with almost no signal at their last timestep, such as cosine betas, need it); on CUDA with fp16, runtime.precision: fp32 rules out an overflow",
+  });
 }
