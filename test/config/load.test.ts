@@ -237,7 +237,7 @@ describe("the committed pipelines and examples", () => {
     const { loadPipeline } = await import("../../src/config/load.js");
     const t = await loadPipeline("pipelines/txt2img.yaml", { cwd: REPO, overrides: [`model.from=${tiny}`] });
     expect(t.name).toBe("txt2img");
-    expect(t.config.scheduler).toMatchObject({ type: "pndm", steps: 20 });
+    expect(t.config.scheduler).toMatchObject({ type: "dpm-solver++", steps: 20 });
     const i = await loadPipeline("pipelines/img2img.yaml", { cwd: REPO, overrides: [`model.from=${tiny}`] });
     expect(i.name).toBe("img2img");
     expect(i.sources.map((s) => path.relative(REPO, s))).toEqual(["pipelines/img2img.yaml", "pipelines/txt2img.yaml"]);
