@@ -12,6 +12,7 @@ import * as api from "../index.js";
 import { createTrainProgress, type TrainProgress } from "../trainer/report.js";
 import type { LoadOptions } from "../index.js";
 import { breakProgressLine } from "../runtime/progress.js";
+import { startInterruptWatchdog } from "./interrupt.js";
 import { fsProblem } from "../util/errors.js";
 import { writeFileAtomic } from "../util/fs.js";
 import { packageVersion } from "../util/paths.js";
@@ -173,14 +174,16 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     const opts = runLoadOptions(flags, cwd);
     const compiled = flags.compiled !== undefined ? { compiledDir: path.resolve(cwd, flags.compiled) } : {};
     const p = await impl.loadPipeline(file, opts);
-    // Ctrl-C stops between denoising steps; a second Ctrl-C quits at once
+    // Ctrl-C stops between denoising steps; a second Ctrl-C quits at once. A step that is still
+    // running a second after the first Ctrl-C is abandoned by the watchdog (./interrupt.ts).
     const ac = new AbortController();
+    const watchdog = startInterruptWatchdog({ force: process.env.SDC_INTERRUPT_WATCHDOG === "1" });
     // the training report draws its own bar: a note goes above it
     let trainNote: ((line: string) => void) | null = null;
     const onSigint = () => {
       if (ac.signal.aborted) process.exit(130);
       ac.abort();
-      const msg = "stopping after the current step (Ctrl-C again to quit now)";
+      const msg = "stopping after the current step (Ctrl-C again to quit now; a step still running in a second is abandoned)";
       if (trainNote) return trainNote(msg);
       breakProgressLine(); // not glued onto the sampling bar's line
       err(msg);
@@ -200,6 +203,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
           loadOptions: opts,
           log: (l) => (progress ? progress.note(l) : flags.json ? undefined : err(l)),
           onStep: (s) => {
+            watchdog?.progress(s.step, s.total, "training step");
             progress ??= createTrainProgress({ total: s.total, startStep: s.step - 1, json: flags.json === true, ...(flags.json ? { stream: { write: (t: string) => void out(t) } } : {}) });
             if (!flags.json) trainNote = (l) => progress?.note(l);
             progress.step(s);
@@ -211,10 +215,19 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
         if (r.stopped) exitCode = 130;
         return;
       }
-      const r = await impl.run(p, { recompile: flags.recompile === true, cwd, ...compiled, signal: ac.signal, log: flags.json ? undefined : (l) => err(l), progress: !flags.json });
+      const r = await impl.run(p, {
+        recompile: flags.recompile === true,
+        cwd,
+        ...compiled,
+        signal: ac.signal,
+        log: flags.json ? undefined : (l) => err(l),
+        progress: !flags.json,
+        ...(watchdog ? { onStep: (step: number, total: number) => watchdog.progress(step, total, "denoising step") } : {}),
+      });
       out(flags.json ? json(r) : r.summary);
       if (r.cancelled) exitCode = 130;
     } finally {
+      watchdog?.standDown();
       process.off("SIGINT", onSigint);
     }
   });

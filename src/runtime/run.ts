@@ -33,6 +33,8 @@ export interface RunPlanOptions {
   progress?: boolean;
   /** Output file names get this counter (watch --run numbers its runs). */
   runIndex?: number;
+  /** After each denoising step: its number (1-based) and the number of steps. */
+  onStep?: (step: number, total: number) => void;
   /** Sees the intermediate tensors (for tests and debugging): prompt embeddings, latents, decoded images. */
   trace?: (stage: "prompt_embeds" | "negative_prompt_embeds" | "latents_init" | "latents" | "decoded", data: Float32Array, step?: number) => void;
 }
@@ -94,7 +96,10 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
       signal: opts.signal,
       progress: progressBar(opts.progress ?? true),
       label: img2img ? "img2img" : "txt2img",
-      onStep: (step, l) => trace?.("latents", l, step - 1),
+      onStep: (step, l) => {
+        trace?.("latents", l, step - 1);
+        opts.onStep?.(step, schedule.timesteps.length);
+      },
     });
     const itPerSec = loop.steps / loop.seconds;
     if (loop.cancelled) {
