@@ -246,9 +246,12 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
+    // with --run, a U-Net call can hold the main thread for seconds: the watchdog ends it a second after Ctrl-C
+    const watchdog = flags.run ? startInterruptWatchdog({ force: process.env.SDC_INTERRUPT_WATCHDOG === "1" }) : null;
     try {
       await impl.watch(file, { ...loadOptions(flags, cwd), run: flags.run === true, json: flags.json === true, signal: stop.signal, log: (line) => out(line) });
     } finally {
+      watchdog?.standDown();
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
     }
