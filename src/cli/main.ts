@@ -183,7 +183,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     const onSigint = () => {
       if (ac.signal.aborted) process.exit(130);
       ac.abort();
-      const msg = "stopping after the current step (Ctrl-C again to quit now; a step still running in a second is abandoned)";
+      const msg = `stopping after the current step (Ctrl-C again to quit now${watchdog ? "; a step still running in a second is abandoned" : ""})`;
       if (trainNote) return trainNote(msg);
       breakProgressLine(); // not glued onto the sampling bar's line
       err(msg);
