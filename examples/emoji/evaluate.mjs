@@ -80,36 +80,7 @@ async function rgb(file) {
 // ---------------------------------------------------------------------------------------------
 // Statistics
 
-/** Symmetric eigen-decomposition by cyclic Jacobi rotations: eigenvalues of a (n×n, row-major, float64). */
-function symmetricEigenvalues(a, n) {
-  const m = Float64Array.from(a);
-  for (let sweep = 0; sweep < 60; sweep++) {
-    let off = 0;
-    for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += m[p * n + q] ** 2;
-    if (off < 1e-22) break;
-    for (let p = 0; p < n; p++)
-      for (let q = p + 1; q < n; q++) {
-        const apq = m[p * n + q];
-        if (Math.abs(apq) < 1e-300) continue;
-        const theta = (m[q * n + q] - m[p * n + p]) / (2 * apq);
-        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-        const c = 1 / Math.sqrt(t * t + 1), s = t * c;
-        for (let k = 0; k < n; k++) {
-          const akp = m[k * n + p], akq = m[k * n + q];
-          m[k * n + p] = c * akp - s * akq;
-          m[k * n + q] = s * akp + c * akq;
-        }
-        for (let k = 0; k < n; k++) {
-          const apk = m[p * n + k], aqk = m[q * n + k];
-          m[p * n + k] = c * apk - s * aqk;
-          m[q * n + k] = s * apk + c * aqk;
-        }
-      }
-  }
-  return Array.from({ length: n }, (_, i) => m[i * n + i]);
-}
-
-/** Eigen-decomposition with vectors (Jacobi), for the matrix square root. Returns {values, vectors (column k = vector k)}. */
+/** Symmetric eigen-decomposition by cyclic Jacobi rotations (a: n×n, row-major, float64): {values, vectors (column k = vector k)}. */
 function symmetricEigen(a, n) {
   const m = Float64Array.from(a);
   const v = new Float64Array(n * n);
@@ -188,7 +159,7 @@ function frechet(a, b, d) {
     }
   const inner = matmul(matmul(sq, b.cov, d), sq, d);
   for (let i = 0; i < d; i++) for (let j = 0; j < i; j++) inner[i * d + j] = inner[j * d + i] = (inner[i * d + j] + inner[j * d + i]) / 2;
-  const traceSqrt = symmetricEigenvalues(inner, d).reduce((s, l) => s + Math.sqrt(Math.max(l, 0)), 0);
+  const traceSqrt = symmetricEigen(inner, d).values.reduce((s, l) => s + Math.sqrt(Math.max(l, 0)), 0);
   let trace = 0;
   for (let i = 0; i < d; i++) trace += a.cov[i * d + i] + b.cov[i * d + i];
   return dm + trace - 2 * traceSqrt;

@@ -23,6 +23,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { DTYPE_SIZES, numel, SafetensorsFile, shapeStr, writeSafetensors } from "../models/weights/safetensors.js";
 import { fail, UserError, type Problem } from "../util/errors.js";
+import { processAlive } from "../util/fs.js";
 import { sha256File } from "../util/hash.js";
 
 /** A tensor as the trainer holds it; F16 as raw half-precision bits (what onnxruntime takes for float16). */
@@ -332,16 +333,6 @@ function fsyncDir(dir: string): void {
   }
 }
 
-function isAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /**
  * Remove what interrupted saves left: a scratch folder is stale when its process is gone, when it is
  * this process's (a save here is synchronous, so it is an earlier process's that had our pid, e.g. a
@@ -353,7 +344,7 @@ function cleanScratch(root: string, step: number): void {
     const m = SCRATCH.exec(entry);
     if (!m) continue;
     const [, kind, s, pid] = m;
-    if (!(Number(pid) === process.pid || !isAlive(Number(pid)) || Number(s) < step)) continue;
+    if (!(Number(pid) === process.pid || !processAlive(Number(pid)) || Number(s) < step)) continue;
     const dir = path.join(root, entry);
     const home = path.join(root, checkpointName(Number(s)));
     try {
@@ -413,7 +404,7 @@ export function listCheckpoints(root: string): CheckpointListing {
   // A replaced checkpoint whose replacement was never renamed in (the process died between the renames).
   for (const entry of entries) {
     const m = SCRATCH.exec(entry);
-    if (!m || m[1] !== "old" || steps.has(Number(m[2])) || isAlive(Number(m[3]))) continue;
+    if (!m || m[1] !== "old" || steps.has(Number(m[2])) || processAlive(Number(m[3]))) continue;
     const dir = path.join(root, entry);
     const { manifest } = readManifest(dir);
     if (manifest?.step === Number(m[2])) {

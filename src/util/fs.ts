@@ -59,7 +59,8 @@ export async function writeDirAtomic(target: string, build: (tmpDir: string) => 
   }
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this id exists (this process counts as alive). */
+export function processAlive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
@@ -85,7 +86,7 @@ export function recoverDir(target: string): boolean {
   }
   const dead = names
     .map((n) => ({ n, pid: Number(n.slice(prefix.length).split("-")[0]) }))
-    .filter((x) => Number.isInteger(x.pid) && !alive(x.pid))
+    .filter((x) => Number.isInteger(x.pid) && !processAlive(x.pid))
     .map((x) => path.join(dir, x.n));
   if (dead.length === 0) return false;
   let restored = false;

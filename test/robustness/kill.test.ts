@@ -12,22 +12,17 @@ import * as path from "node:path";
 import sharp from "sharp";
 import { beforeAll, describe, expect, it } from "vitest";
 import { readPlan } from "../../src/plan/read.js";
+import { TorchGenerator } from "../../src/runtime/rng.js";
 import { checkGraphFiles } from "../../src/runtime/verify.js";
 import { recoverDir } from "../../src/util/fs.js";
 import { buildPackage, REPO, tempDir } from "../helpers/repo.js";
 
 const TRIALS = 20;
 
-/** Mulberry32: a small seeded generator for the kill times. */
+/** Kill times from sdc's own seeded generator (PyTorch's Mersenne Twister). */
 function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const g = new TorchGenerator(seed);
+  return () => g.random() / 2 ** 32;
 }
 
 /** Run sdc; SIGKILL it after `killMs` when given. Resolves with the exit code (null: killed) and the time it ran. */
