@@ -127,6 +127,7 @@ class Session implements WatchSession {
   private pending = new Map<string, FileChange["kind"]>();
   private pendingSince = 0;
   private timer: NodeJS.Timeout | undefined;
+  private missingTimer: NodeJS.Timeout | undefined;
   private busy: Promise<void> | null = null;
   private good: CompileResult | null = null;
   private active: ActiveRun | null = null;
@@ -170,6 +171,7 @@ class Session implements WatchSession {
   close(): Promise<void> {
     this.closing ??= (async () => {
       clearTimeout(this.timer);
+      clearInterval(this.missingTimer);
       await this.busy; // a compile cannot be interrupted; its folder swap is atomic either way
       await this.cancelRun("closed");
       await this.fsw.close();
@@ -221,7 +223,8 @@ class Session implements WatchSession {
       this.failed(e, changed);
       // keep the last good set, plus whatever the problems point at (a base file that broke)
       const named = isUserError(e) ? e.problems.flatMap((q) => (q.at ? [path.resolve(this.cwd, q.at.file)] : [])) : [];
-      await this.watch([...this.files, this.file, ...named].filter((f) => f === this.file || fs.existsSync(f)), null);
+      // (a file that went missing, such as a deleted base, stays watched, so its return is seen)
+      await this.watch([...this.files, this.file, ...named.filter((f) => fs.existsSync(f))], null);
       return;
     }
     try {
@@ -277,11 +280,37 @@ class Session implements WatchSession {
     if (added.length) this.fsw.add(added);
     this.files = next;
     await this.settled(added);
+    this.pollMissing();
     if (first || added.length || removed.length) {
       const pipeline = loaded ? loaded.p.sources : [this.file];
       const model = loaded?.p.model.path;
       this.emit({ type: "watching", files: [...next], added, removed, skipped, first, pipeline, ...(model ? { model } : {}) });
     }
+  }
+
+  /**
+   * chokidar does not reliably report a watched file that comes back: a deleted file re-created
+   * before chokidar re-watches it (it is then "already there", and ignoreInitial hides it), or one
+   * that was missing when the watch began. While any watched file is missing, look for it every
+   * 200 ms; when it is back, watch it afresh and treat it as added.
+   */
+  private pollMissing(): void {
+    clearInterval(this.missingTimer);
+    const missing = [...this.files].filter((f) => !fs.existsSync(f));
+    if (missing.length === 0 || this.closing) return;
+    this.missingTimer = setInterval(() => {
+      for (const f of missing.splice(0)) {
+        if (!fs.existsSync(f) || !this.files.has(f)) {
+          if (this.files.has(f)) missing.push(f);
+          continue;
+        }
+        this.fsw.unwatch(f);
+        this.fsw.add(f);
+        this.onFile("add", f);
+      }
+      if (missing.length === 0) clearInterval(this.missingTimer);
+    }, 200);
+    this.missingTimer.unref?.();
   }
 
   private async settled(files: string[]): Promise<void> {
