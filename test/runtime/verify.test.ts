@@ -54,4 +54,24 @@ describe("a compiled folder is checked against plan.json before it runs", () => 
     expect(msg).toContain(data);
     expect(msg).toMatch(/the compiled folder is incomplete/);
   });
+
+  it("a weights file that is a link leading outside the folder, or a plan naming one outside, is refused", async () => {
+    const { p, dir, plan } = await compiled();
+    const [name, spec] = Object.entries(plan.graphs).find(([, g]) => g.externalData.length > 0)!;
+    const data = path.join(dir, path.dirname(spec.file), spec.externalData[0]!);
+    const outside = path.join(tempDir("sdc-outside-"), "weights.bin");
+    fs.copyFileSync(data, outside);
+    fs.rmSync(data);
+    fs.symlinkSync(outside, data);
+    const msg = await refusal(() => runPlan(dir, { ...runSettings(p), initImage: null }, { progress: false }));
+    expect(msg).toContain(data);
+    expect(msg).toMatch(/a link that leads outside it/);
+    // a plan.json that names ../ for the weights
+    const planFile = path.join(dir, "plan.json");
+    const json = JSON.parse(fs.readFileSync(planFile, "utf8"));
+    json.graphs[name].externalData = ["../../outside.bin"];
+    fs.writeFileSync(planFile, JSON.stringify(json));
+    const msg2 = await refusal(() => runPlan(dir, { ...runSettings(p), initImage: null }, { progress: false }));
+    expect(msg2).toMatch(/plan\.json names a weights file outside the compiled folder \(\.\.\/\.\.\/outside\.bin\)/);
+  });
 });
