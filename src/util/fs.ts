@@ -84,9 +84,10 @@ export function recoverDir(target: string): boolean {
   } catch {
     return false;
   }
+  // exactly <prefix><pid>-<8 hex>: a sibling folder's own temporaries (".sdc-tmp-p-2-…" for "p-2") never match
   const dead = names
-    .map((n) => ({ n, pid: Number(n.slice(prefix.length).split("-")[0]) }))
-    .filter((x) => Number.isInteger(x.pid) && !processAlive(x.pid))
+    .map((n) => ({ n, m: /^(\d+)-[0-9a-f]{8}$/.exec(n.slice(prefix.length)) }))
+    .filter((x) => x.m !== null && !processAlive(Number(x.m[1])))
     .map((x) => path.join(dir, x.n));
   if (dead.length === 0) return false;
   let restored = false;

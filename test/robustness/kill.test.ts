@@ -123,28 +123,33 @@ describe("kill -9 during compile and sampling", () => {
     const dead = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"]).stdout.toString();
     const sib = (tag: string, files: Record<string, string>) => {
       const d = path.join(root, `.sdc-tmp-p-${dead}-${tag}`);
+      expect(tag).toMatch(/^[0-9a-f]{8}$/);
       fs.mkdirSync(d);
       for (const [f, c] of Object.entries(files)) fs.writeFileSync(path.join(d, f), c);
       return d;
     };
     // killed after `target → old` and before `new → target`: the new one (marked complete) wins
-    sib("old", { "plan.json": "old" });
-    sib("new", { "plan.json": "new", ".sdc-complete": "" });
-    sib("half", { ".sdc-building": "", "plan.json": "partial" });
+    sib("0000000a", { "plan.json": "old" });
+    sib("0000000b", { "plan.json": "new", ".sdc-complete": "" });
+    sib("0000000c", { ".sdc-building": "", "plan.json": "partial" });
     expect(recoverDir(target)).toBe(true);
     expect(fs.readFileSync(path.join(target, "plan.json"), "utf8")).toBe("new");
     expect(fs.readdirSync(target)).toEqual(["plan.json"]);
     expect(leftovers(root)).toEqual([]);
     // only the old one is finished (the new one was still being built): the old one comes back
     fs.rmSync(target, { recursive: true });
-    sib("old", { "plan.json": "old" });
-    sib("half", { ".sdc-building": "" });
+    sib("0000000a", { "plan.json": "old" });
+    sib("0000000c", { ".sdc-building": "" });
     expect(recoverDir(target)).toBe(true);
     expect(fs.readFileSync(path.join(target, "plan.json"), "utf8")).toBe("old");
     // a live process's folder is never touched
-    const live = path.join(root, `.sdc-tmp-p-${process.pid}-x`);
+    const live = path.join(root, `.sdc-tmp-p-${process.pid}-0000000d`);
     fs.mkdirSync(live);
+    // nor is a temporary of a sibling folder whose name extends this one's ("p-7" beside "p")
+    const other = path.join(root, `.sdc-tmp-p-7-${dead}-0000000e`);
+    fs.mkdirSync(other);
     expect(recoverDir(target)).toBe(false);
     expect(fs.existsSync(live)).toBe(true);
+    expect(fs.existsSync(other)).toBe(true);
   });
 });
