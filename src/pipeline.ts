@@ -64,7 +64,8 @@ export async function run(p: LoadedPipeline, opts: RunOptions = {}): Promise<Run
   for (const note of await preflight(p, { cwd, ...(opts.compiledDir !== undefined ? { compiledDir: opts.compiledDir } : {}) })) opts.log?.(`note: ${note}`);
   const c = await compile(p, { outDir: opts.compiledDir, cwd, force: opts.recompile, log: opts.log });
   if (!c.upToDate) opts.log?.(c.summary);
-  return runPlan(c.dir, runSettings(p), opts);
+  // the plan just compiled, not another process's that replaced it in between
+  return runPlan(c.dir, runSettings(p), { ...opts, expectPipelineHash: c.plan.pipelineHash });
 }
 
 /**

@@ -23,6 +23,7 @@ import { progressBar } from "./progress.js";
 import { TorchGenerator } from "./rng.js";
 import { checkRunSettings, imageCount, type RunSettings } from "./settings.js";
 import { decodeAndSave, denoiseLoop, encodePrompts, imageParameters, initialLatents, prepareSchedule, type LatentShape, type LatentSource } from "./stages/index.js";
+import { UserError } from "../util/errors.js";
 
 export interface RunPlanOptions {
   /** Aborting stops the run between denoising steps; the result then has `cancelled: true`. */
@@ -33,6 +34,11 @@ export interface RunPlanOptions {
   progress?: boolean;
   /** Output file names get this counter (watch --run numbers its runs). */
   runIndex?: number;
+  /**
+   * The pipelineHash of the plan the caller compiled: a folder whose plan.json is another (a second
+   * sdc process compiled into it in between) is refused instead of run with these settings.
+   */
+  expectPipelineHash?: string;
   /** After each denoising step: its number (1-based) and the number of steps. */
   onStep?: (step: number, total: number) => void;
   /** Sees the intermediate tensors (for tests and debugging): prompt embeddings, latents, decoded images. */
@@ -57,6 +63,12 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
   const log = opts.log ?? (() => {});
   const trace = opts.trace;
   const plan = readPlan(dir);
+  if (opts.expectPipelineHash !== undefined && plan.pipelineHash !== opts.expectPipelineHash)
+    throw new UserError({
+      message: "the compiled folder changed between compiling and running: another process compiled a different pipeline into it",
+      subject: dir,
+      hint: "run again, and give concurrent runs of different pipelines their own compiled folders (the pipeline's name, or --compiled DIR)",
+    });
   checkRunSettings(plan, s);
   const img2img = s.initImage !== null;
   const f = plan.vae.scaleFactor;

@@ -74,4 +74,15 @@ describe("a compiled folder is checked against plan.json before it runs", () => 
     const msg2 = await refusal(() => runPlan(dir, { ...runSettings(p), initImage: null }, { progress: false }));
     expect(msg2).toMatch(/plan\.json names a weights file outside the compiled folder \(\.\.\/\.\.\/outside\.bin\)/);
   });
+
+  it("a plan.json that another process compiled in between (another pipeline into the same folder) is refused, not run with these settings", async () => {
+    const { cwd, p, dir, plan } = await compiled();
+    // a second pipeline (another scheduler) compiled into the same folder after ours
+    fs.writeFileSync(path.join(cwd, "q.yaml"), fs.readFileSync(path.join(cwd, "p.yaml"), "utf8").replace("type: ddim", "type: euler"));
+    const other = await compile(await loadPipeline("q.yaml", { cwd }), { cwd, outDir: dir });
+    expect(other.plan.pipelineHash).not.toBe(plan.pipelineHash);
+    const msg = await refusal(() => runPlan(dir, runSettings(p), { progress: false, expectPipelineHash: plan.pipelineHash }));
+    expect(msg).toMatch(/the compiled folder changed between compiling and running/);
+    expect(fs.existsSync(path.join(cwd, "out"))).toBe(false);
+  });
 });
