@@ -21,6 +21,7 @@ import { SafetensorsFile, toFloat32, writeSafetensors, isFloatDtype } from "../.
 import { readPlan } from "../../src/plan/read.js";
 import { isUserError } from "../../src/util/errors.js";
 import { REPO, tempDir } from "../helpers/repo.js";
+import { SCALE } from "./scale.js";
 
 const SEED = 20261207;
 const MODEL = path.join(REPO, "models", "tiny-sd");
@@ -123,7 +124,7 @@ describe("fuzzing the readers of outside files", () => {
         fs.writeFileSync(file, bytes);
         tally("safetensors", await userErrorOrOk(() => readAll(file), () => `safetensors ${Buffer.from(bytes).toString("hex").slice(0, 200)}`));
       }),
-      { numRuns: 400, seed: SEED },
+      { numRuns: 400 * SCALE, seed: SEED },
     );
   });
 
@@ -182,7 +183,7 @@ describe("fuzzing the readers of outside files", () => {
         fs.writeFileSync(file, mutate(base, ms));
         tally("lora", await userErrorOrOk(() => readLora(file), () => `lora ${JSON.stringify(ms)}`));
       }),
-      { numRuns: 200, seed: SEED },
+      { numRuns: 200 * SCALE, seed: SEED },
     );
   });
 
@@ -249,7 +250,7 @@ describe("fuzzing the readers of outside files", () => {
         );
         tally("yaml", r);
       }),
-      { numRuns: 300, seed: SEED },
+      { numRuns: 300 * SCALE, seed: SEED },
     );
   });
 
@@ -266,7 +267,7 @@ describe("fuzzing the readers of outside files", () => {
         fs.writeFileSync(planFile, bytes);
         tally("plan", await userErrorOrOk(() => readPlan(c.dir), () => `plan ${Buffer.from(bytes).toString("utf8").slice(0, 300)}`));
       }),
-      { numRuns: 300, seed: SEED },
+      { numRuns: 300 * SCALE, seed: SEED },
     );
   });
 
@@ -277,7 +278,7 @@ describe("fuzzing the readers of outside files", () => {
         const bytes = mutate(png, ms);
         tally("png", await userErrorOrOk(() => readPngText(bytes), () => `png ${JSON.stringify(ms)}`));
       }),
-      { numRuns: 500, seed: SEED },
+      { numRuns: 500 * SCALE, seed: SEED },
     );
     // the counts, for the record (each reader both accepted and refused some inputs)
     console.log(`fuzz inputs (accepted / refused): ${Object.entries(counts).map(([k, v]) => `${k} ${v.ok}/${v.refused}`).join(", ")}`);

@@ -16,8 +16,9 @@ import { TorchGenerator } from "../../src/runtime/rng.js";
 import { checkGraphFiles } from "../../src/runtime/verify.js";
 import { recoverDir } from "../../src/util/fs.js";
 import { buildPackage, REPO, tempDir } from "../helpers/repo.js";
+import { SCALE } from "./scale.js";
 
-const TRIALS = 20;
+const TRIALS = 20 * SCALE;
 
 /** Kill times from sdc's own seeded generator (PyTorch's Mersenne Twister). */
 function rng(seed: number) {
@@ -92,7 +93,7 @@ describe("kill -9 during compile and sampling", () => {
     expect(wholeOrAbsent(compiled)).toBe(hashA);
     expect(leftovers(path.join(cwd, "compiled"))).toEqual([]);
     console.log(`compile kill -9 trials: ${TRIALS} runs, ${killed} killed before they finished; the folder was whole after each`);
-  }, 240_000);
+  }, 240_000 * SCALE);
 
   it(`sampling killed ${TRIALS} times: every image on disk is a whole PNG, and the next run succeeds`, async () => {
     const cwd = project();
@@ -115,7 +116,7 @@ describe("kill -9 during compile and sampling", () => {
     expect(killed).toBeGreaterThanOrEqual(TRIALS / 2);
     expect((await sdc(bin, cwd, ["run", "a.yaml"])).code).toBe(0);
     console.log(`sampling kill -9 trials: ${TRIALS} runs, ${killed} killed before they finished; every image on disk decoded`);
-  }, 240_000);
+  }, 240_000 * SCALE);
 
   it("recoverDir puts back the newest finished version after a kill between the swap's renames, and removes dead siblings", () => {
     const root = tempDir("sdc-recover-");
