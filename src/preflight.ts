@@ -19,7 +19,9 @@ import sharp, { type Metadata } from "sharp";
 import { defaultCompiledDir } from "./compiler/compile.js";
 import type { LoadedPipeline } from "./config/load.js";
 import type { Path } from "./config/source.js";
+import { vaeScaleFactor } from "./models/arch.js";
 import { CUDA_HINT, cudaUnavailableReason } from "./runtime/session.js";
+import { imageCount } from "./runtime/settings.js";
 import { readLatents } from "./runtime/stages/initial-latents.js";
 import { isUserError, type Problem, UserError } from "./util/errors.js";
 import { displayPath } from "./util/paths.js";
@@ -49,8 +51,8 @@ export async function preflight(p: LoadedPipeline, o: PreflightOptions = {}): Pr
   if (noCuda) problems.push({ message: `runtime.device is cuda, but ${noCuda}`, ...p.where(["runtime", "device"]), hint: CUDA_HINT });
 
   if (!c.train) {
-    const images = (Array.isArray(c.sample.prompt) ? c.sample.prompt.length : 1) * c.sample.batch;
-    const factor = 2 ** (p.model.vae.block_out_channels.length - 1);
+    const images = imageCount({ prompts: Array.isArray(c.sample.prompt) ? c.sample.prompt : [c.sample.prompt], batch: c.sample.batch });
+    const factor = vaeScaleFactor(p.model.vae);
     // far from the size the model was trained at: slow, and a model draws badly off its size
     const ss = p.model.unet.sample_size;
     const [nh, nw] = ss === null ? [0, 0] : (Array.isArray(ss) ? ss : [ss, ss]).map((x) => x * factor);
@@ -73,8 +75,7 @@ export async function preflight(p: LoadedPipeline, o: PreflightOptions = {}): Pr
   }
 
   writableFolder(c.output.dir, "output folder", ["output", "dir"], p, show, problems);
-  if (o.compiledDir !== undefined) writableFolder(path.resolve(cwd, o.compiledDir), "compiled folder", null, p, show, problems);
-  else writableFolder(defaultCompiledDir(p, cwd), "compiled folder", null, p, show, problems);
+  writableFolder(o.compiledDir !== undefined ? path.resolve(cwd, o.compiledDir) : defaultCompiledDir(p, cwd), "compiled folder", null, p, show, problems);
   if (c.train?.checkpointing.dir) writableFolder(c.train.checkpointing.dir, "checkpoint folder", ["train", "checkpointing", "dir"], p, show, problems);
 
   if (problems.length) throw new UserError(problems);

@@ -16,6 +16,7 @@ import type { LoadedPipeline } from "../config/load.js";
 import { dimStr } from "../ir/dims.js";
 import type { Graph } from "../ir/graph.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
+import { vaeScaleFactor } from "../models/arch.js";
 import { readPlanIfValid } from "../plan/read.js";
 import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, type GraphName, type GraphSpecT, type Plan, type TrainGraphName } from "../plan/schema.js";
 import { writePlan } from "../plan/write.js";
@@ -350,7 +351,7 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
     graphs,
     tokenizer: { dir: "tokenizer", modelMaxLength: tokCfg.modelMaxLength, padToken: tokCfg.padToken },
     scheduler: { type: c.scheduler.type ?? className, className: sched.className, steps: c.scheduler.steps, config: encodeNonFinite(sched.config) },
-    vae: { scalingFactor: p.model.vae.scaling_factor, scaleFactor: 2 ** (p.model.vae.block_out_channels.length - 1), latentChannels: p.model.vae.latent_channels },
+    vae: { scalingFactor: p.model.vae.scaling_factor, scaleFactor: vaeScaleFactor(p.model.vae), latentChannels: p.model.vae.latent_channels },
     runtime: { device: c.runtime.device, precision: resolvePrecision(c.runtime) },
     ...(training ? { training } : {}),
   });

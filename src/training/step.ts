@@ -15,7 +15,7 @@ import { dimStr, sym } from "../ir/dims.js";
 import type { DType, Graph, Value } from "../ir/graph.js";
 import type { TensorRole } from "../plan/schema.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
-import type { AutoencoderKLConfig, CLIPTextConfig, UNet2DConditionConfig } from "../models/arch.js";
+import { type AutoencoderKLConfig, type CLIPTextConfig, type UNet2DConditionConfig, vaeScaleFactor } from "../models/arch.js";
 import { buildClipText } from "../models/clip-text.js";
 import { buildUNet } from "../models/unet.js";
 import { buildVaeDecoder, buildVaeEncoder } from "../models/vae.js";
@@ -106,7 +106,7 @@ export function buildTrainStep(b: Builder, o: TrainStepOptions): TrainStep {
     const io = diffusionInputs(b, m.objective, { channels: m.arch.in_channels, sequence: typeof m.sequence === "number" ? m.sequence : sym(m.sequence), crossDim: m.arch.cross_attention_dim as number }, m.alphasCumprod, roles, encodeText);
     loss = io.loss(buildUNet(b, m.arch, { inputs: io.unet }));
   } else {
-    const io = vaeInputs(b, m.arch.in_channels, 2 ** (m.arch.block_out_channels.length - 1), roles);
+    const io = vaeInputs(b, m.arch.in_channels, vaeScaleFactor(m.arch), roles);
     const { parameters } = buildVaeEncoder(b, m.arch, { input: io.images });
     const { z, kl } = samplePosterior(b, parameters, roles);
     loss = vaeLoss(b, buildVaeDecoder(b, m.arch, { input: z }), io.images, kl, m.objective);
