@@ -3,7 +3,7 @@
  * kind of module latent-consistency/lcm-lora-sdv1-5 adapts (attention projections, proj_in/proj_out,
  * feed-forward, resnet conv1/conv2/conv_shortcut/time_emb_proj, the 3x3 downsampler and upsampler
  * convolutions) plus the time embedding, in that file's key format (kohya names with diffusers module
- * paths and per-module alphas) and in PEFT's own names. Compiled into tiny-sd1 at scale 0.8, the U-Net
+ * paths and per-module alphas), in the original LDM naming that UI conversions use, and in PEFT's own names. Compiled into tiny-sd1 at scale 0.8, the U-Net
  * must compute what diffusers 0.24 computes with the LoRA fused (load_lora_into_unet + fuse_lora) on
  * every reference U-Net input, within 1e-5 of the output's magnitude.
  */
@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { compile } from "../../src/compiler/compile.js";
 import { moduleNames, readLora } from "../../src/models/weights/lora.js";
-import { loadDiffusersComponent } from "../../src/models/weights/index.js";
+import { loadDiffusersComponent, unetLayoutFromConfig } from "../../src/models/weights/index.js";
 import { SafetensorsFile } from "../../src/models/weights/safetensors.js";
 import { copyFixture, MODELS, pipelineIn, runReferenceInputs, tmp } from "./helpers.js";
 
@@ -22,7 +22,7 @@ const meta = JSON.parse(fs.readFileSync(path.join(LORA, "lcm-tiny-sd1.json"), "u
   lora_scale: number;
   modules: string[];
   alphas: Record<string, number>;
-  files: { kohya: string; peft: string };
+  files: { kohya: string; "kohya-ldm": string; peft: string };
   reference: string;
 };
 const TOL = 1e-5;
@@ -39,14 +39,16 @@ describe("the LCM-LoRA key formats", () => {
   it("cover every module kind LCM-LoRA adapts, and sdc reads every one of them with its alpha and shape", () => {
     const unet = loadDiffusersComponent(model, "unet");
     const modules = moduleNames(unet);
+    // LDM names place blocks by position, so reading them needs this U-Net's layout (the compiler passes it too)
+    const unetLayout = unetLayoutFromConfig(JSON.parse(fs.readFileSync(path.join(model, "unet", "config.json"), "utf8")));
     for (const kind of KINDS) expect([kind, meta.modules.some((m) => m === kind || m.endsWith(`.${kind}`))]).toEqual([kind, true]);
     for (const [dialect, file] of Object.entries(meta.files)) {
-      const entries = readLora(path.join(LORA, file), { modules: { unet: modules }, targetShape: (_c, m) => unet.get(`${m}.weight`).shape });
+      const entries = readLora(path.join(LORA, file), { modules: { unet: modules }, unetLayout, targetShape: (_c, m) => unet.get(`${m}.weight`).shape });
       expect(entries.map((e) => e.module).sort()).toEqual([...meta.modules].sort());
       for (const e of entries) {
         expect(e.component).toBe("unet");
         expect(e.rank).toBe(meta.rank);
-        expect(e.alpha).toBe(dialect === "kohya" ? meta.alphas[e.module] : undefined);
+        expect(e.alpha).toBe(dialect.startsWith("kohya") ? meta.alphas[e.module] : undefined);
         expect(e.targetShape).toEqual(unet.get(`${e.module}.weight`).shape);
       }
       // the 3x3 resampler convolutions: a k x k down conv to the rank, a 1x1 up conv
@@ -58,6 +60,7 @@ describe("the LCM-LoRA key formats", () => {
 
 describe.each([
   { dialect: "kohya", prefix: "" },
+  { dialect: "kohya-ldm", prefix: "" },
   { dialect: "peft", prefix: "noalpha." },
 ] as const)("LCM-LoRA ($dialect) folded into tiny-sd1", ({ dialect, prefix }) => {
   it(`computes diffusers' fused U-Net on every reference input (< ${TOL} of the output's magnitude)`, async () => {
