@@ -35,8 +35,8 @@ const opt = (name, dflt) => {
   const i = args.indexOf(name);
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
-const IMAGES = opt("--images", 8);
-const REPEAT = opt("--repeat", 3);
+const IMAGES = opt("--images", 12);
+const REPEAT = opt("--repeat", 2);
 const JSON_OUT = args.includes("--json");
 const PROMPTS = ["smiling face", "a red heart", "a green frog", "a yellow star", "a blue car", "a red apple", "a sunflower", "an orange cat face", "a purple grape", "a black umbrella", "a pink flower", "a brown dog face"];
 
