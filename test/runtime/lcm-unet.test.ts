@@ -109,6 +109,16 @@ describe("an LCM U-Net (time_cond_proj_dim)", () => {
     expect(worst).toBeLessThan(2e-5);
   });
 
+  it("keeps the model's scheduler config as it is: LatentConsistencyModelPipeline makes no StableDiffusionPipeline fix-ups", async () => {
+    const { dir, model } = lcmModel();
+    const file = path.join(model, "scheduler", "scheduler_config.json");
+    fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, "utf8")), _class_name: "LCMScheduler", clip_sample: true, steps_offset: 0 }));
+    fs.writeFileSync(path.join(dir, "p.yaml"), pipelineYaml(model).replace("  type: lcm\n", ""));
+    const r = await compile(await loadPipeline(path.join(dir, "p.yaml"), { cwd: dir }), { outDir: path.join(dir, "compiled") });
+    const written = JSON.parse(fs.readFileSync(path.join(r.dir, "scheduler", "scheduler_config.json"), "utf8")) as Record<string, unknown>;
+    expect([written._class_name, written.clip_sample, written.steps_offset]).toEqual(["LCMScheduler", true, 0]);
+  });
+
   it("is refused for training, at the key", async () => {
     const { dir, model } = lcmModel();
     fs.writeFileSync(path.join(dir, "p.yaml"), pipelineYaml(model, "train:\n  target: unet\n  data:\n    dir: .\n"));
