@@ -299,8 +299,10 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
   // scheduler/: the scheduler this pipeline runs, as diffusers would write it
   const overrides = schedulerOverrides(p);
   const className = String(p.model.schedulerConfig._class_name);
-  // diffusers' pipeline fix-ups, on inherited values only: what the pipeline or --set wrote stays as written
-  const { scheduler: sched, fixups } = stableDiffusionPipelineFixups(createScheduler(className, p.model.schedulerConfig, overrides), Object.keys(overrides));
+  // diffusers' pipeline fix-ups, on inherited values only: what the pipeline or --set wrote stays as written.
+  // An LCM checkpoint (guidance-embedded U-Net) runs as LatentConsistencyModelPipeline, which makes none.
+  const created = createScheduler(className, p.model.schedulerConfig, overrides);
+  const { scheduler: sched, fixups } = p.model.unet.time_cond_proj_dim !== null ? { scheduler: created, fixups: [] } : stableDiffusionPipelineFixups(created, Object.keys(overrides));
   if (fixups.length) {
     log(
       `  note: scheduler ${fixups.map((f) => `${f.key} ${JSON.stringify(f.from)} → ${JSON.stringify(f.to)}`).join(", ")} ` +

@@ -70,6 +70,12 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
   // does not build, better said now than by a failed compile
   for (const key of nonSd12UnetKeys(unet)) {
     const v = unet[key];
+    // LCM checkpoints' guidance embedding: sampled (the U-Net takes timestep_cond), not trained
+    if (key === "time_cond_proj_dim" && !cfg.train) continue;
+    if (key === "time_cond_proj_dim") {
+      add(arch("unet", [key]), `unet.time_cond_proj_dim is ${JSON.stringify(v)}: a guidance-embedded LCM U-Net, which sdc samples but does not train`, "train the base model (or an LCM-LoRA on it), or remove the train section to sample");
+      continue;
+    }
     add(
       arch("unet", [key]),
       `unet.${key} is ${JSON.stringify(v)}: sdc builds Stable Diffusion 1.x/2.x U-Nets, where it is ${JSON.stringify(SD12_UNET_VALUES[key])}${key === "addition_embed_type" && v === "text_time" ? " (this looks like SDXL)" : ""}`,

@@ -4,7 +4,8 @@
  * CrossAttnUpBlock2D, conv or linear projections, per-block head counts, flip_sin_to_cos,
  * freq_shift. Inputs and outputs follow diffusers' ONNX export: `sample` [B, C, H, W] float,
  * `timestep` [B] float (a single timestep broadcasts), `encoder_hidden_states` [B, S, D] →
- * `out_sample` [B, C, H, W]. H and W stay symbolic.
+ * `out_sample` [B, C, H, W]; LCM checkpoints (`time_cond_proj_dim`) take `timestep_cond` [B, dim], the
+ * guidance-scale embedding. H and W stay symbolic.
  */
 import { Builder } from "../ir/builder.js";
 import { sym, type Dim } from "../ir/dims.js";
@@ -20,7 +21,7 @@ function refuse(key: string, what: string, hint = "use a Stable Diffusion 1.x/2.
 /** The per-block settings the graph is built from; features sdc does not build are refused with the key that asks for them. */
 function supported(c: UNet2DConditionConfig) {
   for (const k of nonSd12UnetKeys(c))
-    refuse(k, JSON.stringify(c[k]), `Stable Diffusion 1.x/2.x U-Nets have ${k} ${JSON.stringify(SD12_UNET_VALUES[k])}`);
+    if (k !== "time_cond_proj_dim") refuse(k, JSON.stringify(c[k]), `Stable Diffusion 1.x/2.x U-Nets have ${k} ${JSON.stringify(SD12_UNET_VALUES[k])}`);
   const nBlocks = c.block_out_channels.length;
   if (c.down_block_types.length !== nBlocks || c.up_block_types.length !== nBlocks)
     throw new UserError({ message: `unet has ${nBlocks} block_out_channels but ${c.down_block_types.length} down and ${c.up_block_types.length} up block types`, subject: "unet config" });
@@ -74,10 +75,20 @@ export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOpti
   const timestep = o.inputs?.timestep ?? b.input("timestep", b.floatType, [batch]);
   const ctx = o.inputs?.encoderHiddenStates ?? b.input("encoder_hidden_states", b.floatType, [batch, o.sequence ?? 77, crossDim]);
 
-  // 1. time: sinusoidal features → TimestepEmbedding (linear, act, linear)
+  // LCM checkpoints (time_cond_proj_dim): a guidance-scale embedding [B, time_cond_proj_dim] is added to
+  // the timestep features through time_embedding.cond_proj (a linear map without bias) — sampling only
+  const condDim = c.time_cond_proj_dim;
+  if (condDim !== null && o.inputs)
+    refuse("time_cond_proj_dim", `${condDim} (a guidance-embedded LCM U-Net) in a training graph`, "sdc samples LCM U-Nets but does not train them; train the base model, or an LCM-LoRA on it");
+  const timestepCond = condDim === null ? null : b.input("timestep_cond", b.floatType, [batch, condDim]);
+
+  // 1. time: sinusoidal features (+ cond_proj(timestep_cond)) → TimestepEmbedding (linear, act, linear)
   const t = b.op1("Expand", [b.cast(timestep, "float32"), b.slice(b.op1("Shape", [sample]), [0], [0], [1])]);
   let temb = b.cast(timestepFeatures(b, t, ch[0]!, c.flip_sin_to_cos, c.freq_shift), b.floatType);
-  temb = b.scope("time_embedding", () => b.linear(act(b, b.linear(temb, "linear_1", ch[0]!, timeDim), c.act_fn), "linear_2", timeDim, timeDim));
+  temb = b.scope("time_embedding", () => {
+    const h = timestepCond ? b.add(temb, b.linear(timestepCond, "cond_proj", condDim!, ch[0]!, false)) : temb;
+    return b.linear(act(b, b.linear(h, "linear_1", ch[0]!, timeDim), c.act_fn), "linear_2", timeDim, timeDim);
+  });
 
   // 2. pre-process
   let x = sample;

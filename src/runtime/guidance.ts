@@ -37,3 +37,25 @@ function rescaleNoiseCfg(cfg: Float32Array, text: Float32Array, phi: number, bat
     for (let i = 0; i < per; i++) c[i] = phi * (c[i]! * ratio) + (1 - phi) * c[i]!;
   }
 }
+
+/**
+ * The guidance-scale embedding of LCM checkpoints (diffusers' LatentConsistencyModelPipeline
+ * `get_guidance_scale_embedding`, after VDM): for w = guidance scale − 1 (the pipeline's Imagen-style
+ * scale, less one), sin and cos of 1000·w·exp(−i·ln(10⁴)/(half − 1)), i < half = ⌊dim/2⌋, zero-padded
+ * to an odd `dim`. One row per image: [images, dim], float32 as torch computes it.
+ */
+export function guidanceScaleEmbedding(guidanceScale: number, dim: number, images: number): Float32Array {
+  const f32 = Math.fround;
+  const half = Math.floor(dim / 2);
+  const w = f32(f32(guidanceScale - 1) * 1000);
+  const step = f32(f32(Math.log(10000)) / (half - 1));
+  const row = new Float32Array(dim);
+  for (let i = 0; i < half; i++) {
+    const x = f32(w * f32(Math.exp(f32(i * -step))));
+    row[i] = f32(Math.sin(x));
+    row[half + i] = f32(Math.cos(x));
+  }
+  const out = new Float32Array(images * dim);
+  for (let b = 0; b < images; b++) out.set(row, b * dim);
+  return out;
+}

@@ -19,6 +19,7 @@ import * as path from "node:path";
 import { readPlan } from "../plan/read.js";
 import { ClipTokenizer } from "../tokenizer/clip.js";
 import { openPlanGraphs } from "./graphs.js";
+import { guidanceScaleEmbedding } from "./guidance.js";
 import { progressBar } from "./progress.js";
 import { TorchGenerator } from "./rng.js";
 import { checkRunSettings, imageCount, type RunSettings } from "./settings.js";
@@ -81,7 +82,14 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
 
     // 1. prompt embeddings
     const tokenizer = ClipTokenizer.fromFolder(path.join(dir, plan.tokenizer.dir));
-    const embeddings = await encodePrompts(graphs.text_encoder, tokenizer, { prompts: s.prompts, negativePrompts: s.negativePrompts, perPrompt: s.batch, guidance: s.guidanceScale > 1, log });
+    // an LCM checkpoint's U-Net takes the guidance scale as an embedding (LatentConsistencyModelPipeline):
+    // one U-Net batch, no negative prompt
+    const condShape = plan.graphs.unet.inputs.find((i) => i.name === "timestep_cond")?.shape[1];
+    const condDim = typeof condShape === "number" ? condShape : undefined;
+    const cfg = condDim === undefined && s.guidanceScale > 1;
+    if (condDim !== undefined && s.negativePrompts.some((n) => n !== ""))
+      log("note: this U-Net embeds the guidance scale (an LCM checkpoint): it runs no negative batch, so the negative prompt is not used");
+    const embeddings = await encodePrompts(graphs.text_encoder, tokenizer, { prompts: s.prompts, negativePrompts: s.negativePrompts, perPrompt: s.batch, guidance: cfg, log });
     trace?.("prompt_embeds", embeddings.text);
     if (embeddings.uncond) trace?.("negative_prompt_embeds", embeddings.uncond);
 
@@ -102,8 +110,9 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
       latents,
       shape,
       embeddings,
-      guidanceScale: s.guidanceScale,
+      guidanceScale: cfg ? s.guidanceScale : 1,
       guidanceRescale: s.guidanceRescale,
+      ...(condDim !== undefined ? { timestepCond: guidanceScaleEmbedding(s.guidanceScale, condDim, shape.images) } : {}),
       noise: generator,
       signal: opts.signal,
       progress: progressBar(opts.progress ?? true),

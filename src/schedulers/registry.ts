@@ -11,6 +11,7 @@ import { DPMSolverMultistepScheduler, dpmSolverMultistepDefinition } from "./dpm
 import { EulerAncestralDiscreteScheduler, eulerAncestralDefinition } from "./euler-ancestral.js";
 import { EulerDiscreteScheduler, eulerDefinition } from "./euler.js";
 import { HeunDiscreteScheduler, heunDefinition } from "./heun.js";
+import { LCMScheduler, lcmDefinition } from "./lcm.js";
 import { LMSDiscreteScheduler, lmsDefinition } from "./lms.js";
 import type { OptionsOf, SchedulerDefinition } from "./options.js";
 import { PNDMScheduler, pndmDefinition } from "./pndm.js";
@@ -39,6 +40,7 @@ const REGISTRY = [
   entry(heunDefinition, HeunDiscreteScheduler),
   entry(dpmSolverMultistepDefinition, DPMSolverMultistepScheduler),
   entry(unipcDefinition, UniPCMultistepScheduler),
+  entry(lcmDefinition, LCMScheduler),
 ] as const;
 
 type Registered = (typeof REGISTRY)[number]["definition"];

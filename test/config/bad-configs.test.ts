@@ -162,7 +162,7 @@ describe("top level", () => {
       "pipelines/p.yaml:5:9: scheduler.type: "eular" is not an allowed value
         5 |   type: eular
           |         ^^^^^
-        hint: did you mean "euler"? allowed: ddpm, ddim, pndm, lms, euler, euler-ancestral, heun, dpm-solver++, unipc, DDPMScheduler, DDIMScheduler, PNDMScheduler, LMSDiscreteScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+        hint: did you mean "euler"? allowed: ddpm, ddim, pndm, lms, euler, euler-ancestral, heun, dpm-solver++, unipc, lcm, DDPMScheduler, DDIMScheduler, PNDMScheduler, LMSDiscreteScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, LCMScheduler
 
       pipelines/p.yaml:6:3: unknown key "stpes" in scheduler
         6 |   stpes: 20
@@ -334,7 +334,7 @@ describe("scheduler", () => {
       "pipelines/p.yaml:5:9: scheduler.type: "DDIM" is not an allowed value
         5 |   type: DDIM
           |         ^^^^
-        hint: did you mean "ddim"? allowed: ddpm, ddim, pndm, lms, euler, euler-ancestral, heun, dpm-solver++, unipc, DDPMScheduler, DDIMScheduler, PNDMScheduler, LMSDiscreteScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler"
+        hint: did you mean "ddim"? allowed: ddpm, ddim, pndm, lms, euler, euler-ancestral, heun, dpm-solver++, unipc, lcm, DDPMScheduler, DDIMScheduler, PNDMScheduler, LMSDiscreteScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, LCMScheduler"
     `);
   });
   it("steps not an integer", async () => {
@@ -370,11 +370,11 @@ describe("scheduler", () => {
     `);
   });
   it("folder's scheduler class sdc does not implement", async () => {
-    expect(await problems({ [P]: HEAD, ...replaced("scheduler/scheduler_config.json", '"PNDMScheduler"', '"LCMScheduler"') })).toMatchInlineSnapshot(`
-      "models/tiny-sd/scheduler/scheduler_config.json:2:18: the model's scheduler "LCMScheduler" is not one sdc implements
-        2 |   "_class_name": "LCMScheduler",
-          |                  ^^^^^^^^^^^^^^
-        hint: set scheduler.type in the pipeline; sdc has: ddpm, ddim, pndm, lms, euler, euler-ancestral, heun, dpm-solver++, unipc (or DDPMScheduler, DDIMScheduler, PNDMScheduler, LMSDiscreteScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler)"
+    expect(await problems({ [P]: HEAD, ...replaced("scheduler/scheduler_config.json", '"PNDMScheduler"', '"DEISMultistepScheduler"') })).toMatchInlineSnapshot(`
+      "models/tiny-sd/scheduler/scheduler_config.json:2:18: the model's scheduler "DEISMultistepScheduler" is not one sdc implements
+        2 |   "_class_name": "DEISMultistepScheduler",
+          |                  ^^^^^^^^^^^^^^^^^^^^^^^^
+        hint: set scheduler.type in the pipeline; sdc has: ddpm, ddim, pndm, lms, euler, euler-ancestral, heun, dpm-solver++, unipc, lcm (or DDPMScheduler, DDIMScheduler, PNDMScheduler, LMSDiscreteScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, LCMScheduler)"
     `);
   });
   it("bad option value in the folder's scheduler_config.json", async () => {

@@ -90,13 +90,13 @@ describe("pipeline files", () => {
 
 describe("scheduler names", () => {
   it("map every short name and class name, and nothing else", () => {
-    expect(Object.keys(SCHEDULER_TYPES)).toEqual(["ddpm", "ddim", "pndm", "lms", "euler", "euler-ancestral", "heun", "dpm-solver++", "unipc"]);
+    expect(Object.keys(SCHEDULER_TYPES)).toEqual(["ddpm", "ddim", "pndm", "lms", "euler", "euler-ancestral", "heun", "dpm-solver++", "unipc", "lcm"]);
     for (const [short, cls] of Object.entries(SCHEDULER_TYPES)) {
       expect(schedulerClassName(short)).toBe(cls);
       expect(schedulerClassName(cls)).toBe(cls);
     }
-    expect(SCHEDULER_CLASS_NAMES).toHaveLength(9);
-    expect(schedulerClassName("LCMScheduler")).toBeUndefined();
+    expect(SCHEDULER_CLASS_NAMES).toHaveLength(10);
+    expect(schedulerClassName("DEISMultistepScheduler")).toBeUndefined();
     expect(schedulerClassName("toString")).toBeUndefined();
     expect(PipelineSchema.shape.scheduler.safeParse({ type: "UniPCMultistepScheduler" }).success).toBe(true);
   });

@@ -280,7 +280,7 @@ describe("generation parameters", () => {
   });
 
   it("map sdc scheduler names to the UI's sampler names", () => {
-    expect(["ddim", "pndm", "lms", "euler", "euler-ancestral", "heun", "dpm-solver++", "unipc", "ddpm"].map((s) => samplerName(s))).toEqual([
+    expect(["ddim", "pndm", "lms", "euler", "euler-ancestral", "heun", "dpm-solver++", "unipc", "ddpm", "lcm"].map((s) => samplerName(s))).toEqual([
       "DDIM",
       "PLMS",
       "LMS",
@@ -290,6 +290,7 @@ describe("generation parameters", () => {
       "DPM++ 2M",
       "UniPC",
       "DDPM",
+      "LCM",
     ]);
     expect(samplerName("dpm-solver++", { karras: true })).toBe("DPM++ 2M Karras");
     expect(samplerName("lms", { karras: true })).toBe("LMS Karras");

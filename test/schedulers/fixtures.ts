@@ -27,6 +27,8 @@ export interface FixtureCase {
   tStart?: number;
   numInferenceSteps?: number;
   startTimestep?: number;
+  /** LCM's own img2img schedule: set_timesteps(steps, strength=lcmStrength). */
+  lcmStrength?: number;
 }
 
 export interface FixtureIndex {

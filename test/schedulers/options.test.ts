@@ -84,7 +84,7 @@ describe("accepted as diffusers' from_config accepts it", () => {
   };
 
   it("loads SD 1.5's PNDM config into every scheduler, ignoring the other classes' keys", () => {
-    for (const type of ["ddpm", "ddim", "pndm", "lms", "euler", "euler-ancestral", "heun", "dpm-solver++", "unipc"]) {
+    for (const type of ["ddpm", "ddim", "pndm", "lms", "euler", "euler-ancestral", "heun", "dpm-solver++", "unipc", "lcm"]) {
       const s = createScheduler(type, sd15);
       expect(s.config.beta_schedule).toBe("scaled_linear");
       expect(s.config.beta_start).toBe(0.00085);
@@ -92,6 +92,7 @@ describe("accepted as diffusers' from_config accepts it", () => {
       expect("skip_prk_steps" in s.config).toBe(type === "pndm");
     }
     expect(createScheduler("ddim", sd15).config.set_alpha_to_one).toBe(false);
+    expect(createScheduler("lcm", sd15).config.set_alpha_to_one).toBe(false); // LCMScheduler.from_config(pipe.scheduler.config), as LCM-LoRA is used
     expect(createScheduler("euler", sd15).config.timestep_spacing).toBe("linspace"); // Euler's default
   });
 

@@ -10,6 +10,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 
 import { createScheduler, img2imgTimesteps, type NoiseSource } from "../../src/schedulers/index.js";
+import { LCMScheduler } from "../../src/schedulers/lcm.js";
 import { loadIndex, row, tensor, type FixtureCase } from "./fixtures.js";
 
 const TOL = 1e-5;
@@ -78,7 +79,12 @@ function runCase(c: FixtureCase): void {
 
   let loopTs: Float64Array;
   let latents: Float32Array;
-  if (c.strength === null) {
+  if (c.lcmStrength !== undefined) {
+    // LatentConsistencyModelImg2ImgPipeline: set_timesteps(n, strength=s), noised to the first timestep
+    if (!(s instanceof LCMScheduler)) throw new Error(`${c.name}: lcmStrength on ${c.className}`);
+    s.setTimestepsWithStrength(c.steps, c.lcmStrength);
+    loopTs = s.timesteps;
+  } else if (c.strength === null) {
     s.setTimesteps(c.steps);
     loopTs = s.timesteps;
   } else {
@@ -103,7 +109,8 @@ function runCase(c: FixtureCase): void {
   expectClose("init_noise_sigma", c.name, [s.initNoiseSigma], [c.initNoiseSigma]);
 
   // initial latents
-  if (c.strength === null) latents = common("x_T").map((x) => f32(x * s.initNoiseSigma));
+  if (c.lcmStrength !== undefined) latents = s.addNoise(common("x_0"), common("img_noise"), loopTs[0]!);
+  else if (c.strength === null) latents = common("x_T").map((x) => f32(x * s.initNoiseSigma));
   else latents = s.addNoise(common("x_0"), common("img_noise"), loopTs[0]!);
   const refLatents = t("latents");
   expectClose("latents", `${c.name} initial`, latents, row(refLatents, 0));

@@ -29,7 +29,7 @@ class CountingNoise implements NoiseSource {
 
 describe("registry", () => {
   it("knows every scheduler by diffusers class name (any case) and by short name", () => {
-    expect(SCHEDULER_SHORT_NAMES).toEqual(["ddpm", "ddim", "pndm", "lms", "euler", "euler-ancestral", "heun", "dpm-solver++", "unipc"]);
+    expect(SCHEDULER_SHORT_NAMES).toEqual(["ddpm", "ddim", "pndm", "lms", "euler", "euler-ancestral", "heun", "dpm-solver++", "unipc", "lcm"]);
     SCHEDULER_CLASS_NAMES.forEach((cls, i) => {
       expect(createScheduler(cls).className).toBe(cls);
       expect(createScheduler(cls.toLowerCase()).className).toBe(cls);
@@ -163,6 +163,20 @@ describe("step() contract", () => {
     expect(count("euler-ancestral", {})).toEqual([8, 8, 8, 8]);
     expect(count("dpm-solver++", { algorithm_type: "sde-dpmsolver++" })).toEqual([8, 8, 8, 8]);
     expect(count("dpm-solver++", {})).toEqual([]);
+    expect(count("lcm", {})).toEqual([8, 8, 8]); // every step but the last re-noises the estimate
+  });
+
+  it("LCM: refuses step counts its distillation schedule cannot give, naming the limit", () => {
+    const s = createScheduler("lcm");
+    expect(() => s.setTimesteps(51)).toThrow(/51 steps is more than original_inference_steps \(50\)/);
+    const short = createScheduler("lcm", {}, { original_inference_steps: 4 });
+    expect(() => short.setTimesteps(5)).toThrow(/more than original_inference_steps \(4\)/);
+    expect(() => createScheduler("lcm", {}, { original_inference_steps: 2000 })).toThrow(/original_inference_steps.*more than num_train_timesteps \(1000\)/);
+    const l = createScheduler("lcm") as import("../../src/schedulers/lcm.js").LCMScheduler;
+    expect(() => l.setTimestepsWithStrength(4, 0.05)).toThrow(/50 × 0.05 leaves 2 timesteps, fewer than the 4 steps/);
+    // the LCM paper's 4-step schedule from 50 distillation steps
+    s.setTimesteps(4);
+    expect(Array.from(s.timesteps)).toEqual([999, 759, 499, 259]);
   });
 
   it("says what is missing when used wrongly", () => {
@@ -173,6 +187,9 @@ describe("step() contract", () => {
     th.setTimesteps(4);
     expect(() => th.step(m, th.timesteps[0]!, x)).toThrow(/thresholding needs the batch size/);
     expect(() => createScheduler("ddim").step(m, 999, x)).toThrow(/setTimesteps/);
+    const lcm = createScheduler("lcm");
+    lcm.setTimesteps(4);
+    expect(() => lcm.step(m, lcm.timesteps[0]!, x)).toThrow(/needs a NoiseSource/);
     const e = createScheduler("euler");
     e.setTimesteps(4);
     expect(() => e.scaleModelInput(x, 123.5)).toThrow(/timestep 123.5 is not in the schedule/);

@@ -21,6 +21,11 @@ export interface DenoiseLoopOptions {
   embeddings: PromptEmbeddings;
   guidanceScale: number;
   guidanceRescale: number;
+  /**
+   * LCM checkpoints: the guidance-scale embedding [images, time_cond_proj_dim] fed to the U-Net's
+   * `timestep_cond` at every step (guidance then happens inside the U-Net: no negative half).
+   */
+  timestepCond?: Float32Array;
   /** Noise for the stochastic schedulers (the run's generator). */
   noise: NoiseSource;
   /** Aborting stops the loop between steps. */
@@ -72,6 +77,7 @@ export async function denoiseLoop(unet: GraphRunner, o: DenoiseLoopOptions): Pro
           sample: { data: sample, dims: [n, C, h, w] },
           timestep: { data: new Float32Array(n).fill(t), dims: [n] },
           encoder_hidden_states: { data: emb, dims: [n, sequence, width] },
+          ...(o.timestepCond ? { timestep_cond: { data: o.timestepCond, dims: [n, o.timestepCond.length / n] } } : {}),
         });
         return out.out_sample!.data;
       },
