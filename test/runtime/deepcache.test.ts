@@ -150,6 +150,36 @@ describe("the DeepCache loop", () => {
   }, 60_000);
 });
 
+describe("compiling DeepCache", () => {
+  it("rebuilds what the cut changes, nothing for the schedule, and inspect shows the shallow U-Net", async () => {
+    const p = await pipeline(EMOJI, "interval: 3\nbranch: 0");
+    const out = path.join(p.dir, "c");
+    const first = await compile(await p.load(), { outDir: out });
+    expect(first.rebuilt).toEqual(["text_encoder", "unet", "vae_decoder", "vae_encoder", "unet_shallow"]);
+    const edit = (deepcache: string | null) => {
+      const yaml = fs.readFileSync(path.join(p.dir, "p.yaml"), "utf8").replace(/  deepcache:\n(    .*\n)*/, deepcache === null ? "" : `  deepcache:\n${deepcache.split("\n").map((l) => `    ${l}\n`).join("")}`);
+      fs.writeFileSync(path.join(p.dir, "p.yaml"), yaml);
+    };
+    edit("interval: 5\nbranch: 0");
+    expect(await compile(await p.load(), { outDir: out })).toMatchObject({ upToDate: true });
+    edit("interval: 5\nbranch: 1");
+    const moved = await compile(await p.load(), { outDir: out });
+    expect(moved.rebuilt).toEqual(["unet", "unet_shallow"]);
+    expect(moved.plan.deepcache).toMatchObject({ branch: 1, layer: null, skips: 4 });
+    const { inspect } = await import("../../src/compiler/inspect.js");
+    const shown = await inspect(out, { cwd: p.dir });
+    expect(shown.summary).toContain("deepcache  unet_shallow/model.onnx: the U-Net's shallow part, cut after down block 1 (4 skip features); unet outputs deepcache_feature for it");
+    fs.rmSync(path.join(out, "unet_shallow", "model.onnx"));
+    expect((await inspect(out, { cwd: p.dir })).summary).toMatch(/damaged .*unet_shallow/);
+    edit(null);
+    const off = await compile(await p.load(), { outDir: out });
+    expect(off.rebuilt).toEqual(["unet"]);
+    expect(off.plan.deepcache).toBeUndefined();
+    expect(off.plan.graphs.unet.outputs.map((o) => o.name)).toEqual(["out_sample"]);
+    expect(fs.existsSync(path.join(out, "unet_shallow"))).toBe(false);
+  }, 60_000);
+});
+
 describe("DeepCache refusals", () => {
   const problem = async (deepcache: string) => {
     const p = await pipeline(EMOJI, deepcache);
