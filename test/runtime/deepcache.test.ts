@@ -7,7 +7,8 @@
  * the loop: interval 1 gives the plain run's latents exactly, interval N runs ⌈steps/N⌉ full calls
  * and stays close to the full computation, a full_steps schedule runs the calls it lists; and the
  * refusals (a branch the U-Net does not have, a schedule without call 0, a folder without the
- * shallow graph).
+ * shallow graph). And against DeepCache written in PyTorch from diffusers' modules, with the
+ * feature of one call fed to the next (test/fixtures/gen/deepcache.py).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -24,6 +25,7 @@ import { TorchGenerator } from "../../src/runtime/rng.js";
 import { runPlan } from "../../src/runtime/run.js";
 import { isUserError } from "../../src/util/errors.js";
 import { MODEL_FIXTURES, REPO, tempDir } from "../helpers/repo.js";
+import { readSafetensors } from "./helpers.js";
 
 const EMOJI = path.join(REPO, "models", "emoji");
 
@@ -102,6 +104,42 @@ describe("the compiled DeepCache U-Nets", () => {
       expect(new Set(skips).size).toBe(skips.length);
       await plainUnet.release();
     }, 60_000);
+});
+
+describe("against DeepCache written in PyTorch from diffusers' modules (test/fixtures/gen/deepcache.py)", () => {
+  it("tiny-sd2: the feature of call 1 and the shallow U-Net on call 2 with it, at three cuts", async () => {
+    const ref = readSafetensors(path.join(MODEL_FIXTURES, "deepcache.reference.safetensors"));
+    const t = (k: string) => ref.get(k)!.data as Float32Array;
+    const tensor = (k: string) => new ort.Tensor("float32", t(k), ref.get(k)!.shape);
+    const loaded = await (await pipeline(path.join(MODEL_FIXTURES, "tiny-sd2"), null)).load();
+    const weights = providerFor(openModelWeights(loaded.model), "unet");
+    const out = tempDir("sdc-dc-ref-");
+    const target = { ep: "cpu" as const, training: false };
+    const cuts = [
+      { name: "b0l0", branch: 0, layer: 0 },
+      { name: "b0", branch: 0 },
+      { name: "b1l0", branch: 1, layer: 0 },
+    ];
+    const rel = (a: Float32Array, b: Float32Array) => maxAbs(a, b) / Math.max(...Array.from(b, Math.abs));
+    for (const c of cuts) {
+      const opts = { branch: c.branch, ...(c.layer === undefined ? {} : { layer: c.layer }) };
+      const fullJob = graphJobs(loaded.model, "fp32", target, opts).find((j) => j.name === "unet")!;
+      buildAndWrite({ ...fullJob, name: `full-${c.name}` }, weights, "float32", target, out);
+      buildAndWrite({ ...deepCacheJob(loaded.model, "fp32", target, opts), name: `shallow-${c.name}` }, weights, "float32", target, out);
+      const full = await ort.InferenceSession.create(path.join(out, `full-${c.name}`, "model.onnx"));
+      const shallow = await ort.InferenceSession.create(path.join(out, `shallow-${c.name}`, "model.onnx"));
+      const ctx = tensor("encoder_hidden_states");
+      const one = await full.run({ sample: tensor("sample1"), timestep: tensor("timestep1"), encoder_hidden_states: ctx });
+      expect(one.deepcache_feature!.dims).toEqual(ref.get(`${c.name}.feature1`)!.shape);
+      expect(rel(one.deepcache_feature!.data as Float32Array, t(`${c.name}.feature1`))).toBeLessThan(1e-5);
+      const two = await shallow.run({ sample: tensor("sample2"), timestep: tensor("timestep2"), encoder_hidden_states: ctx, deepcache_feature: one.deepcache_feature! });
+      const got = two.out_sample!.data as Float32Array;
+      expect(rel(got, t(`${c.name}.out_shallow2`))).toBeLessThan(1e-5);
+      // and the cached call is an approximation of the full one, not the full one itself
+      expect(rel(got, t("out_full2"))).toBeGreaterThan(1e-3);
+      await Promise.all([full.release(), shallow.release()]);
+    }
+  }, 60_000);
 });
 
 describe("the DeepCache loop", () => {
