@@ -44,6 +44,7 @@ export function runSettings(p: LoadedPipeline): RunSettings {
     outputDir: c.output.dir,
     grid: c.output.grid,
     threads: c.runtime.threads,
+    deepcache: c.sample.deepcache ? { interval: c.sample.deepcache.interval, fullSteps: c.sample.deepcache.full_steps ? [...c.sample.deepcache.full_steps] : null } : null,
   };
 }
 

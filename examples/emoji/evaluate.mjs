@@ -17,6 +17,7 @@
  *
  *   node examples/emoji/evaluate.mjs [--model models/emoji] [--data data/emoji-32] [--out out/emoji-eval]
  *        [--limit N] [--scheduler dpm-solver++] [--steps 25] [--guidance 4] [--seed 0] [--grid 32] [--json]
+ *        [--deepcache INTERVAL[,BRANCH[,LAYER]]]   (sample.deepcache: reuse the U-Net's deep features)
  *
  * Writes OUT/samples/*.png, OUT/grid.png and OUT/report.json. Needs the built library (`npm run build`).
  */
@@ -31,12 +32,12 @@ import { dominantNonWhiteColour } from "./colour.mjs";
 
 function usage(msg) {
   if (msg) console.error(`evaluate: ${msg}`);
-  console.error("usage: node examples/emoji/evaluate.mjs [--model DIR] [--data DIR] [--out DIR] [--limit N] [--scheduler NAME] [--steps N] [--guidance G] [--seed S] [--grid N] [--json]");
+  console.error("usage: node examples/emoji/evaluate.mjs [--model DIR] [--data DIR] [--out DIR] [--limit N] [--scheduler NAME] [--steps N] [--guidance G] [--seed S] [--grid N] [--json] [--deepcache INTERVAL[,BRANCH[,LAYER]]]");
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const o = { model: "models/emoji", data: "data/emoji-32", out: "out/emoji-eval", limit: Infinity, scheduler: "dpm-solver++", steps: 25, guidance: 4, seed: 0, grid: 32, json: false };
+  const o = { model: "models/emoji", data: "data/emoji-32", out: "out/emoji-eval", limit: Infinity, scheduler: "dpm-solver++", steps: 25, guidance: 4, seed: 0, grid: 32, json: false, deepcache: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => (i + 1 < argv.length ? argv[++i] : usage(`${a} needs a value`));
@@ -55,6 +56,11 @@ function parseArgs(argv) {
     else if (a === "--seed") o.seed = num(0);
     else if (a === "--grid") o.grid = num(0);
     else if (a === "--json") o.json = true;
+    else if (a === "--deepcache") {
+      const [interval, branch = 0, layer] = value().split(",").map(Number);
+      if (![interval, branch, layer ?? 0].every((x) => Number.isInteger(x) && x >= 0) || interval < 1) usage("--deepcache takes INTERVAL[,BRANCH[,LAYER]], whole numbers, interval ≥ 1");
+      o.deepcache = { interval, branch, layer };
+    }
     else usage(`unknown argument ${a}`);
   }
   for (const [flag, dir, hint] of [
@@ -232,6 +238,7 @@ async function main() {
       "sample:",
       "  prompts_file: prompts.txt",
       `  seed: ${o.seed}`,
+      ...(o.deepcache ? ["  deepcache:", `    interval: ${o.deepcache.interval}`, `    branch: ${o.deepcache.branch}`, ...(o.deepcache.layer !== undefined ? [`    layer: ${o.deepcache.layer}`] : [])] : []),
       "output:",
       "  dir: samples",
       "runtime:",
@@ -329,8 +336,10 @@ async function main() {
   const report = {
     model: path.resolve(o.model),
     prompts: n,
-    sampler: { scheduler: o.scheduler, steps: o.steps, guidance: o.guidance, seed: o.seed, device: r.ep },
+    sampler: { scheduler: o.scheduler, steps: o.steps, guidance: o.guidance, seed: o.seed, device: r.ep, ...(o.deepcache ? { deepcache: { ...o.deepcache, calls: r.deepcache } } : {}) },
     seconds_per_image: secondsPerImage,
+    // the denoising loop alone (all prompts go through the U-Net in one batch)
+    denoise_seconds_per_image: o.steps / r.itPerSec / held.length,
     colour: { evaluated: coloured.length, accuracy: colourHits / coloured.length, real_images: colourCeiling / coloured.length, majority_baseline: colourBase.rate, majority_colour: colourBase.label },
     category: {
       evaluated: n,

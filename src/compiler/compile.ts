@@ -18,17 +18,18 @@ import type { Graph } from "../ir/graph.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
 import { vaeScaleFactor } from "../models/arch.js";
 import { readPlanIfValid } from "../plan/read.js";
-import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, type GraphName, type GraphSpecT, type Plan, type TrainGraphName } from "../plan/schema.js";
+import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, type DeepCacheSpecT, type GraphName, type GraphSpecT, type Plan, type TrainGraphName } from "../plan/schema.js";
 import { writePlan } from "../plan/write.js";
 import { tokenizerFiles, readTokenizerConfig } from "../tokenizer/clip.js";
 import { createScheduler, schedulerConfigJson, stableDiffusionPipelineFixups } from "../schedulers/index.js";
 import { UserError } from "../util/errors.js";
 import { writeDirAtomic } from "../util/fs.js";
 import { canonicalJson, fileIdentity, hashValue, sha256, sha256File } from "../util/hash.js";
-import { buildAndWrite, graphJobs } from "./graphs.js";
+import { buildAndWrite, deepCacheJob, graphJobs, type DeepCacheGraphOptions } from "./graphs.js";
 import { trainGraphConfig, trainingJobs, type TrainGraphJob } from "./train.js";
 import { openModelWeights, providerFor, unusedLora, type ModelWeights } from "./weights.js";
 import type { WeightProvider } from "../ir/builder.js";
+import { DEEPCACHE_FEATURE } from "../models/unet.js";
 
 export const SDC_VERSION = "0.1.0";
 /** Bump when generated graphs change for the same inputs: every build hash changes with it. */
@@ -53,8 +54,8 @@ export interface CompileOptions {
 export interface CompileResult {
   dir: string;
   plan: Plan;
-  rebuilt: (GraphName | TrainGraphName)[];
-  reused: (GraphName | TrainGraphName)[];
+  rebuilt: (GraphName | TrainGraphName | "unet_shallow")[];
+  reused: (GraphName | TrainGraphName | "unet_shallow")[];
   /** Nothing changed: the folder was left as it was. */
   upToDate: boolean;
   seconds: number;
@@ -76,6 +77,8 @@ export function defaultCompiledDir(p: LoadedPipeline, cwd = process.cwd()): stri
 export function compileKeys(p: LoadedPipeline): {
   graphs: Record<GraphName, string>;
   training: Partial<Record<TrainGraphName, string>>;
+  /** Build hash of DeepCache's shallow U-Net, when sample.deepcache asks for it. */
+  deepcache: string | null;
   compileHash: string;
   pipelineHash: string;
   sources: Plan["sources"];
@@ -89,19 +92,29 @@ export function compileKeys(p: LoadedPipeline): {
   }
   const precision = resolvePrecision(p.config.runtime);
   const target = lowerTarget(p);
-  const jobs = graphJobs(p.model, precision, target);
+  const dc = deepCacheOptions(p);
+  const jobs = graphJobs(p.model, precision, target, dc);
   const ids = weightIdentities(p);
   const graphs = Object.fromEntries(jobs.map((j) => [j.name, hashValue({ v: COMPILER_VERSION, graph: j.name, options: j.options, weights: ids[j.component] })])) as Record<GraphName, string>;
+  const shallow = dc ? deepCacheJob(p.model, precision, target, dc) : null;
+  const deepcache = shallow ? hashValue({ v: COMPILER_VERSION, graph: shallow.name, options: shallow.options, weights: ids.unet }) : null;
   const training = Object.fromEntries(
     (p.config.train ? trainingJobs(p, precision, target).jobs : []).map((j) => [
       j.name,
       hashValue({ v: COMPILER_VERSION, graph: j.name, options: j.options, weights: ids[j.component], ...(p.config.train!.train_text_encoder ? { textEncoderWeights: ids.text_encoder } : {}) }),
     ]),
   ) as Partial<Record<TrainGraphName, string>>;
-  const compileHash = hashValue({ graphs, training });
+  // without DeepCache the hash is what it always was: existing compiled folders stay up to date
+  const compileHash = hashValue(deepcache ? { graphs, training, deepcache } : { graphs, training });
   const sources = [...new Set([...p.sources, ...p.model.files, ...allWeightFiles(p), ...p.model.lora.map((l) => l.file)])].filter((f) => fs.existsSync(f)).map(fileIdentity);
   const pipelineHash = hashValue({ compileHash, config: planConfig(p), scheduler: p.model.schedulerConfig, sdc: SDC_VERSION });
-  return { graphs, training, compileHash, pipelineHash, sources };
+  return { graphs, training, deepcache, compileHash, pipelineHash, sources };
+}
+
+/** The compiled part of sample.deepcache (where the U-Net is cut); its schedule is a run setting. */
+function deepCacheOptions(p: LoadedPipeline): DeepCacheGraphOptions | undefined {
+  const dc = p.config.sample.deepcache;
+  return dc ? { branch: dc.branch, ...(dc.layer !== undefined ? { layer: dc.layer } : {}) } : undefined;
 }
 
 /** The config without its run settings: what the plan is made from (prompts, guidance, sizes, seed, output, threads and the trainer's data, lengths and schedule never re-plan). */
@@ -144,22 +157,34 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
     return !opts.force && !!g && g.buildHash === keys.training[name] && [g.file, ...g.externalData.map((f) => path.join(path.dirname(g.file), f))].every((f) => fs.existsSync(path.join(dir, f)));
   };
   const trainNames = Object.keys(keys.training) as TrainGraphName[];
+  const shallowReusable = () => {
+    if (keys.deepcache === null) return true;
+    const g = old?.deepcache?.shallow;
+    return !opts.force && !!g && g.buildHash === keys.deepcache && [g.file, ...g.externalData.map((f) => path.join(path.dirname(g.file), f))].every((f) => fs.existsSync(path.join(dir, f)));
+  };
 
-  if (!opts.force && old && old.pipelineHash === keys.pipelineHash && GRAPH_NAMES.every(reusable) && trainNames.every(trainReusable)) {
+  if (!opts.force && old && old.pipelineHash === keys.pipelineHash && GRAPH_NAMES.every(reusable) && trainNames.every(trainReusable) && shallowReusable()) {
     const seconds = (performance.now() - t0) / 1000;
-    return { dir, plan: old, rebuilt: [], reused: [...GRAPH_NAMES, ...trainNames], upToDate: true, seconds, summary: `${rel(dir, opts.cwd)} is up to date` };
+    return { dir, plan: old, rebuilt: [], reused: [...GRAPH_NAMES, ...trainNames, ...(keys.deepcache ? ["unet_shallow" as const] : [])], upToDate: true, seconds, summary: `${rel(dir, opts.cwd)} is up to date` };
   }
 
   await opts.beforeWrite?.();
   const precision = resolvePrecision(p.config.runtime);
   const target = lowerTarget(p);
-  const jobs = graphJobs(p.model, precision, target);
+  const dcOptions = deepCacheOptions(p);
+  const jobs = graphJobs(p.model, precision, target, dcOptions);
+  const shallowJob = dcOptions ? deepCacheJob(p.model, precision, target, dcOptions) : null;
   const train = p.config.train ? trainingJobs(p, precision, target) : null;
-  const needBuild = [...jobs.filter((j) => !reusable(j.name)), ...(train?.jobs ?? []).filter((j) => !trainReusable(j.name))];
+  const needBuild = [
+    ...jobs.filter((j) => !reusable(j.name)),
+    ...(train?.jobs ?? []).filter((j) => !trainReusable(j.name)),
+    ...(shallowJob && !shallowReusable() ? [shallowJob] : []),
+  ];
   const weights = needBuild.length ? openModelWeights(p.model, (i) => p.where(["model", "lora", i, "file"])) : null;
   const trainSpecs: Partial<Record<TrainGraphName, GraphSpecT>> = {};
-  const rebuilt: (GraphName | TrainGraphName)[] = [];
-  const reused: (GraphName | TrainGraphName)[] = [];
+  const rebuilt: (GraphName | TrainGraphName | "unet_shallow")[] = [];
+  const reused: (GraphName | TrainGraphName | "unet_shallow")[] = [];
+  let deepcache: DeepCacheSpecT | undefined;
   const specs = {} as Record<GraphName, GraphSpecT>;
   let plan!: Plan;
 
@@ -192,6 +217,39 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
       rebuilt.push(job.name);
       log(`  built ${job.name}: ${built.graph.nodes.length} nodes, ${(built.graph.paramCount() / 1e6).toFixed(2)} M parameters (${((performance.now() - t) / 1000).toFixed(2)} s)`);
     }
+    if (shallowJob) {
+      const cut = shallowJob.options.deepcache as { skips: number };
+      const common = { branch: dcOptions!.branch, layer: dcOptions!.layer ?? null, skips: cut.skips, feature: DEEPCACHE_FEATURE };
+      if (shallowReusable()) {
+        linkGraphFolder(path.join(dir, shallowJob.name), path.join(tmp, shallowJob.name));
+        deepcache = { ...common, shallow: old!.deepcache!.shallow };
+        reused.push(shallowJob.name);
+      } else {
+        const t = performance.now();
+        const built = buildAndWrite(shallowJob, providerFor(weights!, "unet"), precision === "fp16" ? "float16" : "float32", target, tmp);
+        const file = `${shallowJob.name}/model.onnx`;
+        deepcache = {
+          ...common,
+          shallow: {
+            file,
+            sha256: sha256File(path.join(tmp, file)),
+            externalData: built.write.externalFiles,
+            buildHash: keys.deepcache!,
+            inputs: ioSpecs(built.graph, "inputs"),
+            outputs: ioSpecs(built.graph, "outputs"),
+            requirements: built.requirements,
+            parameters: built.graph.paramCount(),
+            nodes: built.graph.nodes.length,
+            bytesLinked: built.write.bytesLinked,
+            bytesWritten: built.write.bytesWritten,
+            precision,
+            notes: built.graph.notes,
+          },
+        };
+        rebuilt.push(shallowJob.name);
+        log(`  built ${shallowJob.name}: ${built.graph.nodes.length} nodes, ${(built.graph.paramCount() / 1e6).toFixed(2)} M parameters (${((performance.now() - t) / 1000).toFixed(2)} s)`);
+      }
+    }
     for (const job of train?.jobs ?? []) {
       if (trainReusable(job.name)) {
         linkGraphFolder(path.join(dir, job.name), path.join(tmp, job.name));
@@ -217,7 +275,7 @@ export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Pro
       if (unused.length) log(`  note: ${unused.length} tensors in the checkpoint were not used: ${unused.slice(0, 5).join(", ")}${unused.length > 5 ? ", …" : ""}`);
     }
     const training = train ? { ...train.spec, graphs: trainSpecs as { train_step: GraphSpecT; train_eval: GraphSpecT; train_accumulate?: GraphSpecT; train_unet?: GraphSpecT } } : undefined;
-    plan = writeSupportFiles(p, tmp, dir, specs, keys, old, log, training);
+    plan = writeSupportFiles(p, tmp, dir, specs, keys, old, log, training, deepcache);
   });
 
   const seconds = (performance.now() - t0) / 1000;
@@ -287,7 +345,17 @@ function tokenizerDir(p: LoadedPipeline): string {
   return p.model.tokenizerDir;
 }
 
-function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, graphs: Record<GraphName, GraphSpecT>, keys: ReturnType<typeof compileKeys>, old: Plan | null, log: (line: string) => void, training?: Plan["training"]): Plan {
+function writeSupportFiles(
+  p: LoadedPipeline,
+  tmp: string,
+  finalDir: string,
+  graphs: Record<GraphName, GraphSpecT>,
+  keys: ReturnType<typeof compileKeys>,
+  old: Plan | null,
+  log: (line: string) => void,
+  training?: Plan["training"],
+  deepcache?: DeepCacheSpecT,
+): Plan {
   const c = p.config;
   // tokenizer/: tokenizer.json (built) and the original files, for other runners
   const tokDir = tokenizerDir(p);
@@ -356,6 +424,7 @@ function writeSupportFiles(p: LoadedPipeline, tmp: string, finalDir: string, gra
     vae: { scalingFactor: p.model.vae.scaling_factor, scaleFactor: vaeScaleFactor(p.model.vae), latentChannels: p.model.vae.latent_channels },
     runtime: { device: c.runtime.device, precision: resolvePrecision(c.runtime) },
     ...(training ? { training } : {}),
+    ...(deepcache ? { deepcache } : {}),
   });
 }
 

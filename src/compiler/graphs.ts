@@ -13,7 +13,7 @@ import { foldKnown } from "../ir/passes/fold.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
 import { verify } from "../ir/verify.js";
 import { buildClipText } from "../models/clip-text.js";
-import { buildUNet } from "../models/unet.js";
+import { buildUNet, deepCacheCut } from "../models/unet.js";
 import { buildVaeDecoder, buildVaeEncoder } from "../models/vae.js";
 import type { GraphName } from "../plan/schema.js";
 import type { Component } from "./weights.js";
@@ -26,18 +26,43 @@ export interface GraphJob<N extends string = GraphName> {
   build(b: Builder): void;
 }
 
-export function graphJobs(model: ResolvedModel, precision: "fp32" | "fp16", target: LowerTarget): GraphJob[] {
+/** The compiled part of DeepCache (sample.deepcache): where the U-Net is cut. */
+export interface DeepCacheGraphOptions {
+  branch: number;
+  layer?: number;
+}
+
+export function graphJobs(model: ResolvedModel, precision: "fp32" | "fp16", target: LowerTarget, deepcache?: DeepCacheGraphOptions): GraphJob[] {
   const { unet, vae, textEncoder: text } = model;
   const clipSkip = text.clip_skip;
   const common = { precision, target };
   const h = sym("height");
   const w = sym("width");
+  const cut = deepcache ? deepCacheCut(unet, deepcache.branch, deepcache.layer) : undefined;
+  const unetDims = { height: h, width: w, sequence: sym("sequence") };
   return [
     { name: "text_encoder", component: "text_encoder", options: { ...common, arch: model.textEncoder, clipSkip }, build: (b) => void buildClipText(b, text, { clipSkip }) },
-    { name: "unet", component: "unet", options: { ...common, arch: model.unet }, build: (b) => void buildUNet(b, unet, { height: h, width: w, sequence: sym("sequence") }) },
+    {
+      name: "unet",
+      component: "unet",
+      // without DeepCache the options (and so the build hash) are what they always were
+      options: { ...common, arch: model.unet, ...(cut ? { deepcache: cut } : {}) },
+      build: (b) => void buildUNet(b, unet, { ...unetDims, ...(cut ? { deepcache: { mode: "full" as const, cut } } : {}) }),
+    },
     { name: "vae_decoder", component: "vae", options: { ...common, arch: model.vae }, build: (b) => void buildVaeDecoder(b, vae, { height: h, width: w }) },
     { name: "vae_encoder", component: "vae", options: { ...common, arch: model.vae }, build: (b) => void buildVaeEncoder(b, vae, { height: h, width: w }) },
   ];
+}
+
+/** DeepCache's shallow U-Net (the full one is the `unet` job with the feature as an extra output). */
+export function deepCacheJob(model: ResolvedModel, precision: "fp32" | "fp16", target: LowerTarget, deepcache: DeepCacheGraphOptions): GraphJob<"unet_shallow"> {
+  const cut = deepCacheCut(model.unet, deepcache.branch, deepcache.layer);
+  return {
+    name: "unet_shallow",
+    component: "unet",
+    options: { precision, target, arch: model.unet, deepcache: cut },
+    build: (b) => void buildUNet(b, model.unet, { height: sym("height"), width: sym("width"), sequence: sym("sequence"), deepcache: { mode: "shallow", cut } }),
+  };
 }
 
 export interface BuiltGraph {

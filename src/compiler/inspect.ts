@@ -96,7 +96,7 @@ export async function inspect(target: string, opts: InspectOptions = {}): Promis
     changedSources,
     damaged,
     runSettings,
-    onnxSize: (g) => fs.statSync(path.join(dir, plan.graphs[g].file), { throwIfNoEntry: false })?.size ?? 0,
+    onnxSize: (g) => fs.statSync(path.join(dir, g === "unet_shallow" ? plan.deepcache!.shallow.file : plan.graphs[g].file), { throwIfNoEntry: false })?.size ?? 0,
   });
   return { plan, dir, summary, stale, changedSources, damaged };
 }
@@ -109,7 +109,11 @@ function sameIdentity(file: string, id: { size: number; mtimeMs: number }): bool
 /** Graph files that are missing or whose content differs from the plan (model.onnx is small: hashing it is cheap). */
 function damagedFiles(dir: string, plan: Plan): string[] {
   const out: string[] = [];
-  const specs = [...GRAPH_NAMES.map((g) => plan.graphs[g]), ...Object.values(plan.training?.graphs ?? {}).filter((g): g is GraphSpecT => !!g)];
+  const specs = [
+    ...GRAPH_NAMES.map((g) => plan.graphs[g]),
+    ...Object.values(plan.training?.graphs ?? {}).filter((g): g is GraphSpecT => !!g),
+    ...(plan.deepcache ? [plan.deepcache.shallow] : []),
+  ];
   for (const spec of specs) {
     const file = path.join(dir, spec.file);
     if (!fs.existsSync(file) || sha256File(file) !== spec.sha256) out.push(file);
@@ -129,7 +133,7 @@ interface DescribeContext {
   damaged: string[];
   /** Given a pipeline file: its run settings, as [label, text] rows. */
   runSettings: [string, string][] | null;
-  onnxSize: (g: GraphName) => number;
+  onnxSize: (g: GraphName | "unet_shallow") => number;
 }
 
 function describe(plan: Plan, c: DescribeContext): string {
@@ -171,6 +175,11 @@ function describe(plan: Plan, c: DescribeContext): string {
     "",
     `  ${GRAPH_NAMES.length} graphs, ${millions(params)} parameters; weights ${bytes(linked)} linked from the checkpoint, ${bytes(written)} written by the compiler`,
   );
+  if (plan.deepcache) {
+    const d = plan.deepcache;
+    lines.push("", `  deepcache  ${d.shallow.file}: the U-Net's shallow part, cut after down block ${d.branch}${d.layer !== null ? ` layer ${d.layer}` : ""} (${d.skips} skip features); unet outputs ${d.feature} for it`);
+    graphLines(d.shallow, c.onnxSize("unet_shallow")).forEach(([label, text]) => row(label, text, "    "));
+  }
   if (plan.training) lines.push("", ...trainingLines(plan.training));
   return lines.join("\n");
 }

@@ -187,6 +187,16 @@ export function checkPipeline(cfg: PipelineConfig, model: ResolvedModel, ctx: Mo
     if (path.extname(cfg.sample.latents).toLowerCase() !== ".safetensors")
       add(yaml(["sample", "latents"]), `sample.latents must be a .safetensors file, got "${path.basename(cfg.sample.latents)}"`, "save the latents with safetensors (tensor name: latents)");
   }
+  const dc = cfg.sample.deepcache;
+  if (dc && unetShapeOk) {
+    const layers = perBlock(unet.layers_per_block, unet.down_block_types.length, "layers_per_block");
+    if (dc.branch >= layers.length)
+      add(yaml(["sample", "deepcache", "branch"]), `sample.deepcache.branch ${dc.branch} is not a down block of this U-Net`, `it has ${layers.length} down blocks: use 0 to ${layers.length - 1} (0: the shallowest, fastest)`);
+    else if (dc.layer !== undefined && dc.layer >= layers[dc.branch]!)
+      add(yaml(["sample", "deepcache", "layer"]), `sample.deepcache.layer ${dc.layer} is not a resnet layer of down block ${dc.branch}`, `that block has ${layers[dc.branch]} layer${layers[dc.branch] === 1 ? "" : "s"}: use 0 to ${layers[dc.branch]! - 1}, or leave layer out`);
+  }
+  if (dc?.full_steps && !dc.full_steps.includes(0))
+    add(yaml(["sample", "deepcache", "full_steps"]), "sample.deepcache.full_steps must include 0: the first U-Net call has no cached features to reuse", "add 0 to the list");
   const prompts = Array.isArray(cfg.sample.prompt) ? cfg.sample.prompt.length : 1;
   const neg = cfg.guidance.negative_prompt;
   if (Array.isArray(neg) && neg.length !== prompts)

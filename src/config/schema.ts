@@ -168,6 +168,30 @@ const SampleSection = z.strictObject({
   init_image: pathString("file", "Initial image for img2img, relative to this file.").optional(),
   strength: z.number().gt(0).lte(1).optional().describe("img2img strength (default 0.8): how much of the init image is replaced."),
   latents: pathString("file", "A .safetensors file with the initial latents (tensor 'latents').").optional(),
+  deepcache: z
+    .strictObject({
+      interval: posInt
+        .max(1000)
+        .default(3)
+        .describe("Run the full U-Net every N-th U-Net call and the shallow one (reusing the last full call's deep features) in between; 1: always the full U-Net."),
+      full_steps: z
+        .array(z.int().min(0))
+        .min(1)
+        .optional()
+        .describe("A non-uniform schedule instead of interval: the U-Net calls (0-based, must include 0) that run the full U-Net."),
+      branch: z
+        .int()
+        .min(0)
+        .default(0)
+        .describe("The down block where the shallow U-Net is cut from the deep part (0: the shallowest and fastest). Compiled: changing it rebuilds the U-Net."),
+      layer: z
+        .int()
+        .min(0)
+        .optional()
+        .describe("Cut after this resnet layer of the branch block instead of after all of them (a shallower cut). Compiled."),
+    })
+    .optional()
+    .describe("DeepCache (Ma et al. 2023): reuse the U-Net's deep features across steps; faster, slightly different images. Absent: off."),
 });
 
 const OutputSection = z.strictObject({

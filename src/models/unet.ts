@@ -52,6 +52,60 @@ export interface UNetGraphOptions {
   sequence?: Dim;
   /** Values to use instead of graph inputs (a training step computes `sample` in the graph); no graph output is declared then. */
   inputs?: { sample: Value; timestep: Value; encoderHiddenStates: Value };
+  /**
+   * DeepCache (Ma et al. 2023): `full` also outputs the up path's hidden state where the shallow
+   * part begins (DEEPCACHE_FEATURE); `shallow` builds only the shallow part (conv_in, the down path
+   * up to `skips` skip features, the up resnets that consume them, conv_out) and takes that hidden
+   * state as an input instead of computing the deep part.
+   */
+  deepcache?: { mode: "full" | "shallow"; cut: DeepCacheCut };
+}
+
+/** Name of the full U-Net's extra output and of the shallow U-Net's extra input. */
+export const DEEPCACHE_FEATURE = "deepcache_feature";
+
+/**
+ * Where the shallow U-Net is cut from the deep part: the shallow part computes the first `skips`
+ * skip features of the down path (conv_in's output is the first) and the up resnets that consume
+ * them, the last `skips` resnets of the up path.
+ */
+export interface DeepCacheCut {
+  skips: number;
+  /** The cached feature's channels (what enters the first shallow up resnet before its skip is concatenated). */
+  channels: number;
+}
+
+/** Skip features the down path makes: conv_in, one per down resnet layer, one per downsampler. */
+export function skipCount(c: UNet2DConditionConfig): number {
+  const { nBlocks, layers } = supported(c);
+  return 1 + layers.reduce((a, n) => a + n, 0) + (nBlocks - 1);
+}
+
+/**
+ * The DeepCache cut after resnet layer `layer` of down block `branch` (0-based; default its last
+ * layer): the shallow U-Net runs down blocks 0..branch up to that layer and the matching up resnets.
+ * `branch: 0` with every layer is the paper's D1/U1 split. Bad indices are UserErrors naming the key.
+ */
+export function deepCacheCut(c: UNet2DConditionConfig, branch: number, layer?: number): DeepCacheCut {
+  const { nBlocks, layers } = supported(c);
+  if (!Number.isInteger(branch) || branch < 0 || branch >= nBlocks)
+    throw new UserError({ message: `sample.deepcache.branch ${branch} is not a down block of this U-Net`, subject: "sample.deepcache.branch", hint: `this U-Net has ${nBlocks} down blocks: use 0 to ${nBlocks - 1} (0: the shallowest, fastest)` });
+  const last = layers[branch]! - 1;
+  const l = layer ?? last;
+  if (!Number.isInteger(l) || l < 0 || l > last)
+    throw new UserError({ message: `sample.deepcache.layer ${l} is not a layer of down block ${branch}`, subject: "sample.deepcache.layer", hint: `down block ${branch} has ${last + 1} resnet layer${last ? "s" : ""}: use 0 to ${last}, or leave it out for all of them` });
+  let skips = 1;
+  for (let j = 0; j < branch; j++) skips += layers[j]! + 1;
+  skips += l + 1;
+  // the up resnet that consumes skip `skips - 1` is the first shallow one; its input is the cached feature
+  const rch = [...c.block_out_channels].reverse();
+  const total = skipCount(c);
+  let r = 0;
+  for (let i = 0; i < nBlocks; i++) {
+    const n = layers[nBlocks - 1 - i]! + 1;
+    for (let j = 0; j < n; j++, r++) if (total - 1 - r === skips - 1) return { skips, channels: j === 0 ? (i === 0 ? rch[0]! : rch[i - 1]!) : rch[i]! };
+  }
+  throw new Error("internal: DeepCache cut not found in the up path");
 }
 
 export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOptions = {}): Value {
@@ -70,6 +124,9 @@ export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOpti
     onlyCrossAttention: onlyCross[i]!,
   });
 
+  const dc = o.deepcache;
+  const shallow = dc?.mode === "shallow";
+  const totalSkips = skipCount(c);
   const batch = o.batch ?? sym("batch");
   const sample = o.inputs?.sample ?? b.input("sample", b.floatType, [batch, c.in_channels, o.height ?? sym("height"), o.width ?? sym("width")]);
   const timestep = o.inputs?.timestep ?? b.input("timestep", b.floatType, [batch]);
@@ -96,19 +153,21 @@ export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOpti
   x = b.conv2d(x, "conv_in", c.in_channels, ch[0]!, c.conv_in_kernel);
 
   // 3. down: every resnet/attention output and downsample is kept for the skip connections
+  //    (the shallow DeepCache U-Net stops once it has the skips its up resnets consume)
   const skips: { v: Value; ch: number }[] = [{ v: x, ch: ch[0]! }];
+  const enough = () => shallow && skips.length >= dc!.cut.skips;
   let cin = ch[0]!;
-  for (let i = 0; i < nBlocks; i++) {
+  for (let i = 0; i < nBlocks && !enough(); i++) {
     const cout = ch[i]!;
     const cross = c.down_block_types[i] === "CrossAttnDownBlock2D";
     x = b.scope(`down_blocks.${i}`, () => {
       let h = x;
-      for (let j = 0; j < layers[i]!; j++) {
+      for (let j = 0; j < layers[i]! && !enough(); j++) {
         h = resnetBlock(b, `resnets.${j}`, h, temb, j === 0 ? cin : cout, cout, resnet);
         if (cross) h = transformer2d(b, `attentions.${j}`, h, ctx, cout, tx(i, cout));
         skips.push({ v: h, ch: cout });
       }
-      if (i < nBlocks - 1) {
+      if (i < nBlocks - 1 && !enough()) {
         h = downsample(b, "downsamplers.0", h, cout, c.downsample_padding);
         skips.push({ v: h, ch: cout });
       }
@@ -117,20 +176,25 @@ export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOpti
     cin = cout;
   }
 
-  // 4. mid: resnet, (attention, resnet)×1
+  // 4. mid: resnet, (attention, resnet)×1 (not in the shallow U-Net: its output is part of the cached feature)
   const last = ch[nBlocks - 1]!;
-  x = b.scope("mid_block", () => {
-    const mid = { ...resnet, outputScaleFactor: c.mid_block_scale_factor };
-    let h = resnetBlock(b, "resnets.0", x, temb, last, last, mid);
-    h = transformer2d(b, "attentions.0", h, ctx, last, { ...tx(nBlocks - 1, last), onlyCrossAttention: false });
-    return resnetBlock(b, "resnets.1", h, temb, last, last, mid);
-  });
+  if (!shallow)
+    x = b.scope("mid_block", () => {
+      const mid = { ...resnet, outputScaleFactor: c.mid_block_scale_factor };
+      let h = resnetBlock(b, "resnets.0", x, temb, last, last, mid);
+      h = transformer2d(b, "attentions.0", h, ctx, last, { ...tx(nBlocks - 1, last), onlyCrossAttention: false });
+      return resnetBlock(b, "resnets.1", h, temb, last, last, mid);
+    });
 
   // 5. up: concatenate the matching skip before each resnet
   const rch = [...ch].reverse();
   const rlayers = [...layers].reverse();
   const rheadsIdx = (i: number) => nBlocks - 1 - i;
   let prev = last;
+  // up resnet r consumes skip totalSkips−1−r; with DeepCache, the resnet that consumes skip
+  // cut.skips−1 starts the shallow part, and the hidden state entering it is the cached feature
+  let r = 0;
+  const shallowPart = (r: number) => !dc || totalSkips - 1 - r < dc.cut.skips;
   for (let i = 0; i < nBlocks; i++) {
     const cout = rch[i]!;
     const cinBlock = rch[Math.min(i + 1, nBlocks - 1)]!;
@@ -138,17 +202,26 @@ export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOpti
     const n = rlayers[i]! + 1;
     x = b.scope(`up_blocks.${i}`, () => {
       let h = x;
-      for (let j = 0; j < n; j++) {
-        const skip = skips.pop()!;
+      for (let j = 0; j < n; j++, r++) {
         const skipCh = j === n - 1 ? cinBlock : cout;
-        if (skip.ch !== skipCh) throw new Error(`internal: skip channels ${skip.ch} vs ${skipCh}`);
         const resIn = j === 0 ? prev : cout;
+        if (!shallowPart(r)) {
+          // deep part: the shallow U-Net has neither this resnet nor its skip
+          if (shallow) continue;
+        } else if (dc && totalSkips - 1 - r === dc.cut.skips - 1) {
+          if (resIn !== dc.cut.channels) throw new Error(`internal: DeepCache feature channels ${resIn} vs ${dc.cut.channels}`);
+          // x: [B, resIn, h, w], h and w those of the skip it is concatenated with
+          if (shallow) h = b.input(DEEPCACHE_FEATURE, b.floatType, [batch, resIn, ...skips[skips.length - 1]!.v.shape.slice(2)]);
+          else if (!o.inputs) b.output(DEEPCACHE_FEATURE, h);
+        }
+        const skip = skips.pop()!;
+        if (skip.ch !== skipCh) throw new Error(`internal: skip channels ${skip.ch} vs ${skipCh}`);
         h = b.concat([h, skip.v], 1);
         h = resnetBlock(b, `resnets.${j}`, h, temb, resIn + skipCh, cout, resnet);
         if (cross) h = transformer2d(b, `attentions.${j}`, h, ctx, cout, tx(rheadsIdx(i), cout));
       }
       // to the size of the skip the next block concatenates first (any latent size works)
-      if (i < nBlocks - 1) h = upsample(b, "upsamplers.0", h, cout, skips[skips.length - 1]!.v);
+      if (i < nBlocks - 1 && (!shallow || shallowPart(r - 1))) h = upsample(b, "upsamplers.0", h, cout, skips[skips.length - 1]!.v);
       return h;
     });
     prev = cout;
@@ -157,6 +230,9 @@ export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOpti
   // 6. post-process
   x = act(b, b.groupNorm(x, "conv_norm_out", ch[0]!, groups, eps), c.act_fn);
   x = b.conv2d(x, "conv_out", ch[0]!, c.out_channels, c.conv_out_kernel);
-  if (!o.inputs) b.output("out_sample", x);
+  if (!o.inputs) {
+    // out_sample first: runners that take the first output (diffusers' ONNX pipeline) get the prediction
+    b.graph.outputs.unshift({ name: "out_sample", value: x });
+  }
   return x;
 }

@@ -125,6 +125,18 @@ export const TrainingSpec = z.strictObject({
 });
 export type TrainingSpecT = z.infer<typeof TrainingSpec>;
 
+export const DeepCacheSpec = z.strictObject({
+  /** The down block, and its resnet layer, after which the shallow part is cut. */
+  branch: z.number().int().nonnegative(),
+  layer: z.number().int().nonnegative().nullable(),
+  /** Skip features the shallow part computes (conv_in's output is the first). */
+  skips: z.number().int().positive(),
+  /** Name of the full U-Net's extra output and of the shallow U-Net's extra input. */
+  feature: z.string(),
+  shallow: GraphSpec,
+});
+export type DeepCacheSpecT = z.infer<typeof DeepCacheSpec>;
+
 export const PlanSchema = z.strictObject({
   format: z.literal(PLAN_FORMAT),
   name: z.string(),
@@ -170,6 +182,13 @@ export const PlanSchema = z.strictObject({
   }),
   /** Pipelines with a train section: the training graphs. */
   training: TrainingSpec.optional(),
+  /**
+   * DeepCache (sample.deepcache): `graphs.unet` then has a second output, `feature`, the up path's
+   * hidden state where the shallow part begins; `shallow` is the U-Net's shallow part, with the same
+   * inputs plus `feature`, giving the same out_sample as the full U-Net when fed the feature of the same
+   * call. When to run which is a run setting.
+   */
+  deepcache: DeepCacheSpec.optional(),
 });
 
 export type Plan = z.infer<typeof PlanSchema>;

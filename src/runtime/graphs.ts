@@ -9,7 +9,7 @@
  */
 import * as path from "node:path";
 import * as ort from "onnxruntime-node";
-import type { GraphName, Plan } from "../plan/schema.js";
+import type { GraphName, GraphSpecT, Plan } from "../plan/schema.js";
 import { f16ToF32, f32ToF16 } from "../util/half.js";
 import { openSession, type Device, type OpenedSession } from "./session.js";
 import { checkGraphFiles } from "./verify.js";
@@ -25,7 +25,8 @@ export type Feed = FloatTensor | { data: Int32Array; dims: readonly number[] };
 
 /** One graph the stages can run: ONNX sessions of a compiled folder, or weights held in memory. */
 export interface GraphRunner {
-  run(feeds: Record<string, Feed>): Promise<Record<string, FloatTensor>>;
+  /** `fetch`: the outputs wanted (default: all of them). */
+  run(feeds: Record<string, Feed>, fetch?: readonly string[]): Promise<Record<string, FloatTensor>>;
 }
 
 /** The four graphs of a Stable Diffusion pipeline, by their plan names. */
@@ -33,6 +34,8 @@ export type PipelineGraphs = Record<GraphName, GraphRunner>;
 
 export interface OpenedGraphs {
   graphs: PipelineGraphs;
+  /** DeepCache's shallow U-Net, when the plan has one (plan.deepcache). */
+  unetShallow?: GraphRunner;
   /** Execution provider that runs the graphs. */
   ep: "cuda" | "cpu";
   /** Why CUDA was not used, when the device was auto and the CPU runs. */
@@ -54,30 +57,33 @@ export interface OpenGraphsOptions {
  * (no second CUDA attempt after a fallback), so a txt2img run never loads the VAE encoder.
  */
 export async function openPlanGraphs(dir: string, plan: Plan, opts: OpenGraphsOptions = {}): Promise<OpenedGraphs> {
-  const opened = new Map<GraphName, OpenedSession>();
+  type Name = GraphName | "unet_shallow";
+  const specOf = (name: Name): GraphSpecT => (name === "unet_shallow" ? plan.deepcache!.shallow : plan.graphs[name]);
+  const opened = new Map<Name, OpenedSession>();
   const threads = opts.threads ?? 0;
   const first = await openSession(checkGraphFiles(dir, plan.graphs.text_encoder), { device: opts.device ?? plan.runtime.device, threads });
   opened.set("text_encoder", first);
-  const pending = new Map<GraphName, Promise<OpenedSession>>();
-  const session = (name: GraphName): Promise<OpenedSession> => {
+  const pending = new Map<Name, Promise<OpenedSession>>();
+  const session = (name: Name): Promise<OpenedSession> => {
     const s = opened.get(name);
     if (s) return Promise.resolve(s);
     let p = pending.get(name);
     if (!p) {
       p = Promise.resolve()
-        .then(() => openSession(checkGraphFiles(dir, plan.graphs[name]), { device: first.ep, threads })).then((s) => (opened.set(name, s), s));
+        .then(() => openSession(checkGraphFiles(dir, specOf(name)), { device: first.ep, threads })).then((s) => (opened.set(name, s), s));
       pending.set(name, p);
     }
     return p;
   };
-  const runner = (name: GraphName): GraphRunner => ({
-    run: async (feeds) => {
+  const runner = (name: Name): GraphRunner => ({
+    run: async (feeds, fetch) => {
       const s = await session(name);
-      return runSession(s.session, plan.graphs[name].inputs, feeds);
+      return runSession(s.session, specOf(name).inputs, feeds, fetch);
     },
   });
   return {
     graphs: { text_encoder: runner("text_encoder"), unet: runner("unet"), vae_decoder: runner("vae_decoder"), vae_encoder: runner("vae_encoder") },
+    ...(plan.deepcache ? { unetShallow: runner("unet_shallow") } : {}),
     ep: first.ep,
     ...(first.fallback ? { fallback: first.fallback } : {}),
     release: async () => {
@@ -89,7 +95,7 @@ export async function openPlanGraphs(dir: string, plan: Plan, opts: OpenGraphsOp
 }
 
 /** Run a session; inputs converted to the dtypes the graph declares, float outputs returned as float32. */
-async function runSession(session: ort.InferenceSession, inputs: Plan["graphs"][GraphName]["inputs"], feeds: Record<string, Feed>): Promise<Record<string, FloatTensor>> {
+async function runSession(session: ort.InferenceSession, inputs: GraphSpecT["inputs"], feeds: Record<string, Feed>, fetch?: readonly string[]): Promise<Record<string, FloatTensor>> {
   const tensors: Record<string, ort.Tensor> = {};
   for (const [name, v] of Object.entries(feeds)) {
     const dtype = inputs.find((i) => i.name === name)?.dtype ?? (v.data instanceof Int32Array ? "int32" : "float32");
@@ -102,7 +108,7 @@ async function runSession(session: ort.InferenceSession, inputs: Plan["graphs"][
             ? new ort.Tensor("int32", v.data instanceof Int32Array ? v.data : Int32Array.from(v.data), v.dims)
             : new ort.Tensor("float32", v.data instanceof Float32Array ? v.data : Float32Array.from(v.data), v.dims);
   }
-  const out = await session.run(tensors);
+  const out = fetch ? await session.run(tensors, [...fetch]) : await session.run(tensors);
   const res: Record<string, FloatTensor> = {};
   for (const [k, t] of Object.entries(out)) {
     const data =

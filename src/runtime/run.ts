@@ -56,6 +56,8 @@ export interface RunResult {
   seconds: number;
   /** U-Net evaluations per second in the denoising loop. */
   itPerSec: number;
+  /** With DeepCache: U-Net calls that ran the full and the shallow graph. */
+  deepcache?: { full: number; shallow: number };
 }
 
 /** Execute a compiled folder's plan.json with these run settings. */
@@ -117,15 +119,17 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
       signal: opts.signal,
       progress: progressBar(opts.progress ?? true),
       label: img2img ? "img2img" : "txt2img",
+      ...(s.deepcache && plan.deepcache && opened.unetShallow ? { deepcache: { shallow: opened.unetShallow, feature: plan.deepcache.feature, settings: s.deepcache } } : {}),
       onStep: (step, l) => {
         trace?.("latents", l, step - 1);
         opts.onStep?.(step, schedule.timesteps.length);
       },
     });
     const itPerSec = loop.steps / loop.seconds;
+    const dc = loop.calls ? { deepcache: loop.calls } : {};
     if (loop.cancelled) {
       const seconds = (performance.now() - t0) / 1000;
-      return { outputs: [], summary: `cancelled after step ${loop.steps} of ${loop.total}`, cancelled: true, ep, seconds, itPerSec };
+      return { outputs: [], summary: `cancelled after step ${loop.steps} of ${loop.total}`, cancelled: true, ep, seconds, itPerSec, ...dc };
     }
 
     // 4. decode each image and save
@@ -142,7 +146,8 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
     const seconds = (performance.now() - t0) / 1000;
     for (const file of outputs) log(`wrote ${displayPath(file)}`);
     const what = `${shape.images} image${shape.images === 1 ? "" : "s"}${outputs.length > shape.images ? " and a grid" : ""}`;
-    return { outputs, summary: `wrote ${what} to ${displayPath(s.outputDir)} in ${seconds.toFixed(1)} s (${itPerSec.toFixed(2)} it/s on ${ep.toUpperCase()})`, cancelled: false, ep, seconds, itPerSec };
+    const cached = loop.calls ? `; DeepCache: ${loop.calls.full} full and ${loop.calls.shallow} shallow U-Net calls` : "";
+    return { outputs, summary: `wrote ${what} to ${displayPath(s.outputDir)} in ${seconds.toFixed(1)} s (${itPerSec.toFixed(2)} it/s on ${ep.toUpperCase()}${cached})`, cancelled: false, ep, seconds, itPerSec, ...dc };
   } finally {
     await opened.release();
   }

@@ -6,6 +6,7 @@
  */
 import { imageSideMultiple, type Plan } from "../plan/schema.js";
 import { UserError } from "../util/errors.js";
+import { checkDeepCache, type DeepCacheSettings } from "./deepcache.js";
 
 export interface RunSettings {
   /** The prompts; each gives `batch` images. */
@@ -35,6 +36,8 @@ export interface RunSettings {
   grid: boolean;
   /** Intra-op CPU threads for the sessions (0: one per core). */
   threads: number;
+  /** DeepCache's schedule (the plan must have its shallow U-Net), or null: every call runs the full U-Net. */
+  deepcache?: DeepCacheSettings | null;
 }
 
 /** Settings the plan cannot run: image sides the graphs do not accept, a mismatched negative prompt count. */
@@ -46,6 +49,7 @@ export function checkRunSettings(plan: Plan, s: RunSettings): void {
   if (s.prompts.length === 0) throw new UserError({ message: "no prompt to run", subject: "sample.prompt", hint: "give a prompt (an empty string is one)" });
   if (s.negativePrompts.length !== 1 && s.negativePrompts.length !== s.prompts.length)
     throw new UserError({ message: `${s.negativePrompts.length} negative prompts for ${s.prompts.length} prompts`, subject: "guidance.negative_prompt", hint: "give one negative prompt, or one per prompt" });
+  checkDeepCache(plan, s.deepcache ?? null);
 }
 
 /** Images a run writes: batch × prompts. */

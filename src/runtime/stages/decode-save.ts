@@ -87,6 +87,14 @@ export function nextImageIndex(dir: string): number {
 }
 
 /** The `parameters` text (AUTOMATIC1111's form) of image `index` of a run of `plan` with settings `s`. */
+/** "DeepCache: interval 3, branch 0" (or "full steps 0 1 5 …", "layer 1"), for a run that used it. */
+function deepCacheParameter(plan: Plan, s: RunSettings): Record<string, string> {
+  const d = s.deepcache;
+  if (!d || !plan.deepcache) return {};
+  const when = d.fullSteps ? `full steps ${d.fullSteps.join(" ")}` : `interval ${d.interval}`;
+  return { DeepCache: `${when}, branch ${plan.deepcache.branch}${plan.deepcache.layer !== null ? `, layer ${plan.deepcache.layer}` : ""}` };
+}
+
 export function imageParameters(plan: Plan, s: RunSettings, index: number, o: { steps?: number } = {}): string {
   const total = s.prompts.length * s.batch;
   const p = Math.floor(index / s.batch);
@@ -103,6 +111,6 @@ export function imageParameters(plan: Plan, s: RunSettings, index: number, o: { 
     modelHash: plan.model.hash,
     modelName: plan.model.name,
     denoisingStrength: s.initImage !== null ? s.strength : undefined,
-    extra: { ...(total > 1 ? { "Batch size": total, "Batch pos": index } : {}), ...(s.guidanceRescale > 0 ? { "CFG rescale": s.guidanceRescale } : {}), Generator: "sdc (PyTorch CPU)" },
+    extra: { ...(total > 1 ? { "Batch size": total, "Batch pos": index } : {}), ...(s.guidanceRescale > 0 ? { "CFG rescale": s.guidanceRescale } : {}), ...deepCacheParameter(plan, s), Generator: "sdc (PyTorch CPU)" },
   });
 }

@@ -12,6 +12,7 @@ import type { PromptEmbeddings } from "./encode-prompts.js";
 import type { LatentShape } from "./initial-latents.js";
 import type { Schedule } from "./schedule.js";
 import { UserError } from "../../util/errors.js";
+import { deepCacheRunner, type DeepCacheSettings } from "../deepcache.js";
 
 export interface DenoiseLoopOptions {
   schedule: Schedule;
@@ -35,6 +36,8 @@ export interface DenoiseLoopOptions {
   label?: string;
   /** After each step: its number (1-based) and the latents. */
   onStep?: (step: number, latents: Float32Array) => void;
+  /** DeepCache: the shallow U-Net, the name of the feature it reuses, and when to run the full one. */
+  deepcache?: { shallow: GraphRunner; feature: string; settings: DeepCacheSettings };
 }
 
 export interface DenoiseLoopResult {
@@ -48,6 +51,8 @@ export interface DenoiseLoopResult {
   seconds: number;
   /** The loop stopped early because the signal aborted. */
   cancelled: boolean;
+  /** With DeepCache: U-Net calls that ran the full and the shallow graph. */
+  calls?: { full: number; shallow: number };
 }
 
 export async function denoiseLoop(unet: GraphRunner, o: DenoiseLoopOptions): Promise<DenoiseLoopResult> {
@@ -61,6 +66,8 @@ export async function denoiseLoop(unet: GraphRunner, o: DenoiseLoopOptions): Pro
   const t0 = performance.now();
   let steps = 0;
   let latest = o.latents;
+  const dc = o.deepcache ? deepCacheRunner(unet, o.deepcache.shallow, o.deepcache.feature, o.deepcache.settings) : null;
+  const calls = dc ? { calls: dc.calls } : {};
   try {
     const latents = await denoise({
       scheduler: o.schedule.scheduler,
@@ -73,12 +80,14 @@ export async function denoiseLoop(unet: GraphRunner, o: DenoiseLoopOptions): Pro
       guidanceRescale: o.guidanceRescale,
       noise: o.noise,
       unet: async (sample, t, emb, n) => {
-        const out = await unet.run({
+        const feeds = {
           sample: { data: sample, dims: [n, C, h, w] },
           timestep: { data: new Float32Array(n).fill(t), dims: [n] },
           encoder_hidden_states: { data: emb, dims: [n, sequence, width] },
           ...(o.timestepCond ? { timestep_cond: { data: o.timestepCond, dims: [n, o.timestepCond.length / n] } } : {}),
-        });
+        };
+        if (dc) return (await dc.run(feeds)).data;
+        const out = await unet.run(feeds, ["out_sample"]);
         return out.out_sample!.data;
       },
       onStep: (i, _n, l) => {
@@ -91,9 +100,9 @@ export async function denoiseLoop(unet: GraphRunner, o: DenoiseLoopOptions): Pro
       },
       cancelled: () => o.signal?.aborted === true,
     });
-    return { latents, steps, total, seconds: (performance.now() - t0) / 1000, cancelled: false };
+    return { latents, steps, total, seconds: (performance.now() - t0) / 1000, cancelled: false, ...calls };
   } catch (e) {
-    if (e instanceof Cancelled) return { latents: latest, steps: e.step, total, seconds: (performance.now() - t0) / 1000, cancelled: true };
+    if (e instanceof Cancelled) return { latents: latest, steps: e.step, total, seconds: (performance.now() - t0) / 1000, cancelled: true, ...calls };
     throw e;
   } finally {
     bar?.stop();
