@@ -35,11 +35,12 @@ function sdc(bin: string, cwd: string, args: string[], delayMs = 0): Promise<{ c
 function project(): string {
   const dir = tempDir("sdc-race-");
   const model = JSON.stringify(path.join(REPO, "models", "tiny-sd"));
-  // same name (so the same compiled/p), different schedules: different plans and different images
-  const yaml = (scheduler: string, out: string) =>
-    `version: 1\nname: p\nmodel:\n  from: ${model}\nscheduler:\n  type: ${scheduler}\n  steps: 3\nsample:\n  prompt: a red fox\n  width: 32\n  height: 32\noutput:\n  dir: ${out}\nruntime:\n  device: cpu\n  threads: 1\n`;
-  fs.writeFileSync(path.join(dir, "a.yaml"), yaml("euler", "out-a"));
-  fs.writeFileSync(path.join(dir, "b.yaml"), yaml("ddim", "out-b"));
+  // same name (so the same compiled/p), different schedules and precisions: different plans, different
+  // graph files (fp16 weights), different images; a run that opened one of b's graphs would not give a's image
+  const yaml = (scheduler: string, precision: string, out: string) =>
+    `version: 1\nname: p\nmodel:\n  from: ${model}\nscheduler:\n  type: ${scheduler}\n  steps: 3\nsample:\n  prompt: a red fox\n  width: 32\n  height: 32\noutput:\n  dir: ${out}\nruntime:\n  device: cpu\n  precision: ${precision}\n  threads: 1\n`;
+  fs.writeFileSync(path.join(dir, "a.yaml"), yaml("euler", "fp32", "out-a"));
+  fs.writeFileSync(path.join(dir, "b.yaml"), yaml("ddim", "fp16", "out-b"));
   return dir;
 }
 
