@@ -77,9 +77,18 @@ export async function run(p: LoadedPipeline, opts: RunOptions = {}): Promise<Run
   if (!c.upToDate) opts.log?.(c.summary);
   try {
     return await runPlan(view.dir, runSettings(p), { ...opts, expectPipelineHash: c.plan.pipelineHash });
+  } catch (e) {
+    throw namingFolder(e, view.dir, dir);
   } finally {
     view.remove();
   }
+}
+
+/** A problem found in the run's private view names the compiled folder it was taken of. */
+function namingFolder(e: unknown, viewDir: string, dir: string): unknown {
+  if (!(e instanceof UserError)) return e;
+  const fix = (t: string) => t.split(viewDir).join(dir);
+  return new UserError(e.problems.map((p) => ({ ...p, message: fix(p.message), ...(p.subject ? { subject: fix(p.subject) } : {}), ...(p.hint ? { hint: fix(p.hint) } : {}) })));
 }
 
 /**
@@ -93,6 +102,8 @@ export async function runCompiled(p: LoadedPipeline, opts: RunOptions = {}): Pro
   const view = await withDirLock(dir, () => snapshotDir(dir), { log: opts.log ?? (() => {}) });
   try {
     return await runPlan(view.dir, runSettings(p), opts);
+  } catch (e) {
+    throw namingFolder(e, view.dir, dir);
   } finally {
     view.remove();
   }
