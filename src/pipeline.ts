@@ -15,6 +15,7 @@ import { runPlan, type RunPlanOptions, type RunResult } from "./runtime/run.js";
 import { preflight } from "./preflight.js";
 import type { RunSettings } from "./runtime/settings.js";
 import { UserError } from "./util/errors.js";
+import { snapshotDir, withDirLock } from "./util/lock.js";
 import { fileIdentity, hashValue } from "./util/hash.js";
 
 export interface RunOptions extends RunPlanOptions {
@@ -63,10 +64,32 @@ export async function run(p: LoadedPipeline, opts: RunOptions = {}): Promise<Run
   const cwd = opts.cwd ?? process.cwd();
   checkRunnable(p);
   for (const note of await preflight(p, { cwd, ...(opts.compiledDir !== undefined ? { compiledDir: opts.compiledDir } : {}) })) opts.log?.(`note: ${note}`);
-  const c = await compile(p, { outDir: opts.compiledDir, cwd, force: opts.recompile, log: opts.log });
+  // holding the folder's lock, compile when stale and take a private view of what was compiled: another
+  // process may compile a different pipeline into the folder while this one samples (src/util/lock.ts)
+  const dir = opts.compiledDir ?? defaultCompiledDir(p, cwd);
+  const { c, view } = await withDirLock(
+    dir,
+    async () => {
+      const c = await compile(p, { outDir: dir, cwd, force: opts.recompile, log: opts.log });
+      return { c, view: snapshotDir(c.dir) };
+    },
+    { log: opts.log ?? (() => {}) },
+  );
   if (!c.upToDate) opts.log?.(c.summary);
-  // the plan just compiled, not another process's that replaced it in between
-  return runPlan(c.dir, runSettings(p), { ...opts, expectPipelineHash: c.plan.pipelineHash });
+  try {
+    return await runPlan(view.dir, runSettings(p), { ...opts, expectPipelineHash: c.plan.pipelineHash });
+  } catch (e) {
+    throw namingFolder(e, view.dir, dir);
+  } finally {
+    view.remove();
+  }
+}
+
+/** A problem found in the run's private view names the compiled folder it was taken of. */
+function namingFolder(e: unknown, viewDir: string, dir: string): unknown {
+  if (!(e instanceof UserError)) return e;
+  const fix = (t: string) => t.split(viewDir).join(dir);
+  return new UserError(e.problems.map((p) => ({ ...p, message: fix(p.message), ...(p.subject ? { subject: fix(p.subject) } : {}), ...(p.hint ? { hint: fix(p.hint) } : {}) })));
 }
 
 /**
@@ -75,7 +98,16 @@ export async function run(p: LoadedPipeline, opts: RunOptions = {}): Promise<Run
  */
 export async function runCompiled(p: LoadedPipeline, opts: RunOptions = {}): Promise<RunResult> {
   checkRunnable(p);
-  return runPlan(opts.compiledDir ?? defaultCompiledDir(p, opts.cwd), runSettings(p), opts);
+  const dir = opts.compiledDir ?? defaultCompiledDir(p, opts.cwd);
+  if (!fs.existsSync(dir)) return runPlan(dir, runSettings(p), opts); // which says what is missing
+  const view = await withDirLock(dir, () => snapshotDir(dir), { log: opts.log ?? (() => {}) });
+  try {
+    return await runPlan(view.dir, runSettings(p), opts);
+  } catch (e) {
+    throw namingFolder(e, view.dir, dir);
+  } finally {
+    view.remove();
+  }
 }
 
 /** Refusals that need the config's locations: a train section, a CUDA device that cannot start. */

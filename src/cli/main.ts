@@ -7,7 +7,7 @@
  * anything else is an internal error: exit 1, with the stack trace only under --debug.
  */
 import * as path from "node:path";
-import { Command, CommanderError, Option } from "commander";
+import { Argument, Command, CommanderError, Option } from "commander";
 import * as api from "../index.js";
 import { createTrainProgress, type TrainProgress } from "../trainer/report.js";
 import type { LoadOptions } from "../index.js";
@@ -285,6 +285,54 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     .action(async (target: string, flags: { json?: boolean }) => {
       const r = await impl.inspect(target, { cwd });
       out(flags.json ? json(r.plan) : r.summary);
+    });
+
+  program
+    .command("doctor")
+    .description("which execution provider a run would use (CUDA or CPU) and why, and what CUDA still needs here")
+    .argument("[pipeline]", "pipeline YAML file whose runtime.device to check (default: a run with device auto)")
+    .option("--json", "print the report as JSON")
+    .option("--debug", "print stack traces of internal errors")
+    .action(async (file: string | undefined, flags: { json?: boolean }) => {
+      const p = file !== undefined ? await impl.loadPipeline(file, { cwd }) : null;
+      const r = api.doctor(p, { display: show });
+      if (flags.json) out(json(r));
+      else {
+        out(api.formatDoctor(r, show));
+        if (!r.ok) err(`\n${api.renderProblems(r.problems)}\n\n${r.problems.length} problem${r.problems.length === 1 ? "" : "s"} found.`);
+      }
+      if (!r.ok) exitCode = 2;
+    });
+
+  program
+    .command("setup")
+    .description(`install an optional part: cuda = onnxruntime's CUDA provider (from the npm package ${api.CUDA_PACKAGE.name}), then check the CUDA libraries`)
+    .addArgument(new Argument("<what>", "what to set up").choices(["cuda"]))
+    .option("--from <file>", "install from this tarball (what `npm pack` of the package wrote, e.g. on a connected machine) instead of fetching it")
+    .option("--force", "reinstall even when the provider is installed")
+    .option("--remove", "remove the provider sdc installed")
+    .option("--json", "print the result as JSON")
+    .option("--debug", "print stack traces of internal errors")
+    .action((_what: string, flags: { from?: string; force?: boolean; remove?: boolean; json?: boolean }) => {
+      const r = api.setupCuda({
+        ...(flags.from !== undefined ? { from: path.resolve(cwd, flags.from) } : {}),
+        force: flags.force === true,
+        remove: flags.remove === true,
+        display: show,
+        log: flags.json ? undefined : (l) => err(l),
+      });
+      if (flags.remove) {
+        out(flags.json ? json({ setup: r }) : r.action === "removed" ? `removed the CUDA provider from ${show(r.dir)}` : `no CUDA provider was installed in ${show(r.dir)}`);
+        return;
+      }
+      const d = api.doctor(null, { display: show });
+      if (flags.json) out(json({ setup: r, doctor: d }));
+      else {
+        out(`${r.action === "installed" ? "installed" : "already installed:"} ${r.source}'s CUDA provider in ${show(r.dir)}`);
+        out(api.formatDoctor(d, show));
+      }
+      // the provider is in place; CUDA still cannot run until the libraries the report names are found
+      if (d.ep !== "cuda") exitCode = 2;
     });
 
   try {

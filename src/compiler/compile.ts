@@ -24,6 +24,7 @@ import { tokenizerFiles, readTokenizerConfig } from "../tokenizer/clip.js";
 import { createScheduler, schedulerConfigJson, stableDiffusionPipelineFixups } from "../schedulers/index.js";
 import { UserError } from "../util/errors.js";
 import { writeDirAtomic } from "../util/fs.js";
+import { withDirLock } from "../util/lock.js";
 import { canonicalJson, fileIdentity, hashValue, sha256, sha256File } from "../util/hash.js";
 import { buildAndWrite, deepCacheJob, graphJobs, type DeepCacheGraphOptions } from "./graphs.js";
 import { trainGraphConfig, trainingJobs, type TrainGraphJob } from "./train.js";
@@ -143,7 +144,15 @@ function weightIdentities(p: LoadedPipeline): Record<"unet" | "vae" | "text_enco
   return { unet: { f: id("unet"), lora }, vae: { f: id("vae") }, text_encoder: { f: id("text_encoder"), lora } };
 }
 
+/**
+ * Compile, holding the compiled folder's lock (src/util/lock.ts) from reading the old folder to
+ * swapping in the new one, so a second sdc process compiling into the same folder waits its turn.
+ */
 export async function compile(p: LoadedPipeline, opts: CompileOptions = {}): Promise<CompileResult> {
+  return withDirLock(opts.outDir ?? defaultCompiledDir(p, opts.cwd), () => compileUnlocked(p, opts), { log: opts.log ?? (() => {}) });
+}
+
+async function compileUnlocked(p: LoadedPipeline, opts: CompileOptions): Promise<CompileResult> {
   const t0 = performance.now();
   const log = opts.log ?? (() => {});
   const dir = opts.outDir ?? defaultCompiledDir(p, opts.cwd);

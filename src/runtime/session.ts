@@ -47,8 +47,7 @@ export function cudaUnavailableReason(): string | null {
 }
 
 export const CUDA_HINT =
-  "install onnxruntime-node's CUDA provider: copy libonnxruntime_providers_cuda.so and libonnxruntime_providers_shared.so " +
-  "built for onnxruntime 1.29.0 (CUDA 13, cuDNN 9) into node_modules/onnxruntime-node/bin/napi-v6/linux/x64/ (see the README's GPU section), " +
+  "install onnxruntime-node's CUDA provider with `npx sdc setup cuda`; `npx sdc doctor` lists what else CUDA needs here (see the README's GPU section); " +
   "or set runtime.device: cpu";
 
 // The first CUDA failure in a process decides for the rest of it.

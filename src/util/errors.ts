@@ -79,8 +79,8 @@ const FS_ERRORS: Record<string, { message: string; hint: string }> = {
   EROFS: { message: "is on a read-only file system", hint: "write somewhere writable (another folder or disk)" },
   EACCES: { message: "permission denied", hint: "check the permissions of the path and its folders, or choose another path" },
   EPERM: { message: "operation not permitted", hint: "check the permissions of the path and its folders, or choose another path" },
-  ENOSPC: { message: "no space left on the device", hint: "free some space, or write to another disk" },
-  EDQUOT: { message: "disk quota exceeded", hint: "free some space, or write to another disk" },
+  ENOSPC: { message: "no space left on the device", hint: "free some space on that disk, or choose another folder (on another disk)" },
+  EDQUOT: { message: "disk quota exceeded", hint: "free some space, or choose another folder (on another disk)" },
 };
 
 /**

@@ -12,6 +12,22 @@ export function tempSibling(target: string): string {
   return path.join(dir, `.sdc-tmp-${path.basename(target)}-${process.pid}-${randomBytes(4).toString("hex")}`);
 }
 
+/**
+ * A filesystem error on a temporary path names the user's path instead (`dest`, which fsProblem
+ * shows): "out/00001-42.png: no space left on the device", not the hidden temporary's name; so
+ * does one that names no path (a failed write() has none).
+ */
+function onTarget(e: unknown, tmp: string, target: string): unknown {
+  const err = e as NodeJS.ErrnoException & { dest?: string };
+  if (!(e instanceof Error) || typeof err.code !== "string" || err.dest !== undefined) return e;
+  if (typeof err.path !== "string") err.dest = target; // a write's error names no file: it was the one being written
+  else {
+    const rel = path.relative(tmp, err.path);
+    if (rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel))) err.dest = path.join(target, rel);
+  }
+  return e;
+}
+
 /** Write a file atomically. */
 export function writeFileAtomic(target: string, data: string | Uint8Array): void {
   fs.mkdirSync(path.dirname(target), { recursive: true });
@@ -21,7 +37,7 @@ export function writeFileAtomic(target: string, data: string | Uint8Array): void
     fs.renameSync(tmp, target);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
-    throw e;
+    throw onTarget(e, tmp, target);
   }
 }
 
@@ -55,7 +71,7 @@ export async function writeDirAtomic(target: string, build: (tmpDir: string) => 
     if (old) fs.rmSync(old, { recursive: true, force: true });
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    throw onTarget(e, tmp, target);
   }
 }
 

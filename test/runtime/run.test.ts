@@ -114,7 +114,7 @@ describe("run", () => {
         expect(isUserError(e)).toBe(true);
         const pr = (e as { problems: { message: string; hint?: string }[] }).problems[0]!;
         expect(pr.message).toBe(`runtime.device is cuda, but ${reason}`);
-        expect(pr.hint).toContain("libonnxruntime_providers_cuda.so");
+        expect(pr.hint).toContain("npx sdc setup cuda");
       },
     );
     expect(vi.mocked(cudaUnavailableReason)).toHaveBeenCalledTimes(1);
