@@ -2,7 +2,8 @@
 // page's own address (`/?token=T`) goes with every request: as a Bearer header on fetches, and as
 // `?token=T` on the addresses the browser loads by itself (EventSource, <img>, download links).
 
-const token = new URLSearchParams(location.search).get("token") ?? "";
+// (no location in Node, where the tests import the pure parts of the page)
+const token = globalThis.location ? (new URLSearchParams(globalThis.location.search).get("token") ?? "") : "";
 
 /** An address the browser fetches by itself, with the token when there is one. */
 export function withToken(url) {
