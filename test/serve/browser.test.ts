@@ -3,18 +3,21 @@
  * playwright-core) against the real server running the default pipeline (models/emoji,
  * pipelines/txt2img.yaml): a job submitted from the form shows its progress and previews and ends
  * in the gallery with the PNG's parameters; "reuse these settings" fills the form back; an unknown
- * key typed into the YAML editor is marked at its line and column with the CLI's message.
+ * key typed into the YAML editor is marked at its line and column with the CLI's message; a LoRA
+ * training job (examples/train-lora-emoji.yaml, cut to 2 steps in the editor) shows its loss curve,
+ * validation grids and checkpoint files.
  *
  * Chromium is found at $SDC_CHROMIUM or /usr/bin/chromium. Missing, these tests fail in CI
  * (CI set) and are skipped with a printed reason elsewhere.
  */
+import { type ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readPngText } from "../../src/image/image.js";
-import { startServer, type RunningServer } from "../../src/serve/server.js";
 import { REPO, tempDir } from "../helpers/repo.js";
+import { transpileForNode } from "../helpers/transpile.js";
 
 const CHROMIUM = process.env.SDC_CHROMIUM ?? "/usr/bin/chromium";
 const haveChromium = fs.existsSync(CHROMIUM);
@@ -28,6 +31,35 @@ type TextArea = { selectionStart: number; setSelectionRange(start: number, end: 
 if (!haveChromium && !process.env.CI)
   console.warn(`skipping the browser tests: no Chromium at ${CHROMIUM} (apt-get install chromium, or set SDC_CHROMIUM)`);
 
+/**
+ * `sdc serve` as a user starts it, in its own process (a job runs onnxruntime synchronously, which
+ * would stall the browser driver sharing its event loop): bin/sdc.js over the current sources,
+ * type-stripped (a full tsc build takes too long for a test), with the page's files beside them.
+ */
+async function startSdcServe(args: string[]): Promise<{ url: string; proc: ChildProcess; stderr: () => string }> {
+  const out = tempDir("sdc-browser-bin-");
+  const main = transpileForNode(path.join(REPO, "src", "cli", "main.ts"), out);
+  fs.symlinkSync(path.join(REPO, "node_modules"), path.join(out, "node_modules"), "junction");
+  const web = path.join(REPO, "src", "serve", "web");
+  for (const f of fs.readdirSync(web).filter((f) => !f.endsWith(".ts"))) fs.copyFileSync(path.join(web, f), path.join(out, "src", "serve", "web", f));
+  const bin = path.join(out, "bin", "sdc.js");
+  fs.mkdirSync(path.dirname(bin));
+  fs.writeFileSync(bin, fs.readFileSync(path.join(REPO, "bin", "sdc.js"), "utf8").replace("../dist/cli/main.js", path.relative(path.dirname(bin), main).split(path.sep).join("/")));
+  const proc = spawn(process.execPath, [bin, "serve", ...args, "--json"], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  proc.stderr!.on("data", (d) => (stderr += d));
+  const url = await new Promise<string>((resolve, reject) => {
+    let buf = "";
+    proc.stdout!.on("data", (d) => {
+      buf += d;
+      const line = buf.split("\n").find((l) => l.startsWith("{"));
+      if (line) resolve((JSON.parse(line) as { url: string }).url);
+    });
+    proc.on("exit", (code) => reject(new Error(`sdc serve exited (${code}) before it listened: ${stderr}`)));
+  });
+  return { url, proc, stderr: () => stderr };
+}
+
 describe.runIf(!haveChromium && process.env.CI)("browser tests in CI", () => {
   it("has Chromium", () => {
     throw new Error(`no Chromium at ${CHROMIUM}: .ci/run installs Debian's chromium (or set SDC_CHROMIUM)`);
@@ -35,22 +67,22 @@ describe.runIf(!haveChromium && process.env.CI)("browser tests in CI", () => {
 });
 
 describe.runIf(haveChromium)("the sdc serve page in Chromium", () => {
-  let server: RunningServer;
+  let server: { url: string; proc: ChildProcess; stderr: () => string };
   let browser: Browser;
   let page: Page;
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
     const dir = tempDir("sdc-browser-");
-    server = await startServer({
-      cwd: REPO,
-      pipelines: ["pipelines/txt2img.yaml"],
-      port: 0,
-      token: TOKEN,
-      resultsDir: path.join(dir, "results"),
-      cacheDir: path.join(dir, "compiled"),
-      previewEvery: 5,
-    });
+    server = await startSdcServe([
+      "pipelines/txt2img.yaml",
+      "examples/train-lora-emoji.yaml",
+      "--port", "0",
+      "--token", TOKEN,
+      "--results", path.join(dir, "results"),
+      "--cache", path.join(dir, "compiled"),
+      "--preview-every", "5",
+    ]);
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: process.getuid?.() === 0 ? ["--no-sandbox"] : [],
@@ -78,7 +110,11 @@ describe.runIf(haveChromium)("the sdc serve page in Chromium", () => {
 
   afterAll(async () => {
     await browser?.close();
-    await server?.close();
+    if (server && server.proc.exitCode === null) {
+      const exited = new Promise((r) => server.proc.once("exit", r));
+      server.proc.kill("SIGINT");
+      await exited;
+    }
   });
 
   it("lists the served pipeline and fills the form from its settings, with the scheduler choices from the schema", async () => {
@@ -181,6 +217,65 @@ describe.runIf(haveChromium)("the sdc serve page in Chromium", () => {
     await page.getByTestId("yaml-ok").waitFor();
     expect(await page.locator(".gutter .ln.bad").count()).toBe(0);
     await expect(page.getByRole("button", { name: "Generate" }).isDisabled()).resolves.toBe(false);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("runs a training job edited in the YAML editor and shows its loss curve, validation grids and checkpoints", async () => {
+    await page.getByLabel("Pipeline", { exact: true }).selectOption("train-lora-emoji");
+    await page.getByRole("tab", { name: "Form" }).click();
+    expect(await page.locator("#f-train_steps").inputValue()).toBe("300");
+    await page.getByRole("tab", { name: "YAML" }).click();
+    const editor = page.getByLabel("Pipeline YAML");
+    await expect.poll(() => editor.inputValue()).toContain("name: train-lora-emoji");
+    const text = await editor.inputValue();
+    // 2 steps of batch 1, a checkpoint each step, validation grids at steps 0 and 2 (one prompt, 2 sampling steps)
+    const short = text
+      .replace(/^  batch: 8$/m, "  batch: 1")
+      .replace(/^  steps: 300$/m, "  steps: 2")
+      .replace(/^  checkpointing:\n    every: 100$/m, "  checkpointing:\n    every: 1")
+      .replace(/^    prompts: \[.*\]$/m, "    prompts: [red circle on blue background]\n    steps: 2");
+    for (const edited of [/^  batch: 1$/m, /^  steps: 2$/m, /^    every: 1$/m, /^    steps: 2$/m]) expect(short).toMatch(edited);
+    await editor.fill(short);
+    await page.getByTestId("yaml-ok").waitFor();
+    await page.getByRole("button", { name: "Train" }).click();
+    await page.locator("[data-testid=job][data-kind=train][data-state=done]").waitFor({ timeout: 110_000 });
+
+    const jobs = (await (await fetch(new URL("api/jobs", server.url), { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as {
+      kind: string;
+      state: string;
+      losses: { step: number; loss: number }[];
+      grids: string[];
+      checkpoints: string[];
+      results: { file: string }[];
+    }[];
+    const job = jobs[0]!;
+    expect([job.kind, job.state]).toEqual(["train", "done"]);
+    expect(job.losses.map((l) => l.step)).toEqual([1, 2]);
+
+    // the loss curve: one vertex per loss, the caption the latest
+    const chart = page.getByTestId("loss-chart");
+    expect((await chart.locator("path").getAttribute("d"))?.split(/[ML]/).filter((x) => x.trim()).length).toBe(2);
+    expect(await chart.locator("figcaption").textContent()).toContain(`loss ${job.losses[1]!.loss.toPrecision(4)} at step 2`);
+
+    // the validation grids, newest first, each loaded
+    expect(job.grids.length).toBe(2);
+    const grids = page.getByTestId("grids").locator("img");
+    await expect.poll(() => grids.evaluateAll((els) => els.map((e) => (e as unknown as ImageElement).naturalWidth > 0))).toEqual([true, true]);
+    const captions = await page.getByTestId("grids").locator("figcaption").allTextContents();
+    expect(captions).toEqual(job.grids.map((u) => u.split("/").pop()).reverse());
+
+    // the checkpoints, each folder's files as downloads that the server serves
+    expect(job.checkpoints.length).toBe(2);
+    const links = page.getByTestId("checkpoints").getByRole("link", { name: "weights.safetensors" });
+    await expect.poll(() => links.count()).toBe(2);
+    const weights = await fetch(new URL((await links.first().getAttribute("href"))!, server.url));
+    expect(weights.status).toBe(200);
+    expect((await weights.arrayBuffer()).byteLength).toBeGreaterThan(1000);
+
+    // the trained LoRA: a download in the gallery, not an image
+    const files = await page.getByTestId("result-file").locator(".filename").allTextContents();
+    expect(files.sort()).toEqual(job.results.map((r) => r.file).sort());
+    expect(files.some((f) => f.endsWith(".safetensors"))).toBe(true);
     expect(pageErrors).toEqual([]);
   });
 

@@ -52,6 +52,8 @@ export const api = {
   jobs: () => call("GET", "api/jobs"),
   job: (id) => call("GET", `api/jobs/${encodeURIComponent(id)}`),
   cancel: (id) => call("POST", `api/jobs/${encodeURIComponent(id)}/cancel`),
+  /** A checkpoint folder's files: the server lists a folder under /results as the URLs of its files. */
+  listing: (url) => call("GET", url.replace(/^\//, "")),
 };
 
 const EVENT_TYPES = ["state", "progress", "preview", "loss", "grid", "checkpoint", "result", "error", "done"];

@@ -3,8 +3,9 @@
 // of jobs, and the gallery of finished images with their parameters.
 
 import { h } from "preact";
+import { useEffect, useState } from "preact/hooks";
 import htm from "htm";
-import { withToken } from "./api.js";
+import { api, withToken } from "./api.js";
 
 const html = htm.bind(h);
 
@@ -65,19 +66,41 @@ function fileName(url) {
   return decodeURIComponent(url.split("?")[0].split("/").pop() ?? url);
 }
 
+/** A checkpoint: a folder (its files listed, each a download) or one file. */
+function Checkpoint({ url }) {
+  const isFile = /\.[A-Za-z0-9]+$/.test(fileName(url));
+  const [files, setFiles] = useState(undefined);
+  useEffect(() => {
+    if (isFile) return;
+    api.listing(url).then(
+      (list) => setFiles(Array.isArray(list) ? list : []),
+      (e) => setFiles(e.problems ?? []),
+    );
+  }, [url]);
+  if (isFile) return html`<li><a href=${withToken(url)} download>${fileName(url)}</a></li>`;
+  return html`<li>
+    <span class="folder">${fileName(url)}/</span>
+    ${files === undefined
+      ? " …"
+      : html`<span class="files">
+          ${files.map((f) => (typeof f === "string" ? html`<a href=${withToken(f)} download>${fileName(f)}</a>` : html`<span class="bad">${f.message}</span>`))}
+        </span>`}
+  </li>`;
+}
+
 function Training({ job }) {
   return html`<div class="training">
     <${LossChart} losses=${job.losses ?? []} />
     ${(job.grids ?? []).length > 0 &&
     html`<div class="grids" data-testid="grids">
       <h4>Validation</h4>
-      ${[...job.grids].reverse().map((url) => html`<figure><img src=${withToken(url)} alt="validation grid" /><figcaption>${fileName(url)}</figcaption></figure>`)}
+      ${[...job.grids].reverse().map((url) => html`<figure key=${url}><img src=${withToken(url)} alt="validation grid" onLoad=${scaleUp(400)} /><figcaption>${fileName(url)}</figcaption></figure>`)}
     </div>`}
     ${(job.checkpoints ?? []).length > 0 &&
     html`<div class="checkpoints" data-testid="checkpoints">
       <h4>Checkpoints</h4>
       <ul>
-        ${job.checkpoints.map((url) => html`<li><a href=${withToken(url)} download>${fileName(url)}</a></li>`)}
+        ${job.checkpoints.map((url) => html`<${Checkpoint} url=${url} key=${url} />`)}
       </ul>
     </div>`}
   </div>`;
@@ -88,7 +111,7 @@ export function JobPanel({ job, onCancel }) {
   if (!job) return html`<section class="job empty"><p>Submit a job to see its progress here.</p></section>`;
   const preview = (job.previews ?? [])[(job.previews ?? []).length - 1];
   const latest = job.results?.[job.results.length - 1];
-  return html`<section class="job" data-testid="job" data-state=${job.state}>
+  return html`<section class="job" data-testid="job" data-kind=${job.kind} data-state=${job.state}>
     <header>
       <span class=${`state ${job.state}`} data-testid="job-state">${job.state}</span>
       <span class="name">${job.pipeline}</span>
@@ -133,7 +156,18 @@ export function JobList({ jobs, currentId, onSelect }) {
   </section>`;
 }
 
-/** Every image of every job, newest first, each with its parameters, reuse and download. */
+const isImage = (r) => /\.png$/i.test(r.file);
+
+/** Pixel art at a whole multiple of its size (a 32×32 image, a contact sheet of them), at most `max` wide. */
+function scaleUp(max) {
+  return (e) => {
+    const img = e.currentTarget;
+    const k = Math.max(1, Math.min(4, Math.floor(max / img.naturalWidth)));
+    img.style.width = `${img.naturalWidth * k}px`;
+  };
+}
+
+/** Every result of every job, newest first: images with their parameters, reuse and download; other files (a trained LoRA) as downloads. */
 export function Gallery({ jobs, onReuse }) {
   const items = [];
   for (const j of jobs) for (const r of [...(j.results ?? [])].reverse()) items.push({ job: j, result: r });
@@ -141,17 +175,25 @@ export function Gallery({ jobs, onReuse }) {
     <h3>Gallery</h3>
     ${items.length === 0 && html`<p class="empty">Finished images appear here.</p>`}
     <div class="cards">
-      ${items.map(
-        ({ job, result }) => html`<figure class="card" data-testid="result" key=${result.url}>
-          <a href=${withToken(result.url)} target="_blank" rel="noopener"><img src=${withToken(result.url)} alt=${result.file} class="pixel" /></a>
-          <figcaption>
-            <pre class="parameters" data-testid="parameters">${result.parameters}</pre>
-            <div class="actions">
-              <button type="button" onClick=${() => onReuse(job, result)}>Reuse these settings</button>
-              <a class="button" href=${withToken(result.url)} download=${result.file}>Download</a>
-            </div>
-          </figcaption>
-        </figure>`,
+      ${items.map(({ job, result }) =>
+        isImage(result)
+          ? html`<figure class="card" data-testid="result" key=${result.url}>
+              <a href=${withToken(result.url)} target="_blank" rel="noopener"><img src=${withToken(result.url)} alt=${result.file} class="pixel" /></a>
+              <figcaption>
+                <pre class="parameters" data-testid="parameters">${result.parameters}</pre>
+                <div class="actions">
+                  ${result.parameters && html`<button type="button" onClick=${() => onReuse(job, result)}>Reuse these settings</button>`}
+                  <a class="button" href=${withToken(result.url)} download=${fileName(result.file)}>Download</a>
+                </div>
+              </figcaption>
+            </figure>`
+          : html`<figure class="card file" data-testid="result-file" key=${result.url}>
+              <div class="filename">${result.file}</div>
+              <figcaption>
+                <div class="from">${job.kind === "train" ? "trained by" : "from"} ${job.pipeline}</div>
+                <div class="actions"><a class="button" href=${withToken(result.url)} download=${fileName(result.file)}>Download</a></div>
+              </figcaption>
+            </figure>`,
       )}
     </div>
   </section>`;
