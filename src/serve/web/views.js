@@ -115,8 +115,8 @@ export function JobPanel({ job, onCancel }) {
     <header>
       <span class=${`state ${job.state}`} data-testid="job-state">${job.state}</span>
       <span class="name">${job.pipeline}</span>
-      <span class="id">${job.id}</span>
-      ${job.sweep && html`<span class="sweep">sweep ${job.sweep.index + 1} / ${job.sweep.count}</span>`}
+      <span class="id" title=${job.id}>${job.id.slice(0, 8)}</span>
+      ${job.sweep && html`<span class="sweep-tag">sweep ${job.sweep.index + 1} / ${job.sweep.count}</span>`}
       ${!isOver(job) && html`<button type="button" class="cancel" onClick=${() => onCancel(job.id)}>Cancel</button>`}
     </header>
     <${ProgressBar} job=${job} />
@@ -148,7 +148,7 @@ export function JobList({ jobs, currentId, onSelect }) {
             <span class=${`state ${j.state}`}>${j.state}</span>
             <span class="name">${j.pipeline}</span>
             <span class="step">${j.progress && !isOver(j) ? `${j.progress.step}/${j.progress.total}` : ""}</span>
-            <span class="id">${j.id}</span>
+            <span class="id" title=${j.id}>${j.id.slice(0, 8)}</span>
           </button>
         </li>`,
       )}
