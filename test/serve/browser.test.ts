@@ -181,6 +181,17 @@ describe.runIf(haveChromium)("the sdc serve page in Chromium", () => {
     expect(await page.locator("#f-scheduler").inputValue()).toBe("dpm-solver++");
   });
 
+  it("says in place what a form field expects, and sends nothing", async () => {
+    const before = (await (await fetch(new URL("api/jobs", server.url), { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as unknown[];
+    await page.locator("#f-steps").fill("0");
+    await page.getByRole("button", { name: "Generate" }).click();
+    const steps = page.locator(".field.bad", { has: page.locator("#f-steps") });
+    await expect.poll(() => steps.locator(".field-problem").textContent()).toBe("Steps: at least 1");
+    const after = (await (await fetch(new URL("api/jobs", server.url), { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as unknown[];
+    expect(after.length).toBe(before.length);
+    await page.locator("#f-steps").fill("20");
+  });
+
   it("marks an unknown key typed into the YAML editor at its line and column, with the CLI's message", async () => {
     await page.getByRole("tab", { name: "YAML" }).click();
     await page.getByTestId("yaml-ok").waitFor();

@@ -36,6 +36,16 @@ function Field({ field, value, onInput, problem }) {
   </div>`;
 }
 
+/**
+ * The message for a form field among the problems: the form's own check names the field's key, the
+ * server's names the override it refused (`--set scheduler.steps=0`, the CLI's flag).
+ */
+function fieldProblem(problems, field) {
+  const p = problems.find((p) => p.subject === field.key || (p.subject ?? "").startsWith(`--set ${field.path}=`));
+  if (!p) return undefined;
+  return p.subject === field.key ? p.message : `${p.message}${p.hint ? ` (${p.hint})` : ""}`;
+}
+
 function ProblemList({ problems }) {
   if (!problems || problems.length === 0) return null;
   return html`<ul class="problems" data-testid="submit-problems">
@@ -204,14 +214,14 @@ function App() {
     </header>
     ${pipelines.length === 0 && html`<p class="empty">This server has no pipelines: start it with <code>sdc serve pipelines/*.yaml</code>.</p>`}
     <main>
-      <form class="setup" onSubmit=${submit}>
+      <form class="setup" onSubmit=${submit} noValidate>
         <div class="tabs" role="tablist">
           <button type="button" role="tab" aria-selected=${mode === "form"} class=${mode === "form" ? "on" : ""} onClick=${() => setMode("form")}>Form</button>
           <button type="button" role="tab" aria-selected=${mode === "yaml"} class=${mode === "yaml" ? "on" : ""} onClick=${() => setMode("yaml")}>YAML</button>
         </div>
         ${mode === "form"
           ? html`<div class="fields">
-              ${fields.map((f) => html`<${Field} field=${f} value=${values[f.key] ?? ""} onInput=${onInput} problem=${problems.find((p) => p.subject === f.key)?.message} />`)}
+              ${fields.map((f) => html`<${Field} field=${f} value=${values[f.key] ?? ""} onInput=${onInput} problem=${fieldProblem(problems, f)} />`)}
             </div>`
           : html`<${YamlEditor} text=${yamlText} onChange=${setYamlText} name=${pipeline?.name} file=${pipeline?.file} onValidated=${(r) => setYamlOk(r.ok || r.failed)} />`}
         ${pipeline?.kind !== "train" &&
@@ -225,7 +235,7 @@ function App() {
           <button type="submit" class="primary" disabled=${submitting || !pipeline || (mode === "yaml" && !yamlOk)}>${pipeline?.kind === "train" ? "Train" : "Generate"}</button>
           ${mode === "yaml" && !yamlOk && html`<span class="note">fix the problems to submit</span>`}
         </div>
-        <${ProblemList} problems=${problems.filter((p) => mode !== "form" || !fields.some((f) => f.key === p.subject))} />
+        <${ProblemList} problems=${problems.filter((p) => mode !== "form" || !fields.some((f) => fieldProblem([p], f)))} />
       </form>
       <div class="side">
         <${JobPanel} job=${current} onCancel=${cancel} />
