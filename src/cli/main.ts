@@ -362,7 +362,7 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
     .option("--cache <dir>", "this worker's compiled folders, one per build hash (default compiled/serve)")
     .option("--preview-every <n>", "preview the latents every n denoising steps (0: never)", "5")
     .option("--concurrency <n>", "jobs at once (default 1: one run uses every core)", "1")
-    .option("--lock-duration <ms>", "how long a job stays with a worker that stopped answering before another takes it", "30000")
+    .option("--lock-duration <ms>", "how long a job stays with a worker that stopped answering before another takes it (longer than any compile, which holds the worker's event loop)", "120000")
     .option("--stalled-interval <ms>", "how often stalled jobs are looked for", "30000")
     .option("--json", "print one JSON line per job")
     .option("--debug", "print stack traces of internal errors")

@@ -81,6 +81,8 @@ const urlOf = (id: string, rel: string) => `/results/${encodeURIComponent(id)}/$
 
 export async function executeJob(spec: JobSpec, o: ExecuteOptions): Promise<Outcome> {
   const { store, worker } = o;
+  const jobDir = path.join(o.resultsDir, spec.id);
+  const attempt = path.join(jobDir, `.attempt-${worker.replace(/[^A-Za-z0-9.-]+/g, "_")}-${Date.now()}`);
   // events in order, without making the job wait for each write
   let chain: Promise<unknown> = Promise.resolve();
   let emitError: unknown;
@@ -94,6 +96,8 @@ export async function executeJob(spec: JobSpec, o: ExecuteOptions): Promise<Outc
   const finish = async (state: "done" | "failed" | "cancelled", before: () => Promise<void> | void = () => {}): Promise<Outcome> => {
     await flush();
     if (!(await store.claimFinish(spec.id, worker))) return "lost";
+    // attempts of workers that died in this job left their folders: the job is over, so they go
+    if (fs.existsSync(jobDir)) for (const f of fs.readdirSync(jobDir)) if (f.startsWith(".attempt-") && path.join(jobDir, f) !== attempt) fs.rmSync(path.join(jobDir, f), { recursive: true, force: true });
     await before();
     emit({ type: "state", state });
     emit({ type: "done", state });
@@ -101,10 +105,10 @@ export async function executeJob(spec: JobSpec, o: ExecuteOptions): Promise<Outc
     return state;
   };
 
+  // handed out again after it ended (its worker's lock lapsed just before it finished): nothing to do
+  if (await store.isFinished(spec.id)) return "lost";
   if (await store.cancelRequested(spec.id)) return finish("cancelled");
   emit({ type: "state", state: "running" });
-  const jobDir = path.join(o.resultsDir, spec.id);
-  const attempt = path.join(jobDir, `.attempt-${worker.replace(/[^A-Za-z0-9.-]+/g, "_")}-${Date.now()}`);
   try {
     const p = await loadPipeline(path.resolve(o.cwd, spec.file), { text: spec.yaml, overrides: spec.overrides, cwd: o.cwd, out: spec.kind === "train" ? jobDir : attempt });
     const compiledDir = compiledDirFor(p, spec, o.cacheDir);

@@ -42,15 +42,19 @@ export function isFinal(state: JobState): boolean {
 /**
  * The Job as the API shows it. A `running` state after another (a stalled worker's job taken over
  * by another worker) starts the attempt afresh: its progress, previews and losses are the new ones.
+ * `worker` is the worker of the latest attempt while the job runs, and the one that ended it after.
  */
 export function foldJob(spec: JobSpec, events: StoredEvent[]): Job {
   const job: Job = { id: spec.id, pipeline: spec.pipeline, kind: spec.kind, state: "queued", createdAt: spec.createdAt, settings: spec.settings, results: [] };
   if (spec.sweep) job.sweep = spec.sweep;
   for (const { ev, at, worker } of events) {
+    // over is over: what an attempt that lost the job (its lock lapsed, another finished it) still
+    // reports afterwards changes nothing
+    if (isFinal(job.state) && ev.type !== "done") continue;
     switch (ev.type) {
       case "state":
-        if (isFinal(job.state)) break; // over is over: a late event of a lost attempt changes nothing
         job.state = ev.state;
+        if (isFinal(ev.state) && worker) job.worker = worker; // who ended it
         if (ev.state === "running") {
           job.startedAt = at;
           if (worker) job.worker = worker;

@@ -15,7 +15,7 @@
  * AbortSignal, checked between denoising or training steps).
  */
 import * as os from "node:os";
-import { Queue, Worker, type Job as BullJob } from "bullmq";
+import { Queue, QueueEvents, Worker, type Job as BullJob } from "bullmq";
 import { Redis } from "ioredis";
 import { executeJob, type ExecuteOptions, type Outcome } from "./execute.js";
 import type { JobSpec } from "./jobs.js";
@@ -94,7 +94,9 @@ export function redisConnection(url: string): Redis {
 
 export class RedisQueue implements JobQueue {
   private readonly queue: Queue;
+  private readonly events: QueueEvents;
   private readonly conn: Redis;
+  private readonly eventsConn: Redis;
 
   constructor(
     url: string,
@@ -103,6 +105,19 @@ export class RedisQueue implements JobQueue {
     this.conn = redisConnection(url);
     this.queue = new Queue(QUEUE_NAME, { connection: this.conn });
     this.queue.on("error", () => {});
+    // BullMQ gives up on a job whose workers kept dying (stalled more than maxStalledCount times):
+    // the job's log says so, instead of staying "running" forever
+    this.eventsConn = redisConnection(url);
+    this.events = new QueueEvents(QUEUE_NAME, { connection: this.eventsConn });
+    this.events.on("error", () => {});
+    this.events.on("failed", ({ jobId, failedReason }) => void this.gaveUp(jobId, failedReason).catch(() => {}));
+  }
+
+  private async gaveUp(id: string, reason: string): Promise<void> {
+    if (!(await this.store.claimFinish(id, "server"))) return; // ended by a worker: its own ending stands
+    await this.store.append(id, { type: "error", message: `the queue gave up on this job: ${reason}`, hint: "its workers stopped (killed, out of memory, or hung) each time they ran it; look at the workers' logs" });
+    await this.store.append(id, { type: "state", state: "failed" });
+    await this.store.append(id, { type: "done", state: "failed" });
   }
 
   async submit(spec: JobSpec): Promise<void> {
@@ -123,8 +138,9 @@ export class RedisQueue implements JobQueue {
   }
 
   async close(): Promise<void> {
+    await this.events.close();
     await this.queue.close();
-    await this.conn.quit().catch(() => {});
+    await Promise.all([this.conn.quit().catch(() => {}), this.eventsConn.quit().catch(() => {})]);
   }
 }
 
@@ -132,7 +148,11 @@ export interface WorkerOptions extends RunnerOptions {
   url: string;
   /** Jobs this process runs at once (default 1: one sampling or training run uses every core). */
   concurrency?: number;
-  /** BullMQ's lock on a running job, ms (default 30 s): how long a dead worker holds its job. */
+  /**
+   * BullMQ's lock on a running job, ms (default 120 s): how long a dead worker holds its job. The
+   * worker renews it from its event loop, which a compile holds for as long as it builds a graph;
+   * a lock that lapses anyway costs a second attempt, never a second result (see execute.ts).
+   */
   lockDuration?: number;
   /** How often stalled jobs are looked for, ms (default 30 s). */
   stalledInterval?: number;
@@ -174,7 +194,7 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     {
       connection: conn,
       concurrency: o.concurrency ?? 1,
-      lockDuration: o.lockDuration ?? 30_000,
+      lockDuration: o.lockDuration ?? 120_000,
       stalledInterval: o.stalledInterval ?? 30_000,
       maxStalledCount: 10,
       autorun: true,

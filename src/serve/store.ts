@@ -28,6 +28,8 @@ export interface JobStore {
   subscribe(id: string, fn: (e: StoredEvent) => void): Promise<() => void>;
   /** Claim the end of a job: true for the first caller only, ever. */
   claimFinish(id: string, worker: string): Promise<boolean>;
+  /** Whether a job's end has been claimed (a job handed out again after it ended is not run again). */
+  isFinished(id: string): Promise<boolean>;
   /** Ask for a job to be cancelled (the worker running it, or the next one to take it, stops it). */
   requestCancel(id: string): Promise<void>;
   cancelRequested(id: string): Promise<boolean>;
@@ -80,6 +82,10 @@ export class MemoryStore implements JobStore {
     if (this.finished.has(id)) return false;
     this.finished.add(id);
     return true;
+  }
+
+  async isFinished(id: string): Promise<boolean> {
+    return this.finished.has(id);
   }
 
   async requestCancel(id: string): Promise<void> {
@@ -171,6 +177,10 @@ export class RedisStore implements JobStore {
 
   async claimFinish(id: string, worker: string): Promise<boolean> {
     return (await this.redis.set(this.k(`finished:${id}`), worker, "NX")) === "OK";
+  }
+
+  async isFinished(id: string): Promise<boolean> {
+    return (await this.redis.exists(this.k(`finished:${id}`))) === 1;
   }
 
   async requestCancel(id: string): Promise<void> {
