@@ -247,6 +247,11 @@ describe.runIf(haveChromium)("the sdc serve page in Chromium", () => {
     const caret = await editor.evaluate((e) => (e as unknown as TextArea).selectionStart);
     expect(caret).toBe(at + 1 + 2);
 
+    // Tab indents (two spaces, YAML has no tabs) rather than leaving the editor
+    await editor.evaluate((e) => (e as unknown as TextArea).setSelectionRange(0, 0));
+    await page.keyboard.press("Tab");
+    await expect.poll(() => editor.inputValue()).toBe(`  ${text.slice(0, at)}\n  sedd: 3${text.slice(at)}`);
+
     // fixed: valid again, nothing marked
     await editor.fill(text);
     await page.getByTestId("yaml-ok").waitFor();

@@ -93,6 +93,20 @@ export function YamlEditor({ text, onChange, name, file, onValidated }) {
     if (gutter.current) gutter.current.scrollTop = a.scrollTop;
   };
 
+  // Tab indents by two spaces (YAML has no tabs) instead of leaving the editor; Escape then Tab leaves it
+  const indentOnTab = (e) => {
+    if (e.key !== "Tab" || e.shiftKey || e.altKey || e.ctrlKey || e.metaKey || area.current?.dataset.escaped) {
+      if (area.current) delete area.current.dataset.escaped;
+      if (e.key === "Escape" && area.current) area.current.dataset.escaped = "1";
+      return;
+    }
+    e.preventDefault();
+    const a = e.currentTarget;
+    const { selectionStart: start, selectionEnd: end } = a;
+    onChange(text.slice(0, start) + "  " + text.slice(end));
+    requestAnimationFrame(() => a.setSelectionRange(start + 2, start + 2));
+  };
+
   const jump = (p) => {
     const a = area.current;
     if (!a || p.line === undefined) return;
@@ -142,11 +156,12 @@ export function YamlEditor({ text, onChange, name, file, onValidated }) {
             autocapitalize="off"
             value=${text}
             onInput=${(e) => onChange(e.currentTarget.value)}
+            onKeyDown=${indentOnTab}
             onScroll=${syncScroll}
           ></textarea>
         </div>
       </div>
-      <div class="yaml-status">${status}</div>
+      <div class="yaml-status">${status}<span class="aside">Generate runs this text as it is; the form's values are not applied to it.</span></div>
       ${problems.length > 0 &&
       html`<ul class="problems" data-testid="yaml-problems">
         ${problems.map(
