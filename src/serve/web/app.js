@@ -73,6 +73,7 @@ function App() {
   const [jobs, setJobs] = useState({}); // id → job
   const [order, setOrder] = useState([]); // ids, newest first
   const [currentId, setCurrentId] = useState(undefined);
+  const [pendingSettings, setPendingSettings] = useState(undefined); // settings the form takes once its fields are known
   const following = useRef(new Map()); // id → stop()
 
   const pipelines = boot.pipelines ?? [];
@@ -122,7 +123,6 @@ function App() {
   }
 
   // the form's values follow the chosen pipeline once its fields are known
-  const [pendingSettings, setPendingSettings] = useState(undefined);
   useEffect(() => {
     if (pendingSettings && fields.length > 0) {
       setValues(initialValues(fields, pendingSettings));
@@ -160,7 +160,12 @@ function App() {
       const ids = res.jobs.map((j) => j.id);
       for (const id of [...ids].reverse()) {
         upsert({ id, pipeline: pipeline.name, kind: pipeline.kind, state: "queued", settings: pipeline.settings, results: [] });
-        api.job(id).then(upsert, () => {});
+        // the job's own settings (after the overrides) and sweep place; its state comes from the events only,
+        // so a reply older than the latest event cannot turn the clock back
+        api.job(id).then(
+          (j) => upsert({ id, settings: j.settings, createdAt: j.createdAt, ...(j.sweep ? { sweep: j.sweep } : {}) }),
+          () => {},
+        );
         follow(id);
       }
       setCurrentId(ids[0]);
