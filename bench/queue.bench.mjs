@@ -4,7 +4,9 @@
 // model, 20 steps, 32×32).
 //
 //   submit → start    client, just before POST /api/jobs → the job's `running` event (stamped by
-//                     whoever runs it, as it takes the job)
+//                     whoever runs it, as it takes the job); split into the POST itself (the
+//                     server validates the pipeline with its overrides, as `sdc validate` does)
+//                     and accepted → start (the queue: store, hand-out, the worker taking it)
 //   finish → visible  the job's `done` state (stamped by the runner once its result is in place)
 //                     → the client receiving `done` on the job's event stream
 //
@@ -95,6 +97,7 @@ async function follow(base, id) {
 async function job(base, body) {
   const t0 = Date.now();
   const [id] = await post(base, body);
+  const accepted = Date.now();
   const seen = await follow(base, id);
   const log = await (await fetch(`${base}/api/jobs/${id}`)).json();
   if (log.state !== "done") throw new Error(`job ${id} ${log.state}: ${JSON.stringify(log.error)}`);
@@ -102,7 +105,7 @@ async function job(base, body) {
   const running = stored.find((e) => e.ev.type === "state" && e.ev.state === "running");
   const done = stored.find((e) => e.ev.type === "state" && e.ev.state === "done");
   const visible = seen.find((e) => e.ev.type === "done").t;
-  return { submitStart: Date.parse(running.at) - t0, finishVisible: visible - Date.parse(done.at), run: Date.parse(done.at) - Date.parse(running.at) };
+  return { submitStart: Date.parse(running.at) - t0, acceptedStart: Date.parse(running.at) - accepted, post: accepted - t0, finishVisible: visible - Date.parse(done.at), run: Date.parse(done.at) - Date.parse(running.at) };
 }
 
 let storedEvents; // set per configuration: the server's store
@@ -129,9 +132,11 @@ async function configuration(name, { workers }) {
     await Promise.all(ids.map((id) => follow(base, id)));
     const burst = (Date.now() - t0) / 1000;
     const ss = ms(one.map((x) => x.submitStart));
+    const as = ms(one.map((x) => x.acceptedStart));
+    const po = ms(one.map((x) => x.post));
     const fv = ms(one.map((x) => x.finishVisible));
     const run = ms(one.map((x) => x.run));
-    return { name, ss, fv, run, burst };
+    return { name, ss, as, po, fv, run, burst };
   } finally {
     await server.close();
     for (const w of ws) await w.stop();
@@ -154,6 +159,8 @@ for (const [name, o] of [
   rows.push({
     jobs: name,
     "submit→start ms (median / p90)": `${r.ss.median} / ${r.ss.p90}`,
+    "of which POST (validation)": r.po.median,
+    "accepted→start": `${r.as.median} / ${r.as.p90}`,
     "finish→visible ms (median / p90)": `${r.fv.median} / ${r.fv.p90}`,
     "run ms (median)": r.run.median,
     [`burst of ${BURST} s`]: r.burst.toFixed(2),

@@ -276,7 +276,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       sse.delete(res);
       res.end();
     };
-    req.on("close", end);
+    res.on("close", end); // the client went away (or the stream ended)
     // what happened so far (read after subscribing: nothing falls between), then what was buffered meanwhile
     const now = await store.get(id);
     for (const e of (now ?? rec).events) write(e);
