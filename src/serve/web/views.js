@@ -46,18 +46,26 @@ export function lossPath(points, width, height, pad = 4) {
 export function LossChart({ losses }) {
   const W = 420;
   const H = 160;
+  // the plot sits right of the loss labels and above the step labels
+  const L = 48;
+  const B = 16;
   const points = [...losses].sort((a, b) => a.step - b.step);
-  const { d, min, max, first, last } = lossPath(points, W, H);
+  const { d, min, max, first, last } = lossPath(points, W - L - 6, H - B - 6, 0);
   const latest = points[points.length - 1];
   return html`<figure class="loss" data-testid="loss-chart">
     <svg viewBox=${`0 0 ${W} ${H}`} width=${W} height=${H} role="img" aria-label="training loss">
-      <rect x="0" y="0" width=${W} height=${H} class="plot" />
-      <path d=${d} class="line" />
+      <rect x=${L} y="6" width=${W - L - 6} height=${H - B - 6} class="plot" />
+      <path d=${d} class="line" transform=${`translate(${L},6)`} />
+      ${points.length > 0 &&
+      html`<g class="ticks">
+        <text x=${L - 4} y="12" text-anchor="end">${max.toPrecision(3)}</text>
+        <text x=${L - 4} y=${H - B} text-anchor="end">${min.toPrecision(3)}</text>
+        <text x=${L} y=${H - 3}>step ${first}</text>
+        <text x=${W - 6} y=${H - 3} text-anchor="end">${last}</text>
+      </g>`}
     </svg>
     <figcaption>
-      ${points.length === 0
-        ? "no loss yet"
-        : html`loss ${latest.loss.toPrecision(4)} at step ${latest.step} · range ${min.toPrecision(3)}–${max.toPrecision(3)} over steps ${first}–${last}`}
+      ${points.length === 0 ? "no loss yet" : html`loss ${latest.loss.toPrecision(4)} at step ${latest.step}`}
     </figcaption>
   </figure>`;
 }
