@@ -17,6 +17,7 @@
 import * as os from "node:os";
 import { Queue, QueueEvents, Worker, type Job as BullJob } from "bullmq";
 import { Redis } from "ioredis";
+import { UserError } from "../util/errors.js";
 import { executeJob, type ExecuteOptions, type Outcome } from "./execute.js";
 import type { JobSpec } from "./jobs.js";
 import { type JobStore, RedisStore } from "./store.js";
@@ -82,6 +83,24 @@ export class InProcessQueue implements JobQueue {
     this.closed = true;
     this.running?.ac.abort();
     await this.idle;
+  }
+}
+
+/** Refuse a queue that cannot be reached now, instead of waiting for it forever. */
+export async function checkRedis(url: string, timeoutMs = 5000): Promise<void> {
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: timeoutMs, enableOfflineQueue: false });
+  r.on("error", () => {});
+  try {
+    await r.connect();
+    await r.ping();
+  } catch (e) {
+    throw new UserError({
+      message: `cannot reach Redis at ${url}: ${(e as Error).message}`,
+      subject: "--queue",
+      hint: "start redis-server there (Debian: apt-get install redis-server), or check the host, port and password in the URL",
+    });
+  } finally {
+    r.disconnect();
   }
 }
 
@@ -168,6 +187,7 @@ export interface RunningWorker {
 }
 
 export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
+  await checkRedis(o.url);
   const id = `${os.hostname()}:${process.pid}`;
   const store = new RedisStore(o.url);
   const running = new Map<string, AbortController>();

@@ -24,7 +24,7 @@ import { type ApiProblem, type PipelineInfo, SubmitRequest, ValidateRequest } fr
 import { kindOf, settingsOf } from "./execute.js";
 import { foldJob, isFinal, type JobSpec, type StoredEvent } from "./jobs.js";
 import { openApiDocument } from "./openapi.js";
-import { InProcessQueue, type JobQueue, RedisQueue } from "./queue.js";
+import { checkRedis, InProcessQueue, type JobQueue, RedisQueue } from "./queue.js";
 import { type JobStore, MemoryStore, RedisStore } from "./store.js";
 import { webAsset } from "./web/assets.js";
 
@@ -171,6 +171,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   }
   if (problems.length) throw new UserError(problems);
 
+  if (o.queue) await checkRedis(o.queue);
   const store: JobStore = o.queue ? new RedisStore(o.queue) : new MemoryStore();
   const queue: JobQueue = o.queue ? new RedisQueue(o.queue, store) : new InProcessQueue(store, { cwd, resultsDir, cacheDir, previewEvery: o.previewEvery ?? 5, log });
   const token = o.token ? Buffer.from(o.token) : null;
