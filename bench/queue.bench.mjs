@@ -160,7 +160,7 @@ for (const [name, o] of [
     jobs: name,
     "submit→start ms (median / p90)": `${r.ss.median} / ${r.ss.p90}`,
     "of which POST (validation)": r.po.median,
-    "accepted→start": `${r.as.median} / ${r.as.p90}`,
+    "accepted→start": r.as.median < 0 ? "(before the answer)" : `${r.as.median} / ${r.as.p90}`,
     "finish→visible ms (median / p90)": `${r.fv.median} / ${r.fv.p90}`,
     "run ms (median)": r.run.median,
     [`burst of ${BURST} s`]: r.burst.toFixed(2),

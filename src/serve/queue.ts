@@ -50,12 +50,19 @@ export class InProcessQueue implements JobQueue {
     private readonly o: RunnerOptions,
   ) {}
 
+  private pumping = false;
+
   async submit(spec: JobSpec): Promise<void> {
     this.waiting.push(spec);
-    if (!this.running) this.idle = this.pump();
+    if (this.pumping) return;
+    this.pumping = true;
+    // after the request that submitted it has been answered: a run holds this event loop for as
+    // long as each onnxruntime call takes
+    setImmediate(() => (this.idle = this.pump()));
   }
 
   private async pump(): Promise<void> {
+    this.pumping = true;
     while (!this.closed && this.waiting.length) {
       const spec = this.waiting.shift()!;
       const ac = new AbortController();
@@ -68,6 +75,7 @@ export class InProcessQueue implements JobQueue {
         this.running = null;
       }
     }
+    this.pumping = false; // in the same tick as the loop's last check: a submit now starts a new pump
   }
 
   async cancel(id: string): Promise<void> {
