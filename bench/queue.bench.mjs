@@ -11,7 +11,7 @@
 //                     → the client receiving `done` on the job's event stream
 //
 // Jobs go one at a time (each submitted when the previous is done), so neither figure includes
-// waiting behind other jobs. A burst (one sweep request of BURST jobs) then shows the wall time
+// waiting behind other jobs; the three backends run side by side and take turns, job by job. A burst (one sweep request of BURST jobs) then shows the wall time
 // with 1 and 2 workers. Timestamps are Date.now() across processes on one machine (1 ms steps).
 // Each configuration first runs one job that is not counted (it compiles into the worker's cache).
 import { spawn, spawnSync } from "node:child_process";
@@ -61,7 +61,7 @@ async function startRedis(dir) {
 
 function startWorker(cwd, url, name) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [path.join(repo, "bin", "sdc.js"), "worker", "--queue", url, "--cache", path.join("compiled", name), "--json"], { cwd, stdio: ["ignore", "pipe", "ignore"] });
+    const proc = spawn(process.execPath, [path.join(repo, "bin", "sdc.js"), "worker", "--queue", url, "--cache", path.join("compiled", name), "--preview-every", "0", "--json"], { cwd, stdio: ["ignore", "pipe", "ignore"] });
     proc.stdout.on("data", (d) => {
       if (String(d).includes('"worker"')) resolve({ stop: () => new Promise((r) => (proc.once("exit", r), proc.kill("SIGTERM"))) });
     });
@@ -115,56 +115,63 @@ const ms = (xs) => {
   return { median: s[Math.floor(s.length / 2)], p90: s[Math.min(s.length - 1, Math.floor(s.length * 0.9))] };
 };
 
-async function configuration(name, { workers }) {
+/** A backend: a project, its server, and (with Redis) its own redis-server and workers. */
+async function backend(name, workers) {
   const cwd = project();
   const redis = workers > 0 ? await startRedis(cwd) : null;
   const ws = [];
   for (let i = 0; i < workers; i++) ws.push(await startWorker(cwd, redis.url, `w${i}`));
   const server = await startServer({ cwd, port: 0, previewEvery: 0, ...(redis ? { queue: redis.url } : {}) });
-  storedEvents = async (id) => (await server.store.get(id)).events;
   const base = server.url.replace(/\/$/, "");
-  try {
-    for (let i = 0; i < workers || i < 1; i++) await job(base, { pipeline: "txt2img", overrides: { "sample.seed": 1000 + i } }); // warm-up: each worker's compile
-    const one = [];
-    for (let i = 0; i < JOBS; i++) one.push(await job(base, { pipeline: "txt2img", overrides: { "sample.seed": i } }));
-    const t0 = Date.now();
-    const ids = await post(base, { pipeline: "txt2img", sweep: { seeds: Array.from({ length: BURST }, (_, i) => 500 + i) } });
-    await Promise.all(ids.map((id) => follow(base, id)));
-    const burst = (Date.now() - t0) / 1000;
-    const ss = ms(one.map((x) => x.submitStart));
-    const as = ms(one.map((x) => x.acceptedStart));
-    const po = ms(one.map((x) => x.post));
-    const fv = ms(one.map((x) => x.finishVisible));
-    const run = ms(one.map((x) => x.run));
-    return { name, ss, as, po, fv, run, burst };
-  } finally {
-    await server.close();
-    for (const w of ws) await w.stop();
-    await redis?.stop();
-    fs.rmSync(cwd, { recursive: true, force: true });
-  }
+  const b = {
+    name,
+    base,
+    one: [],
+    use: () => (storedEvents = async (id) => (await server.store.get(id)).events),
+    close: async () => {
+      await server.close();
+      for (const w of ws) await w.stop();
+      await redis?.stop();
+      fs.rmSync(cwd, { recursive: true, force: true });
+    },
+  };
+  b.use();
+  for (let i = 0; i < Math.max(workers, 1); i++) await job(base, { pipeline: "txt2img", overrides: { "sample.seed": 1000 + i } }); // warm-up: each worker's compile
+  return b;
 }
 
-console.log(`queue overhead, ${JOBS} jobs one at a time + a burst of ${BURST}, default pipeline; ${machine()}`);
-const rows = [];
-const results = [];
-for (const [name, o] of [
-  ["in-process (baseline)", { workers: 0 }],
-  ["redis, 1 worker", { workers: 1 }],
-  ["redis, 2 workers", { workers: 2 }],
-]) {
-  const r = await configuration(name, o);
-  results.push(r);
-  const base = results[0];
-  rows.push({
-    jobs: name,
-    "submit→start ms (median / p90)": `${r.ss.median} / ${r.ss.p90}`,
-    "of which POST (validation)": r.po.median,
-    "accepted→start": r.as.median < 0 ? "(before the answer)" : `${r.as.median} / ${r.as.p90}`,
-    "finish→visible ms (median / p90)": `${r.fv.median} / ${r.fv.p90}`,
-    "run ms (median)": r.run.median,
-    [`burst of ${BURST} s`]: r.burst.toFixed(2),
-    "burst vs baseline": `${(r.burst / base.burst).toFixed(2)}x`,
+console.log(`queue overhead, ${JOBS} jobs one at a time per backend (interleaved: the machine's load drifts alike for all) + a burst of ${BURST}, default pipeline; ${machine()}`);
+const backends = [];
+try {
+  backends.push(await backend("in-process (baseline)", 0), await backend("redis, 1 worker", 1), await backend("redis, 2 workers", 2));
+  for (let i = 0; i < JOBS; i++)
+    for (const b of backends) {
+      b.use();
+      b.one.push(await job(b.base, { pipeline: "txt2img", overrides: { "sample.seed": i } }));
+    }
+  for (const b of backends) {
+    b.use();
+    const t0 = Date.now();
+    const ids = await post(b.base, { pipeline: "txt2img", sweep: { seeds: Array.from({ length: BURST }, (_, i) => 500 + i) } });
+    await Promise.all(ids.map((id) => follow(b.base, id)));
+    b.burst = (Date.now() - t0) / 1000;
+  }
+  const rows = backends.map((b) => {
+    const ss = ms(b.one.map((x) => x.submitStart));
+    const as = ms(b.one.map((x) => x.acceptedStart));
+    const fv = ms(b.one.map((x) => x.finishVisible));
+    return {
+      jobs: b.name,
+      "submit→start ms (median / p90)": `${ss.median} / ${ss.p90}`,
+      "of which POST (validation)": ms(b.one.map((x) => x.post)).median,
+      "accepted→start": as.median < 0 ? "(before the answer)" : `${as.median} / ${as.p90}`,
+      "finish→visible ms (median / p90)": `${fv.median} / ${fv.p90}`,
+      "run ms (median)": ms(b.one.map((x) => x.run)).median,
+      [`burst of ${BURST} s`]: b.burst.toFixed(2),
+      "burst vs baseline": `${(b.burst / backends[0].burst).toFixed(2)}x`,
+    };
   });
+  table(rows);
+} finally {
+  for (const b of backends) await b.close();
 }
-table(rows);
