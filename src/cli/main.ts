@@ -16,6 +16,21 @@ import { startInterruptWatchdog } from "./interrupt.js";
 import { fsProblem } from "../util/errors.js";
 import { writeFileAtomic } from "../util/fs.js";
 import { packageVersion } from "../util/paths.js";
+import { startWorker } from "../serve/queue.js";
+import { startServer } from "../serve/server.js";
+
+/** A queue URL: redis:// or rediss:// with a host. */
+function checkQueueUrl(v: string): string {
+  let u: URL | null = null;
+  try {
+    u = new URL(v);
+  } catch {
+    // reported below
+  }
+  if (!u || !/^rediss?:$/.test(u.protocol) || !u.hostname)
+    throw new api.UserError({ message: `not a Redis URL: "${v}"`, subject: "--queue", hint: "give redis://host:port (rediss:// for TLS), e.g. redis://127.0.0.1:6379" });
+  return v;
+}
 
 export interface CliIO {
   stdout: (text: string) => void;
@@ -333,6 +348,88 @@ export async function main(argv: string[], io: CliIO = defaultIO, impl: Api = ap
       }
       // the provider is in place; CUDA still cannot run until the libraries the report names are found
       if (d.ep !== "cuda") exitCode = 2;
+    });
+
+  const intFlag = (flag: string, v: string, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new api.UserError({ message: `expected a whole number from ${min} to ${max}, got "${v}"`, subject: flag });
+    return n;
+  };
+  /** Until SIGINT or SIGTERM (the long-running commands stop cleanly on either). */
+  const untilStopped = () =>
+    new Promise<void>((resolve) => {
+      const stop = () => {
+        process.off("SIGINT", stop);
+        process.off("SIGTERM", stop);
+        resolve();
+      };
+      process.on("SIGINT", stop);
+      process.on("SIGTERM", stop);
+    });
+
+  program
+    .command("serve")
+    .description("serve pipelines over HTTP: a web page and a JSON API; jobs run in this process, or on sdc workers with --queue")
+    .argument("[pipelines...]", "pipeline files to serve (default: pipelines/*.yaml)")
+    .option("--host <host>", "address to listen on (another than loopback needs --token or --insecure)", "127.0.0.1")
+    .option("--port <n>", "port (0: any free one)", "7860")
+    .option("--token <secret>", "clients must send Authorization: Bearer <secret> or ?token=<secret> (default: $SDC_TOKEN)")
+    .option("--insecure", "listen on a non-loopback host without a token")
+    .option("--queue <url>", "redis://host:port: queue jobs in Redis for `sdc worker`s instead of running them here")
+    .option("--results <dir>", "results folder (default out/serve)")
+    .option("--cache <dir>", "compiled folders of jobs run here, one per build hash (default compiled/serve)")
+    .option("--preview-every <n>", "preview the latents every n denoising steps (0: never)", "5")
+    .option("--json", "print the server's address as JSON")
+    .option("--debug", "print stack traces of internal errors")
+    .action(async (files: string[], flags: { host: string; port: string; token?: string; insecure?: boolean; queue?: string; results?: string; cache?: string; previewEvery: string; json?: boolean }) => {
+      const token = flags.token ?? process.env.SDC_TOKEN ?? undefined;
+      const s = await startServer({
+        cwd,
+        pipelines: files,
+        host: flags.host,
+        port: intFlag("--port", flags.port, 0, 65535),
+        ...(token ? { token } : {}),
+        insecure: flags.insecure === true,
+        ...(flags.queue ? { queue: checkQueueUrl(flags.queue) } : {}),
+        ...(flags.results ? { resultsDir: flags.results } : {}),
+        ...(flags.cache ? { cacheDir: flags.cache } : {}),
+        previewEvery: intFlag("--preview-every", flags.previewEvery, 0),
+        log: (line) => err(line),
+      });
+      const where = flags.queue ? `jobs go to ${flags.queue} (start workers with: sdc worker --queue ${flags.queue})` : "jobs run in this process";
+      out(flags.json ? JSON.stringify({ url: s.url, port: s.port, queue: flags.queue ?? null }) : `sdc serve: ${s.url}${token ? "?token=…" : ""}  (${where}; Ctrl-C stops)`);
+      await untilStopped();
+      await s.close();
+    });
+
+  program
+    .command("worker")
+    .description("run jobs from a queue (sdc serve --queue): any number of workers on any number of machines share one queue")
+    .requiredOption("--queue <url>", "redis://host:port of the queue")
+    .option("--results <dir>", "results folder, the server's (default out/serve: run workers in the project folder, or share the folder)")
+    .option("--cache <dir>", "this worker's compiled folders, one per build hash (default compiled/serve)")
+    .option("--preview-every <n>", "preview the latents every n denoising steps (0: never)", "5")
+    .option("--concurrency <n>", "jobs at once (default 1: one run uses every core)", "1")
+    .option("--lock-duration <ms>", "how long a job stays with a worker that stopped answering before another takes it (longer than any compile, which holds the worker's event loop)", "120000")
+    .option("--stalled-interval <ms>", "how often stalled jobs are looked for", "30000")
+    .option("--json", "print one JSON line per job")
+    .option("--debug", "print stack traces of internal errors")
+    .action(async (flags: { queue: string; results?: string; cache?: string; previewEvery: string; concurrency: string; lockDuration: string; stalledInterval: string; json?: boolean }) => {
+      const w = await startWorker({
+        url: checkQueueUrl(flags.queue),
+        cwd,
+        resultsDir: path.resolve(cwd, flags.results ?? path.join("out", "serve")),
+        cacheDir: path.resolve(cwd, flags.cache ?? path.join("compiled", "serve")),
+        previewEvery: intFlag("--preview-every", flags.previewEvery, 0),
+        concurrency: intFlag("--concurrency", flags.concurrency, 1),
+        lockDuration: intFlag("--lock-duration", flags.lockDuration, 100),
+        stalledInterval: intFlag("--stalled-interval", flags.stalledInterval, 100),
+        onOutcome: (id, outcome) => out(flags.json ? JSON.stringify({ job: id, outcome }) : `job ${id}: ${outcome}`),
+        ...(flags.json ? {} : { log: (line: string) => err(line) }),
+      });
+      out(flags.json ? JSON.stringify({ worker: w.id, queue: flags.queue }) : `sdc worker ${w.id}: taking jobs from ${flags.queue} (Ctrl-C stops)`);
+      await untilStopped();
+      await w.close();
     });
 
   try {

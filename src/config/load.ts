@@ -37,6 +37,12 @@ export interface LoadOptions {
   latents?: string;
   /** Working directory for command-line paths and for the file names in messages (default: process.cwd()). */
   cwd?: string;
+  /**
+   * The text of the pipeline file, read instead of the file (an editor's unsaved buffer, a job sent
+   * to a worker): problems are located in it under the file's name, and its relative paths resolve
+   * from the file's folder as if it were saved there. Base pipelines it extends are read from disk.
+   */
+  text?: string;
 }
 
 export interface LoadedPipeline {
@@ -110,7 +116,7 @@ interface LoadedConfig {
 
 /** The config stage alone (file, extends, overrides, schema, paths), without the model. */
 export function loadConfig(abs: string, opts: LoadOptions, cwd: string, display: (p: string) => string): LoadedConfig {
-  const chain = readChain(abs, display);
+  const chain = readChain(abs, display, opts.text);
   const sources = chain.layers.map((l) => l.source.file).reverse();
   if (chain.problems.length) throw new UserError(sortProblems(chain.problems, sources, display));
 
@@ -168,7 +174,7 @@ interface Layer {
   value: Record<string, unknown>;
 }
 
-function readChain(top: string, display: (p: string) => string): { layers: Layer[]; problems: Problem[] } {
+function readChain(top: string, display: (p: string) => string, topText?: string): { layers: Layer[]; problems: Problem[] } {
   const layers: Layer[] = [];
   const problems: Problem[] = [];
   const seen: string[] = [];
@@ -182,7 +188,7 @@ function readChain(top: string, display: (p: string) => string): { layers: Layer
     }
     let text: string;
     try {
-      text = fs.readFileSync(file, "utf8");
+      text = file === top && topText !== undefined ? topText : fs.readFileSync(file, "utf8");
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       const why = code === "ENOENT" ? "no such file" : code === "EISDIR" ? "it is a folder" : (e as Error).message;

@@ -25,6 +25,8 @@ import { TorchGenerator } from "./rng.js";
 import { checkRunSettings, imageCount, type RunSettings } from "./settings.js";
 import { decodeAndSave, denoiseLoop, encodePrompts, imageParameters, initialLatents, prepareSchedule, type LatentShape, type LatentSource } from "./stages/index.js";
 import { UserError } from "../util/errors.js";
+import type { RgbImage } from "../image/image.js";
+import { decodeImage } from "./stages/index.js";
 
 export interface RunPlanOptions {
   /** Aborting stops the run between denoising steps; the result then has `cancelled: true`. */
@@ -42,6 +44,12 @@ export interface RunPlanOptions {
   expectPipelineHash?: string;
   /** After each denoising step: its number (1-based) and the number of steps. */
   onStep?: (step: number, total: number) => void;
+  /**
+   * Previews: every `every` denoising steps (not at the last one: the result is that), the first
+   * image's latents as they are then, decoded by the run's own VAE decoder. Off unless given; each
+   * costs one decoder call. The run waits for the previews before it decodes the result.
+   */
+  preview?: { every: number; onImage: (step: number, total: number, image: RgbImage) => void | Promise<void> };
   /** Sees the intermediate tensors (for tests and debugging): prompt embeddings, latents, decoded images. */
   trace?: (stage: "prompt_embeds" | "negative_prompt_embeds" | "latents_init" | "latents" | "decoded", data: Float32Array, step?: number) => void;
 }
@@ -106,7 +114,14 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
     const latents = await initialLatents(source, { shape, schedule, generator });
     trace?.("latents_init", latents);
 
-    // 3. denoising loop
+    // 3. denoising loop (previews decoded one after another, in step order, beside it)
+    const preview = opts.preview;
+    if (preview && !(Number.isInteger(preview.every) && preview.every >= 1))
+      throw new UserError({ message: `preview every ${preview.every} steps: expected a whole number ≥ 1`, subject: "preview.every" });
+    const firstImage = shape.channels * shape.height * shape.width;
+    let previews: Promise<void> = Promise.resolve();
+    let previewError: unknown;
+    const total = schedule.timesteps.length;
     const loop = await denoiseLoop(graphs.unet, {
       schedule,
       latents,
@@ -122,9 +137,23 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
       ...(s.deepcache && plan.deepcache && opened.unetShallow ? { deepcache: { shallow: opened.unetShallow, feature: plan.deepcache.feature, settings: s.deepcache } } : {}),
       onStep: (step, l) => {
         trace?.("latents", l, step - 1);
-        opts.onStep?.(step, schedule.timesteps.length);
+        opts.onStep?.(step, total);
+        if (preview && step % preview.every === 0 && step < total) {
+          const z = l.slice(0, firstImage);
+          previews = previews.then(async () => {
+            if (previewError !== undefined) return;
+            try {
+              const { image } = await decodeImage(graphs.vae_decoder, z, { ...shape, images: 1 }, plan.vae.scalingFactor);
+              await preview.onImage(step, total, image);
+            } catch (e) {
+              previewError = e; // raised after the loop, never an unhandled rejection in between
+            }
+          });
+        }
       },
     });
+    await previews;
+    if (previewError !== undefined) throw previewError;
     const itPerSec = loop.steps / loop.seconds;
     const dc = loop.calls ? { deepcache: loop.calls } : {};
     if (loop.cancelled) {
