@@ -18,7 +18,7 @@
 import * as path from "node:path";
 import { readPlan } from "../plan/read.js";
 import { ClipTokenizer } from "../tokenizer/clip.js";
-import { openPlanGraphs } from "./graphs.js";
+import { openPlanGraphs, type Phase } from "./graphs.js";
 import { progressBar } from "./progress.js";
 import { TorchGenerator } from "./rng.js";
 import { checkRunSettings, imageCount, type RunSettings } from "./settings.js";
@@ -43,6 +43,18 @@ export interface RunPlanOptions {
   onStep?: (step: number, total: number) => void;
   /** Sees the intermediate tensors (for tests and debugging): prompt embeddings, latents, decoded images. */
   trace?: (stage: "prompt_embeds" | "negative_prompt_embeds" | "latents_init" | "latents" | "decoded", data: Float32Array, step?: number) => void;
+  /**
+   * Sees the phases of the run's start, timed (performance.now(), ms): reading the plan, checking
+   * and opening each graph (with how it used the optimised-graph cache), tokenizing, encoding the
+   * prompts, the initial latents, the first U-Net step. Phases overlap: sessions open in the background.
+   */
+  onPhase?: (p: Phase) => void;
+  /**
+   * How sessions open (for benchmarks and tests): `sequential` opens one at a time, each when it is
+   * first needed, as sdc did before; `cache: false` skips the optimised-graph cache; `prepacking: false`
+   * turns off onnxruntime's weight prepacking.
+   */
+  sessions?: { sequential?: boolean; cache?: boolean; prepacking?: boolean };
 }
 
 export interface RunResult {
@@ -62,7 +74,20 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
   const t0 = performance.now();
   const log = opts.log ?? (() => {});
   const trace = opts.trace;
-  const plan = readPlan(dir);
+  const phase = opts.onPhase ?? (() => {});
+  const timed = <T>(name: string, f: () => T): T => {
+    const start = performance.now();
+    const r = f();
+    phase({ phase: name, start, end: performance.now() });
+    return r;
+  };
+  const timedAsync = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
+    const start = performance.now();
+    const r = await f();
+    phase({ phase: name, start, end: performance.now() });
+    return r;
+  };
+  const plan = timed("read plan", () => readPlan(dir));
   if (opts.expectPipelineHash !== undefined && plan.pipelineHash !== opts.expectPipelineHash)
     throw new UserError({
       message: "the compiled folder changed between compiling and running: another process compiled a different pipeline into it",
@@ -74,14 +99,30 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
   const f = plan.vae.scaleFactor;
   const shape: LatentShape = { images: imageCount(s), channels: plan.vae.latentChannels, height: s.height / f, width: s.width / f };
 
-  const opened = await openPlanGraphs(dir, plan, { threads: s.threads });
+  // The sessions open while the prompts are tokenized and encoded: the U-Net's now, in a worker
+  // thread (onnxruntime-node creates sessions on the calling thread, so only a second thread
+  // overlaps them), where its steps then run; for img2img the VAE encoder's; the VAE decoder's on
+  // the main thread once the first step is done, so that it never delays the first step and is
+  // ready when the loop ends.
+  const seq = opts.sessions?.sequential === true;
+  const opened = await openPlanGraphs(dir, plan, {
+    threads: s.threads,
+    open: seq ? [] : img2img ? ["vae_encoder", "unet"] : ["unet"],
+    worker: seq ? [] : ["unet"],
+    sequential: seq,
+    ...(opts.sessions?.cache === false ? { cache: false } : {}),
+    ...(opts.sessions?.prepacking === false ? { prepacking: false } : {}),
+    onPhase: phase,
+  });
   const { graphs, ep } = opened;
   try {
     log(opened.fallback ? `running on CPU: ${opened.fallback}` : `running on ${ep === "cuda" ? "CUDA" : "CPU"}`);
 
     // 1. prompt embeddings
-    const tokenizer = ClipTokenizer.fromFolder(path.join(dir, plan.tokenizer.dir));
-    const embeddings = await encodePrompts(graphs.text_encoder, tokenizer, { prompts: s.prompts, negativePrompts: s.negativePrompts, perPrompt: s.batch, guidance: s.guidanceScale > 1, log });
+    const tokenizer = timed("tokenizer", () => ClipTokenizer.fromFolder(path.join(dir, plan.tokenizer.dir)));
+    const embeddings = await timedAsync("encode prompts", () =>
+      encodePrompts(graphs.text_encoder, tokenizer, { prompts: s.prompts, negativePrompts: s.negativePrompts, perPrompt: s.batch, guidance: s.guidanceScale > 1, log }),
+    );
     trace?.("prompt_embeds", embeddings.text);
     if (embeddings.uncond) trace?.("negative_prompt_embeds", embeddings.uncond);
 
@@ -93,10 +134,11 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
       : s.latents
         ? { kind: "file", file: s.latents }
         : { kind: "noise" };
-    const latents = await initialLatents(source, { shape, schedule, generator });
+    const latents = await timedAsync("initial latents", () => initialLatents(source, { shape, schedule, generator }));
     trace?.("latents_init", latents);
 
     // 3. denoising loop
+    const loopStart = performance.now();
     const loop = await denoiseLoop(graphs.unet, {
       schedule,
       latents,
@@ -109,6 +151,10 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
       progress: progressBar(opts.progress ?? true),
       label: img2img ? "img2img" : "txt2img",
       onStep: (step, l) => {
+        if (step === 1) {
+          phase({ phase: "first step", start: loopStart, end: performance.now() });
+          if (!seq) opened.prepare("vae_decoder");
+        }
         trace?.("latents", l, step - 1);
         opts.onStep?.(step, schedule.timesteps.length);
       },
