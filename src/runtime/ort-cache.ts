@@ -51,7 +51,7 @@ export interface CacheKey {
   platform: string;
   cpu: string;
   graph: string;
-  weights: { file: string; size: number; mtimeMs: number; ino: number }[];
+  weights: ({ file: string } & FileId)[];
 }
 
 interface Sidecar {
@@ -62,9 +62,10 @@ interface Sidecar {
   dataIdentity: FileId;
 }
 
+/** A file's size, modification time (ns) and inode: what any write through the file system changes. */
 interface FileId {
   size: number;
-  mtimeMs: number;
+  mtimeNs: string;
   ino: number;
 }
 
@@ -103,8 +104,8 @@ export function cpuSignature(): string {
 }
 
 function fileId(file: string): FileId {
-  const st = fs.statSync(file);
-  return { size: st.size, mtimeMs: Math.floor(st.mtimeMs), ino: st.ino };
+  const st = fs.statSync(file, { bigint: true });
+  return { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: Number(st.ino) };
 }
 
 /** The key a graph's cache must have to be used for this session. */
