@@ -78,6 +78,8 @@ export interface OpenGraphsOptions {
   worker?: GraphName[];
   /** Sees each graph's check and session creation, timed. */
   onPhase?: (p: Phase) => void;
+  /** Lines for a person: a session that builds the optimised-graph cache, which takes a while. */
+  log?: (line: string) => void;
 }
 
 /**
@@ -102,7 +104,13 @@ export async function openPlanGraphs(dir: string, plan: Plan, opts: OpenGraphsOp
       const file = checkGraphFiles(dir, plan.graphs[name]);
       phase({ phase: `verify ${name}`, start: t, end: performance.now() });
       t = performance.now();
-      const o = { device, threads, ...(opts.cache !== false ? { cache: plan.graphs[name] } : {}), ...(opts.prepacking === false ? { prepacking: false } : {}) };
+      const o = {
+        device,
+        threads,
+        ...(opts.cache !== false ? { cache: plan.graphs[name] } : {}),
+        ...(opts.prepacking === false ? { prepacking: false } : {}),
+        onCacheBuild: (why: string) => opts.log?.(`optimising ${name} for this CPU and caching the result beside it (${why}); later runs load it in seconds`),
+      };
       let s: OpenedSession<SessionLike>;
       const inWorker = known?.ep === "cpu" && opts.worker?.includes(name) === true;
       if (inWorker) {

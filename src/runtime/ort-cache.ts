@@ -215,6 +215,7 @@ export async function createCachedSession<S>(
   spec: CachedGraphSpec,
   options: ort.InferenceSession.SessionOptions,
   create: (modelPath: string, options: ort.InferenceSession.SessionOptions) => Promise<S>,
+  onBuild?: (reason: string) => void,
 ): Promise<{ session: S; cache: CacheUse }> {
   const level = options.graphOptimizationLevel ?? "all";
   if (!ortCacheEnabled()) return { session: await create(modelPath, options), cache: { status: "off", reason: "SDC_ORT_CACHE is off" } };
@@ -236,6 +237,7 @@ export async function createCachedSession<S>(
   } catch {
     return { session: await create(modelPath, options), cache: { status: "off", reason: "the compiled folder is not writable" } };
   }
+  onBuild?.(reason);
   const stem = `${path.basename(modelPath, ".onnx")}.ort-${process.pid}-${randomBytes(4).toString("hex")}`;
   const onnx = path.join(dir, `${stem}.onnx`);
   const data = `${onnx}.data`;

@@ -113,6 +113,7 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
     ...(opts.sessions?.cache === false ? { cache: false } : {}),
     ...(opts.sessions?.prepacking === false ? { prepacking: false } : {}),
     onPhase: phase,
+    log,
   });
   const { graphs, ep } = opened;
   try {

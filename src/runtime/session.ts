@@ -27,7 +27,9 @@ export interface SessionOptions {
    * optimised-graph cache (./ort-cache.ts). CUDA sessions never use it.
    */
   cache?: CachedGraphSpec;
-  /** onnxruntime's prepacking of constant MatMul/Conv weights (default on: faster steps, more memory). */
+  /** Told before the optimised-graph cache is (re)built, with why: that session takes longer. */
+  onCacheBuild?: (reason: string) => void;
+  /** onnxruntime's prepacking of constant MatMul weights at load (default on; off: less CPU at load, more memory when running). */
   prepacking?: boolean;
 }
 
@@ -111,7 +113,7 @@ export async function openSessionWith<S>(create: (modelPath: string, options: or
   }
   const options: ort.InferenceSession.SessionOptions = { ...baseOptions(o), executionProviders: ["cpu"] };
   if (o.cache) {
-    const { session, cache } = await createCachedSession(modelPath, o.cache, options, create);
+    const { session, cache } = await createCachedSession(modelPath, o.cache, options, create, o.onCacheBuild);
     return { session, ep: "cpu", ...(fallback ? { fallback } : {}), cache };
   }
   const session = await create(modelPath, options);
