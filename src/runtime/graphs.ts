@@ -112,14 +112,17 @@ export async function openPlanGraphs(dir: string, plan: Plan, opts: OpenGraphsOp
         onCacheBuild: (why: string) => opts.log?.(`optimising ${name} for this CPU and caching the result beside it (${why}); later runs load it in seconds`),
       };
       let s: OpenedSession<SessionLike>;
-      const inWorker = known?.ep === "cpu" && opts.worker?.includes(name) === true;
+      let inWorker = known?.ep === "cpu" && opts.worker?.includes(name) === true;
       if (inWorker) {
         const w = workerSessions();
         try {
           s = await openSessionWith(w.create, file, o);
-        } catch (e) {
+        } catch {
+          // a worker that cannot load onnxruntime must not stop the run: this thread tries again,
+          // and a graph onnxruntime refuses fails here with its own error
           await w.end();
-          throw e;
+          inWorker = false;
+          s = await openSessionWith(createHere, file, o);
         }
       } else s = await openSessionWith(createHere, file, o);
       const detail = [inWorker ? "in a worker thread" : "", s.cache ? `cache ${s.cache.status}${s.cache.reason ? `: ${s.cache.reason}` : ""}` : ""].filter(Boolean).join("; ");
