@@ -25,7 +25,8 @@
  * cache is never trusted on its word. Intra-op thread counts are not part of the key: onnxruntime's
  * graph transformers do not depend on them (the thread pool is used only when kernels run).
  * Old and orphaned cache files (of processes that are gone) are removed when a new cache is written.
- * `SDC_ORT_CACHE=off` turns the cache off; a read-only compiled folder runs without it.
+ * `SDC_ORT_CACHE=off` turns the cache off; a read-only compiled folder, or one on a disk without
+ * room for another copy of the weights (and 1 GB to spare), runs without it.
  */
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
@@ -237,6 +238,12 @@ export async function createCachedSession<S>(
   } catch {
     return { session: await create(modelPath, options), cache: { status: "off", reason: "the compiled folder is not writable" } };
   }
+  // the cache holds the graph's weights again: leave it out rather than fill the disk
+  const need = spec.externalData.reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, fs.statSync(modelPath).size);
+  const st = fs.statfsSync(dir);
+  const free = Number(st.bavail) * Number(st.bsize);
+  if (free < need * 1.1 + 1e9)
+    return { session: await create(modelPath, options), cache: { status: "off", reason: `too little free disk for it (${(need / 1e9).toFixed(1)} GB needed, ${(free / 1e9).toFixed(1)} GB free)` } };
   onBuild?.(reason);
   const stem = `${path.basename(modelPath, ".onnx")}.ort-${process.pid}-${randomBytes(4).toString("hex")}`;
   const onnx = path.join(dir, `${stem}.onnx`);
