@@ -137,7 +137,7 @@ function keyMismatch(got: CacheKey, want: CacheKey): string | null {
 }
 
 /** The cached model's path when the sidecar is valid for `key`, else why not. */
-function validCache(modelPath: string, key: CacheKey): { file: string } | { reason: string } {
+function validCache(modelPath: string, key: CacheKey): { file: string; names: string[] } | { reason: string } {
   const side = sidecarPath(modelPath);
   if (!fs.existsSync(side)) return { reason: "there is no cache yet" };
   let s: Sidecar;
@@ -158,7 +158,7 @@ function validCache(modelPath: string, key: CacheKey): { file: string } | { reas
   if (!fs.existsSync(onnx) || !fs.existsSync(data)) return { reason: "its files are missing" };
   if (sha256File(onnx) !== s.onnxSha256) return { reason: "its optimised graph file was changed" };
   if (canonicalJson(fileId(data)) !== canonicalJson(s.dataIdentity)) return { reason: "its weights file was changed since it was written" };
-  return { file: onnx };
+  return { file: onnx, names: [s.onnx, s.data] };
 }
 
 const CACHE_FILE = /^(.+)\.ort-(\d+)-([0-9a-f]{8})\.onnx(\.data)?$/;
@@ -226,7 +226,9 @@ export async function createCachedSession<S>(
   let reason: string;
   if ("file" in found) {
     try {
-      return { session: await create(found.file, loadOptions(options)), cache: { status: "hit" } };
+      const session = await create(found.file, loadOptions(options));
+      removeStale(modelPath, new Set(found.names)); // what killed writers left
+      return { session, cache: { status: "hit" } };
     } catch (e) {
       reason = `loading it failed (${(e as Error).message.split("\n")[0]!.slice(0, 200)})`;
     }

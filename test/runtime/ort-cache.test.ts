@@ -5,6 +5,7 @@
  * stale or foreign cache (another onnxruntime, another provider, changed weights) is rebuilt,
  * never used; a plan-only recompile keeps it.
  */
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ort from "onnxruntime-node";
@@ -155,6 +156,20 @@ describe("the optimised-graph cache", () => {
     // the key a CUDA session would need is never the CPU cache's
     const file = path.join(dir, plan.graphs.text_encoder.file);
     expect(cacheKey(file, plan.graphs.text_encoder, "cuda", "all")).not.toEqual(cacheKey(file, plan.graphs.text_encoder, "cpu", "all"));
+  });
+
+  it("removes what writers that died left behind, and leaves a live writer's files alone", async () => {
+    const { dir, plan } = await compiled();
+    await openTE(dir, plan);
+    const gdir = path.dirname(path.join(dir, plan.graphs.text_encoder.file));
+    const dead = spawnSync(process.execPath, ["-e", ""]).pid!; // exited: its pid is free
+    const left = [`model.ort-${dead}-0badc0de.onnx`, `model.ort-${dead}-0badc0de.onnx.data`];
+    const live = [`model.ort-${process.ppid}-0000c0de.onnx`, `model.ort-${process.ppid}-0000c0de.onnx.data`];
+    for (const f of [...left, ...live]) fs.writeFileSync(path.join(gdir, f), "x");
+    expect((await openTE(dir, plan)).cache).toEqual({ status: "hit" });
+    const names = fs.readdirSync(gdir);
+    for (const f of left) expect(names).not.toContain(f);
+    for (const f of live) expect(names).toContain(f);
   });
 
   it("is off with SDC_ORT_CACHE=off or optimisation off, and survives a plan-only recompile", async () => {
