@@ -31,6 +31,12 @@ export interface SessionOptions {
   onCacheBuild?: (reason: string) => void;
   /** onnxruntime's prepacking of constant MatMul weights at load (default on; off: less CPU at load, more memory when running). */
   prepacking?: boolean;
+  /**
+   * Whether the intra-op threads spin between parallel sections (onnxruntime's default, on). Off for
+   * a session that runs while another thread opens a session, so that its idle threads leave the
+   * cores to that thread.
+   */
+  spinning?: boolean;
 }
 
 export interface OpenedSession<S = ort.InferenceSession> {
@@ -72,7 +78,9 @@ function baseOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
     intraOpNumThreads: o.threads && o.threads > 0 ? o.threads : os.availableParallelism(),
     interOpNumThreads: 1,
     logSeverityLevel: 3,
-    ...(o.prepacking === false ? { extra: { session: { disable_prepacking: "1" } } } : {}),
+    ...(o.prepacking === false || o.spinning === false
+      ? { extra: { session: { ...(o.prepacking === false ? { disable_prepacking: "1" } : {}), ...(o.spinning === false ? { "intra_op.allow_spinning": "0" } : {}) } } }
+      : {}),
   };
 }
 
