@@ -110,7 +110,7 @@ export async function openPlanGraphs(dir: string, plan: Plan, opts: OpenGraphsOp
         ...(opts.cache !== false ? { cache: plan.graphs[name] } : {}),
         ...(opts.prepacking === false ? { prepacking: false } : {}),
         // while a worker opens a session, the main thread's sessions leave it the cores between their parallel sections
-        ...(known?.ep === "cpu" && opts.worker?.length && !opts.worker.includes(name) && process.env.SDC_SPIN !== "1" ? { spinning: false } : {}),
+        ...(known?.ep === "cpu" && opts.worker?.length && !opts.worker.includes(name) ? { spinning: false } : {}),
         onCacheBuild: (why: string) => opts.log?.(`optimising ${name} for this CPU and caching the result beside it (${why}); later runs load it in seconds`),
       };
       let s: OpenedSession<SessionLike>;
