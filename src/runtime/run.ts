@@ -18,7 +18,7 @@
 import * as path from "node:path";
 import { readPlan } from "../plan/read.js";
 import { ClipTokenizer } from "../tokenizer/clip.js";
-import { openPlanGraphs } from "./graphs.js";
+import { openPlanGraphs, type Phase } from "./graphs.js";
 import { guidanceScaleEmbedding } from "./guidance.js";
 import { progressBar } from "./progress.js";
 import { TorchGenerator } from "./rng.js";
@@ -52,6 +52,18 @@ export interface RunPlanOptions {
   preview?: { every: number; onImage: (step: number, total: number, image: RgbImage) => void | Promise<void> };
   /** Sees the intermediate tensors (for tests and debugging): prompt embeddings, latents, decoded images. */
   trace?: (stage: "prompt_embeds" | "negative_prompt_embeds" | "latents_init" | "latents" | "decoded", data: Float32Array, step?: number) => void;
+  /**
+   * Sees the phases of the run's start, timed (performance.now(), ms): reading the plan, checking
+   * and opening each graph (with how it used the optimised-graph cache), tokenizing, encoding the
+   * prompts, the initial latents, the first U-Net step. Phases overlap: sessions open in the background.
+   */
+  onPhase?: (p: Phase) => void;
+  /**
+   * How sessions open (for benchmarks and tests): `sequential` opens one at a time, each when it is
+   * first needed, as sdc did before; `cache: false` skips the optimised-graph cache; `prepacking: false`
+   * turns off onnxruntime's weight prepacking.
+   */
+  sessions?: { sequential?: boolean; cache?: boolean; prepacking?: boolean };
 }
 
 export interface RunResult {
@@ -73,7 +85,20 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
   const t0 = performance.now();
   const log = opts.log ?? (() => {});
   const trace = opts.trace;
-  const plan = readPlan(dir);
+  const phase = opts.onPhase ?? (() => {});
+  const timed = <T>(name: string, f: () => T): T => {
+    const start = performance.now();
+    const r = f();
+    phase({ phase: name, start, end: performance.now() });
+    return r;
+  };
+  const timedAsync = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
+    const start = performance.now();
+    const r = await f();
+    phase({ phase: name, start, end: performance.now() });
+    return r;
+  };
+  const plan = timed("read plan", () => readPlan(dir));
   if (opts.expectPipelineHash !== undefined && plan.pipelineHash !== opts.expectPipelineHash)
     throw new UserError({
       message: "the compiled folder changed between compiling and running: another process compiled a different pipeline into it",
@@ -85,13 +110,28 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
   const f = plan.vae.scaleFactor;
   const shape: LatentShape = { images: imageCount(s), channels: plan.vae.latentChannels, height: s.height / f, width: s.width / f };
 
-  const opened = await openPlanGraphs(dir, plan, { threads: s.threads });
+  // The sessions open while the prompts are tokenized and encoded: the U-Net's now, in a worker
+  // thread (onnxruntime-node creates sessions on the calling thread, so only a second thread
+  // overlaps them), where its steps then run; for img2img the VAE encoder's; the VAE decoder's on
+  // the main thread once the first step is done, so that it never delays the first step and is
+  // ready when the loop ends.
+  const seq = opts.sessions?.sequential === true;
+  const opened = await openPlanGraphs(dir, plan, {
+    threads: s.threads,
+    open: seq ? [] : img2img ? ["vae_encoder", "unet"] : ["unet"],
+    worker: seq ? [] : ["unet"],
+    sequential: seq,
+    ...(opts.sessions?.cache === false ? { cache: false } : {}),
+    ...(opts.sessions?.prepacking === false ? { prepacking: false } : {}),
+    onPhase: phase,
+    log,
+  });
   const { graphs, ep } = opened;
   try {
     log(opened.fallback ? `running on CPU: ${opened.fallback}` : `running on ${ep === "cuda" ? "CUDA" : "CPU"}`);
 
     // 1. prompt embeddings
-    const tokenizer = ClipTokenizer.fromFolder(path.join(dir, plan.tokenizer.dir));
+    const tokenizer = timed("tokenizer", () => ClipTokenizer.fromFolder(path.join(dir, plan.tokenizer.dir)));
     // an LCM checkpoint's U-Net takes the guidance scale as an embedding (LatentConsistencyModelPipeline):
     // one U-Net batch, no negative prompt
     const condShape = plan.graphs.unet.inputs.find((i) => i.name === "timestep_cond")?.shape[1];
@@ -99,7 +139,9 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
     const cfg = condDim === undefined && s.guidanceScale > 1;
     if (condDim !== undefined && s.negativePrompts.some((n) => n !== ""))
       log("note: this U-Net embeds the guidance scale (an LCM checkpoint): it runs no negative batch, so the negative prompt is not used");
-    const embeddings = await encodePrompts(graphs.text_encoder, tokenizer, { prompts: s.prompts, negativePrompts: s.negativePrompts, perPrompt: s.batch, guidance: cfg, log });
+    const embeddings = await timedAsync("encode prompts", () =>
+      encodePrompts(graphs.text_encoder, tokenizer, { prompts: s.prompts, negativePrompts: s.negativePrompts, perPrompt: s.batch, guidance: cfg, log }),
+    );
     trace?.("prompt_embeds", embeddings.text);
     if (embeddings.uncond) trace?.("negative_prompt_embeds", embeddings.uncond);
 
@@ -111,7 +153,7 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
       : s.latents
         ? { kind: "file", file: s.latents }
         : { kind: "noise" };
-    const latents = await initialLatents(source, { shape, schedule, generator });
+    const latents = await timedAsync("initial latents", () => initialLatents(source, { shape, schedule, generator }));
     trace?.("latents_init", latents);
 
     // 3. denoising loop (previews decoded one after another, in step order, beside it)
@@ -122,6 +164,7 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
     let previews: Promise<void> = Promise.resolve();
     let previewError: unknown;
     const total = schedule.timesteps.length;
+    const loopStart = performance.now();
     const loop = await denoiseLoop(graphs.unet, {
       schedule,
       latents,
@@ -136,6 +179,10 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
       label: img2img ? "img2img" : "txt2img",
       ...(s.deepcache && plan.deepcache && opened.unetShallow ? { deepcache: { shallow: opened.unetShallow, feature: plan.deepcache.feature, settings: s.deepcache } } : {}),
       onStep: (step, l) => {
+        if (step === 1) {
+          phase({ phase: "first step", start: loopStart, end: performance.now() });
+          if (!seq) opened.prepare("vae_decoder");
+        }
         trace?.("latents", l, step - 1);
         opts.onStep?.(step, total);
         if (preview && step % preview.every === 0 && step < total) {

@@ -13,6 +13,7 @@ import * as path from "node:path";
 import { createRequire } from "node:module";
 import * as ort from "onnxruntime-node";
 import { UserError } from "../util/errors.js";
+import { createCachedSession, type CachedGraphSpec, type CacheUse } from "./ort-cache.js";
 
 export type Device = "auto" | "cuda" | "cpu";
 
@@ -21,13 +22,30 @@ export interface SessionOptions {
   /** intra-op threads; 0 = one per core */
   threads?: number;
   optimization?: "disabled" | "basic" | "extended" | "all";
+  /**
+   * The compiled graph's spec (sha256, weights files): a CPU session then goes through the
+   * optimised-graph cache (./ort-cache.ts). CUDA sessions never use it.
+   */
+  cache?: CachedGraphSpec;
+  /** Told before the optimised-graph cache is (re)built, with why: that session takes longer. */
+  onCacheBuild?: (reason: string) => void;
+  /** onnxruntime's prepacking of constant MatMul weights at load (default on; off: less CPU at load, more memory when running). */
+  prepacking?: boolean;
+  /**
+   * Whether the intra-op threads spin between parallel sections (onnxruntime's default, on). Off for
+   * a session that runs while another thread opens a session, so that its idle threads leave the
+   * cores to that thread.
+   */
+  spinning?: boolean;
 }
 
-export interface OpenedSession {
-  session: ort.InferenceSession;
+export interface OpenedSession<S = ort.InferenceSession> {
+  session: S;
   ep: "cuda" | "cpu";
   /** Why CUDA was not used, when device was auto and the CPU ran. */
   fallback?: string;
+  /** How the optimised-graph cache was used (CPU sessions given a cache spec). */
+  cache?: CacheUse;
 }
 
 /** Where onnxruntime-node keeps its native libraries (the CUDA provider must be copied there). */
@@ -59,10 +77,30 @@ function baseOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
     intraOpNumThreads: o.threads && o.threads > 0 ? o.threads : os.availableParallelism(),
     interOpNumThreads: 1,
     logSeverityLevel: 3,
+    ...(o.prepacking === false || o.spinning === false
+      ? { extra: { session: { ...(o.prepacking === false ? { disable_prepacking: "1" } : {}), ...(o.spinning === false ? { "intra_op.allow_spinning": "0" } : {}) } } }
+      : {}),
   };
 }
 
-export async function openSession(modelPath: string, o: SessionOptions): Promise<OpenedSession> {
+/**
+ * The provider a device will run on when that is known without creating a session: the CPU for
+ * `device: cpu`, and for `auto` when the CUDA provider is missing or has failed in this process
+ * (with the reason). null when CUDA must be tried.
+ */
+export function knownProvider(device: Device): { ep: "cpu"; fallback?: string } | null {
+  if (device === "cpu") return { ep: "cpu" };
+  const missing = cudaFailure ?? cudaUnavailableReason();
+  if (device === "auto" && missing) return { ep: "cpu", fallback: missing };
+  return null;
+}
+
+export function openSession(modelPath: string, o: SessionOptions): Promise<OpenedSession> {
+  return openSessionWith((file, options) => ort.InferenceSession.create(file, options), modelPath, o);
+}
+
+/** openSession, with sessions made by `create` (in this thread, or in a worker: ./session-worker.ts). */
+export async function openSessionWith<S>(create: (modelPath: string, options: ort.InferenceSession.SessionOptions) => Promise<S>, modelPath: string, o: SessionOptions): Promise<OpenedSession<S>> {
   if (!fs.existsSync(modelPath)) throw new UserError({ message: `compiled graph ${modelPath} is missing`, subject: modelPath, hint: "run `sdc compile` again" });
   const wantCuda = o.device !== "cpu";
   let fallback: string | undefined;
@@ -71,7 +109,7 @@ export async function openSession(modelPath: string, o: SessionOptions): Promise
     if (missing && o.device === "cuda") throw new UserError({ message: `the CUDA device was asked for, but ${missing}`, subject: modelPath, hint: CUDA_HINT });
     if (!missing) {
       try {
-        const session = await ort.InferenceSession.create(modelPath, { ...baseOptions(o), executionProviders: ["cuda", "cpu"] });
+        const session = await create(modelPath, { ...baseOptions(o), executionProviders: ["cuda", "cpu"] });
         return { session, ep: "cuda" };
       } catch (e) {
         cudaFailure = `creating a CUDA session failed: ${firstLine((e as Error).message)}`;
@@ -80,7 +118,12 @@ export async function openSession(modelPath: string, o: SessionOptions): Promise
     }
     fallback = cudaFailure ?? missing ?? undefined;
   }
-  const session = await ort.InferenceSession.create(modelPath, { ...baseOptions(o), executionProviders: ["cpu"] });
+  const options: ort.InferenceSession.SessionOptions = { ...baseOptions(o), executionProviders: ["cpu"] };
+  if (o.cache) {
+    const { session, cache } = await createCachedSession(modelPath, o.cache, options, create, o.onCacheBuild);
+    return { session, ep: "cpu", ...(fallback ? { fallback } : {}), cache };
+  }
+  const session = await create(modelPath, options);
   return { session, ep: "cpu", fallback };
 }
 
