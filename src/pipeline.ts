@@ -11,6 +11,7 @@
 import * as fs from "node:fs";
 import { compile, defaultCompiledDir } from "./compiler/compile.js";
 import type { LoadedPipeline } from "./config/load.js";
+import { publishCaches } from "./runtime/ort-cache.js";
 import { runPlan, type RunPlanOptions, type RunResult } from "./runtime/run.js";
 import { preflight } from "./preflight.js";
 import type { RunSettings } from "./runtime/settings.js";
@@ -81,7 +82,17 @@ export async function run(p: LoadedPipeline, opts: RunOptions = {}): Promise<Run
   } catch (e) {
     throw namingFolder(e, view.dir, dir);
   } finally {
+    await keepCaches(view.dir, dir, opts);
     view.remove();
+  }
+}
+
+/** Optimised-graph caches the run built in its view go to the compiled folder (src/runtime/ort-cache.ts). */
+async function keepCaches(viewDir: string, dir: string, opts: RunOptions): Promise<void> {
+  try {
+    await withDirLock(dir, () => publishCaches(viewDir, dir), { log: opts.log ?? (() => {}) });
+  } catch {
+    // the lock could not be had: the next run builds the cache again
   }
 }
 
@@ -106,6 +117,7 @@ export async function runCompiled(p: LoadedPipeline, opts: RunOptions = {}): Pro
   } catch (e) {
     throw namingFolder(e, view.dir, dir);
   } finally {
+    await keepCaches(view.dir, dir, opts);
     view.remove();
   }
 }

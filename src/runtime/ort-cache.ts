@@ -272,3 +272,52 @@ export async function createCachedSession<S>(
   }
   return { session, cache: { status: "built", reason } };
 }
+
+/**
+ * Carry the caches a run built inside its private view of a compiled folder (src/util/lock.ts
+ * `snapshotDir`: hard links to the folder's files) back into that folder, as hard links, so the next
+ * run finds them. Only for graphs that are still the very files the view linked (same inode: not
+ * recompiled since the view was taken); the sidecar goes last, by rename, so a reader sees the whole
+ * cache or the one before. Best effort: a cache that cannot be carried back is built again later.
+ */
+export function publishCaches(viewDir: string, targetDir: string): void {
+  const visit = (rel: string) => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(path.join(viewDir, rel), { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (e.isDirectory()) visit(path.join(rel, e.name));
+      else if (e.name.endsWith(".ort.json")) {
+        try {
+          publishOne(path.join(viewDir, rel), path.join(targetDir, rel), e.name);
+        } catch {
+          // the folder changed under us, or refuses links: the next run builds its cache itself
+        }
+      }
+    }
+  };
+  visit(".");
+}
+
+function publishOne(from: string, to: string, sidecarName: string): void {
+  const ino = (f: string) => (fs.existsSync(f) ? fs.statSync(f).ino : -1);
+  const model = `${sidecarName.slice(0, -".ort.json".length)}.onnx`;
+  if (ino(path.join(to, model)) !== ino(path.join(from, model)) || ino(path.join(from, model)) === -1) return;
+  if (ino(path.join(to, sidecarName)) === ino(path.join(from, sidecarName))) return; // already there
+  const s = JSON.parse(fs.readFileSync(path.join(from, sidecarName), "utf8")) as Sidecar;
+  const ours = (n: unknown): n is string => typeof n === "string" && /^[\w.-]+$/.test(n) && !n.startsWith(".");
+  if (!ours(s.onnx) || !ours(s.data)) return;
+  for (const n of [s.data, s.onnx]) {
+    const a = path.join(from, n);
+    const b = path.join(to, n);
+    if (ino(b) === ino(a)) continue;
+    if (fs.existsSync(b)) return; // a file of that name that is not ours: leave the folder alone
+    fs.linkSync(a, b);
+  }
+  const tmp = path.join(to, `.${sidecarName}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
+  fs.linkSync(path.join(from, sidecarName), tmp);
+  fs.renameSync(tmp, path.join(to, sidecarName));
+}
