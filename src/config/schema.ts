@@ -168,6 +168,16 @@ const SampleSection = z.strictObject({
   init_image: pathString("file", "Initial image for img2img, relative to this file.").optional(),
   strength: z.number().gt(0).lte(1).optional().describe("img2img strength (default 0.8): how much of the init image is replaced."),
   latents: pathString("file", "A .safetensors file with the initial latents (tensor 'latents').").optional(),
+  vae_tiling: z
+    .strictObject({
+      enabled: z.boolean().default(true).describe("Tile the VAE (false: whole images, as without this section)."),
+      tile: z.int().min(8).max(8192).optional().describe("Tile side in pixels. Default: the VAE's sample_size (512 for SD 1.x, 768 for SD 2.x)."),
+      overlap: z.number().min(0).lt(1).default(0.25).describe("Overlap of neighbouring tiles, a fraction of a tile (diffusers' tile_overlap_factor)."),
+    })
+    .optional()
+    .describe(
+      "Decode (and for img2img encode) images larger than a tile in overlapping tiles blended at the seams, as diffusers' AutoencoderKL.enable_tiling(): the VAE's memory stays that of one tile whatever the image size, at the cost of faint seams. Absent: off.",
+    ),
 });
 
 const OutputSection = z.strictObject({
