@@ -50,11 +50,12 @@ for (const v of variants) {
   v.file = path.join(work, v.key, "model.onnx");
   v.nodes = b.graph.nodes.length;
 }
-const res = Object.fromEntries(variants.map((v) => [v.key, { runs: [], peak: 0 }]));
+const res = Object.fromEntries(variants.map((v) => [v.key, { runs: [], cpu: [], peak: 0 }]));
 for (let r = 0; r < ROUNDS; r++)
   for (const v of r % 2 === 0 ? variants : [...variants].reverse()) {
     const o = runNodeChild(child, [JSON.stringify({ model: v.file, feeds: { input_ids: { dims: [2, 77], dtype: "int32" } }, repeat: REPEAT, warmup: 1, threads: THREADS })]);
     res[v.key].runs.push(...o.runS);
+    res[v.key].cpu.push(...o.cpuS);
     res[v.key].peak = Math.max(res[v.key].peak, o.peakMiB);
   }
 console.log(`\nmedian of ${ROUNDS} interleaved rounds of ${REPEAT} calls after a warm-up:`);
@@ -65,6 +66,7 @@ table(
     "call s": median(res[v.key].runs).toFixed(4),
     "vs baseline": ratio(median(res[v.key].runs), median(res.plain.runs)),
     "fastest runs": ratio(Math.min(...res[v.key].runs), Math.min(...res.plain.runs)),
+    "CPU s": `${median(res[v.key].cpu).toFixed(3)} (${ratio(median(res[v.key].cpu), median(res.plain.cpu))})`,
     "peak MiB": Math.round(res[v.key].peak),
     memory: ratio(res[v.key].peak, res.plain.peak),
   })),
@@ -76,11 +78,13 @@ record("clip", [
     sdc: median(res.sdc.runs),
     sdcMin: Math.min(...res.sdc.runs),
     sdcRuns: res.sdc.runs,
+    sdcCpu: median(res.sdc.cpu),
     sdcPeakMiB: Math.round(res.sdc.peak),
     sdcNodes: variants[1].nodes,
     baseline: median(res.plain.runs),
     baselineMin: Math.min(...res.plain.runs),
     baselineRuns: res.plain.runs,
+    baselineCpu: median(res.plain.cpu),
     baselinePeakMiB: Math.round(res.plain.peak),
     baselineKind: "sdc plain ONNX ops (no transformers for a torch export)",
     baselineNodes: variants[0].nodes,

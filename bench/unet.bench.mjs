@@ -84,12 +84,13 @@ const feeds = (latent) => ({ sample: { dims: [2, 4, latent, latent] }, timestep:
 
 const rows = [];
 for (const latent of LATENTS) {
-  const res = Object.fromEntries(variants.map((v) => [v.key, { runs: [], peak: 0, session: [] }]));
+  const res = Object.fromEntries(variants.map((v) => [v.key, { runs: [], cpu: [], peak: 0, session: [] }]));
   for (let r = 0; r < ROUNDS; r++) {
     const order = r % 2 === 0 ? variants : [...variants].reverse();
     for (const v of order) {
       const o = runNodeChild(child, [JSON.stringify({ model: v.file, feeds: feeds(latent), repeat: REPEAT, warmup: 1, threads: THREADS })]);
       res[v.key].runs.push(...o.runS);
+      res[v.key].cpu.push(...o.cpuS);
       res[v.key].session.push(o.sessionS);
       res[v.key].peak = Math.max(res[v.key].peak, o.peakMiB);
     }
@@ -104,6 +105,7 @@ for (const latent of LATENTS) {
       "step s": median(res[v.key].runs).toFixed(3),
       [`vs ${ref}`]: ratio(median(res[v.key].runs), median(res[ref].runs)),
       "fastest runs": ratio(Math.min(...res[v.key].runs), Math.min(...res[ref].runs)),
+      "CPU s": `${median(res[v.key].cpu).toFixed(2)} (${ratio(median(res[v.key].cpu), median(res[ref].cpu))})`,
       "peak MiB": Math.round(res[v.key].peak),
       "memory": ratio(res[v.key].peak, res[ref].peak),
     })),
@@ -117,12 +119,14 @@ for (const latent of LATENTS) {
     sdc: median(s.runs),
     sdcMin: Math.min(...s.runs),
     sdcRuns: s.runs,
+    sdcCpu: median(s.cpu),
     sdcPeakMiB: Math.round(s.peak),
     sdcNodes: variants.find((v) => v.key === "sdc").nodes,
     plainOps: median(res.plain.runs),
     plainOpsPeakMiB: Math.round(res.plain.peak),
+    plainOpsCpu: median(res.plain.cpu),
     ...(exported
-      ? { baseline: median(res.export.runs), baselineMin: Math.min(...res.export.runs), baselineRuns: res.export.runs, baselinePeakMiB: Math.round(res.export.peak), baselineKind: "torch.onnx.export", baselineNodes: variants[0].nodes }
+      ? { baseline: median(res.export.runs), baselineMin: Math.min(...res.export.runs), baselineRuns: res.export.runs, baselineCpu: median(res.export.cpu), baselinePeakMiB: Math.round(res.export.peak), baselineKind: "torch.onnx.export", baselineNodes: variants[0].nodes }
       : { baseline: prev?.sdc ?? null, baselinePeakMiB: prev?.sdcPeakMiB ?? null, baselineKind: prev ? `sdc ${prev.commit ?? "?"} ${prev.date.slice(0, 10)}` : "none" }),
   });
 }

@@ -11,7 +11,9 @@
 // sample.vae_tiling's defaults (512-pixel tiles, overlap 0.25) against the same decode untiled
 // (SDC_BENCH_UNTILED=0 skips the untiled one: it needs several GiB), time and peak memory.
 // SDC_BENCH_LATENTS= (empty) and SDC_BENCH_TILED=0 leave parts out; SDC_BENCH_NODES=0 skips
-// counting the nodes onnxruntime's optimiser leaves.
+// counting the nodes onnxruntime's optimiser leaves. Each call's CPU seconds are recorded beside its
+// wall time: on a machine shared with other work, SDC_BENCH_SPIN=0 (idle onnxruntime threads sleep
+// instead of spinning) makes them count the graph's own work, which the load disturbs far less.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
@@ -111,12 +113,14 @@ for (const latent of LATENTS) {
   for (const k of ["decoder", "encoder"]) {
     const figure = `VAE ${k} ${latent}²`;
     const runs = { sdc: [], baseline: [] };
+    const cpu = { sdc: [], baseline: [] };
     const peak = { sdc: 0, baseline: 0 };
     for (let r = 0; r < ROUNDS; r++) {
       const order = !exported ? ["sdc"] : r % 2 === 0 ? ["baseline", "sdc"] : ["sdc", "baseline"];
       for (const v of order) {
         const res = runNodeChild(child, [job(v === "sdc" ? sdc[k].file : exported[k], feedsOf(k, latent))]);
         runs[v].push(...res.runS);
+        cpu[v].push(...res.cpuS);
         peak[v] = Math.max(peak[v], res.peakMiB);
       }
     }
@@ -127,11 +131,12 @@ for (const latent of LATENTS) {
       sdc: median(runs.sdc),
       sdcMin: Math.min(...runs.sdc),
       sdcRuns: runs.sdc,
+      sdcCpu: median(cpu.sdc),
       sdcPeakMiB: Math.round(peak.sdc),
       sdcNodes: nodes[k].sdc,
       sdcOptimizedNodes: nodes[k].sdcOptimized,
       ...(exported
-        ? { baseline: median(runs.baseline), baselineMin: Math.min(...runs.baseline), baselineRuns: runs.baseline, baselinePeakMiB: Math.round(peak.baseline), baselineKind: "torch.onnx.export", baselineNodes: nodes[k].baseline, baselineOptimizedNodes: nodes[k].baselineOptimized }
+        ? { baseline: median(runs.baseline), baselineMin: Math.min(...runs.baseline), baselineRuns: runs.baseline, baselineCpu: median(cpu.baseline), baselinePeakMiB: Math.round(peak.baseline), baselineKind: "torch.onnx.export", baselineNodes: nodes[k].baseline, baselineOptimizedNodes: nodes[k].baselineOptimized }
         : { baseline: prev?.sdc ?? null, baselinePeakMiB: prev?.sdcPeakMiB ?? null, baselineKind: prev ? `sdc ${prev.commit ?? "?"} ${prev.date.slice(0, 10)}` : "none" }),
     };
     rows.push(row);
@@ -148,6 +153,8 @@ if (TILED > 0) {
     figure: `VAE decoder ${TILED}² tiled (512-px tiles)`,
     unit: "s",
     sdc: tiled.runS[0],
+    sdcCpu: tiled.cpuS[0],
+    baselineCpu: whole?.cpuS[0] ?? null,
     sdcPeakMiB: Math.round(tiled.peakMiB),
     baseline: whole?.runS[0] ?? null,
     baselinePeakMiB: whole ? Math.round(whole.peakMiB) : null,
@@ -164,6 +171,7 @@ table(
     baseline: r.baselineKind,
     "sdc/baseline": ratio(r.sdc, r.baseline),
     "fastest runs": ratio(r.sdcMin, r.baselineMin),
+    "CPU s sdc / baseline": r.sdcCpu ? `${r.sdcCpu.toFixed(2)} / ${r.baselineCpu?.toFixed(2) ?? "–"} (${ratio(r.sdcCpu, r.baselineCpu)})` : "",
     "peak MiB sdc / baseline": `${r.sdcPeakMiB} / ${r.baselinePeakMiB ?? "–"}`,
     "memory ratio": ratio(r.sdcPeakMiB, r.baselinePeakMiB),
     "nodes (after ORT opt.)": r.sdcNodes ? `${r.sdcNodes} (${r.sdcOptimizedNodes}) / ${r.baselineNodes ?? "–"} (${r.baselineOptimizedNodes ?? "–"})` : "",
