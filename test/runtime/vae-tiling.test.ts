@@ -14,11 +14,14 @@ import { SafetensorsFile } from "../../src/models/weights/safetensors.js";
 import { runSettings } from "../../src/pipeline.js";
 import type { FloatTensor } from "../../src/runtime/graphs.js";
 import { checkRunSettings } from "../../src/runtime/settings.js";
-import { decodeImage, needsTiling, runTiled, tilingGeometry } from "../../src/runtime/stages/index.js";
+import { decodeImage, initialLatents, needsTiling, prepareSchedule, runTiled, tilingGeometry } from "../../src/runtime/stages/index.js";
+import { TorchGenerator } from "../../src/runtime/rng.js";
+import { savePng } from "../../src/image/image.js";
+import type { Plan } from "../../src/plan/schema.js";
 import { userError } from "../helpers/errors.js";
 import { maxErrOverMaxRef } from "../helpers/ort.js";
 import { compileFixture, fixturePipeline, session } from "../helpers/pipeline.js";
-import { MODEL_FIXTURES } from "../helpers/repo.js";
+import { MODEL_FIXTURES, tempDir } from "../helpers/repo.js";
 
 const TOL = 1e-5;
 interface Case {
@@ -90,6 +93,35 @@ describe("tiled VAE against diffusers' tiled_decode / tiled_encode", () => {
     // a tile as large as the latents: one whole decode, bit for bit
     const big = await decodeImage(runner, z.data, shape, 1, { tile: 48, overlap: 0.25, scaleFactor: 2 });
     expect(big.decoded).toEqual(whole.decoded);
+  });
+});
+
+describe("img2img with tiling", () => {
+  it("encodes the init image tile by tile: the same latents as an encoder that tiles itself, from tile-sized calls", async () => {
+    const enc = await graphFn("vae_encoder", "sample", "latent_parameters");
+    const file = path.join(tempDir("sdc-tile-"), "init.png");
+    const [W, H] = [28, 40];
+    await savePng(file, Uint8Array.from({ length: W * H * 3 }, (_, i) => (i * 7919) % 256), W, H);
+    const g = tilingGeometry({ tile: 16, overlap: 0.25 }, 2, "encode");
+    const calls: number[][] = [];
+    const plain = { run: async (f: Record<string, FloatTensor>) => (calls.push([...f.sample!.dims]), { latent_parameters: await enc(f.sample!) }) };
+    const selfTiling = { run: async (f: Record<string, FloatTensor>) => ({ latent_parameters: await runTiled(enc, f.sample!, g) }) };
+    const scheduler: Plan["scheduler"] = { type: "ddim", className: "DDIMScheduler", steps: 4, config: { num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear" } };
+    const shape = { images: 1, channels: 4, height: H / 2, width: W / 2 };
+    const latents = (runner: typeof plain, tiling: { tile: number; overlap: number; scaleFactor: number } | null) =>
+      initialLatents(
+        { kind: "image", file, vaeEncoder: runner, scalingFactor: 0.18215, width: W, height: H, tiling },
+        { shape, schedule: prepareSchedule({ scheduler }, { strength: 0.5 }), generator: new TorchGenerator(3) },
+      );
+    const got = await latents(plain, { tile: 16, overlap: 0.25, scaleFactor: 2 });
+    expect(calls.length).toBe(12); // 4 rows (0, 12, 24, 36) × 3 columns (0, 12, 24)
+    expect(Math.max(...calls.map((d) => Math.max(d[2]!, d[3]!)))).toBe(16);
+    expect(got).toEqual(await latents(selfTiling, null));
+    // and not what the whole image gives
+    calls.length = 0;
+    const whole = await latents(plain, null);
+    expect(calls).toEqual([[1, 3, H, W]]);
+    expect(maxErrOverMaxRef(whole, got)).toBeGreaterThan(1e-3);
   });
 });
 
