@@ -89,4 +89,4 @@ record("clip", [
     baselineKind: "sdc plain ONNX ops (no transformers for a torch export)",
     baselineNodes: variants[0].nodes,
   },
-], { threads: THREADS, rounds: ROUNDS, repeat: REPEAT });
+], { threads: THREADS, rounds: ROUNDS, repeat: REPEAT, spinning: process.env.SDC_BENCH_SPIN !== "0" });

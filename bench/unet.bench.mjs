@@ -113,7 +113,7 @@ for (const latent of LATENTS) {
   const figure = `U-Net b2 ${latent}²`;
   const s = res.sdc;
   const prev = exported ? null : previous(BENCH, figure);
-  rows.push({
+  const row = {
     figure,
     unit: "s",
     sdc: median(s.runs),
@@ -128,6 +128,7 @@ for (const latent of LATENTS) {
     ...(exported
       ? { baseline: median(res.export.runs), baselineMin: Math.min(...res.export.runs), baselineRuns: res.export.runs, baselineCpu: median(res.export.cpu), baselinePeakMiB: Math.round(res.export.peak), baselineKind: "torch.onnx.export", baselineNodes: variants[0].nodes }
       : { baseline: prev?.sdc ?? null, baselinePeakMiB: prev?.sdcPeakMiB ?? null, baselineKind: prev ? `sdc ${prev.commit ?? "?"} ${prev.date.slice(0, 10)}` : "none" }),
-  });
+  };
+  rows.push(row);
+  record(BENCH, [row], { threads: THREADS, rounds: ROUNDS, repeat: REPEAT, spinning: process.env.SDC_BENCH_SPIN !== "0", baseline: exported ? `torch ${torch.versions.torch} export, diffusers ${torch.versions.diffusers}` : "previous sdc figures" });
 }
-record(BENCH, rows, { threads: THREADS, rounds: ROUNDS, repeat: REPEAT, baseline: exported ? `torch ${torch.versions.torch} export, diffusers ${torch.versions.diffusers}` : "previous sdc figures" });

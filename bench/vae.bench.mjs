@@ -8,9 +8,10 @@
 // SDC_BENCH_ROUNDS rounds so a load from elsewhere hits both; each times SDC_BENCH_REPEAT runs after
 // a warm-up, and a figure is the median of every run of its variant.
 // Then tiling: the decoder at SDC_BENCH_TILED² latents (default 128: a 1024² image) with
-// sample.vae_tiling's defaults (512-pixel tiles, overlap 0.25) against the same decode untiled
+// sample.vae_tiling's defaults for SD (512-pixel tiles, overlap 0.25) against the same decode untiled
 // (SDC_BENCH_UNTILED=0 skips the untiled one: it needs several GiB), time and peak memory.
-// SDC_BENCH_LATENTS= (empty) and SDC_BENCH_TILED=0 leave parts out; SDC_BENCH_NODES=0 skips
+// SDC_BENCH_TILE sets the tile in pixels. SDC_BENCH_LATENTS= (empty), SDC_BENCH_KINDS=decoder (or
+// encoder) and SDC_BENCH_TILED=0 leave parts out; SDC_BENCH_NODES=0 skips
 // counting the nodes onnxruntime's optimiser leaves. Each call's CPU seconds are recorded beside its
 // wall time: on a machine shared with other work, SDC_BENCH_SPIN=0 (idle onnxruntime threads sleep
 // instead of spinning) makes them count the graph's own work, which the load disturbs far less.
@@ -37,6 +38,8 @@ const REPEAT = Number(process.env.SDC_BENCH_REPEAT ?? 2);
 const THREADS = Number(process.env.SDC_BENCH_THREADS ?? 2);
 const TILED = Number(process.env.SDC_BENCH_TILED ?? 128);
 const NODES = process.env.SDC_BENCH_NODES !== "0";
+const KINDS = (process.env.SDC_BENCH_KINDS ?? "decoder,encoder").split(",").filter(Boolean);
+const TILE = Number(process.env.SDC_BENCH_TILE ?? 512);
 const UNTILED = process.env.SDC_BENCH_UNTILED !== "0";
 const BENCH = "vae";
 const child = path.join(here, "graph-child.mjs");
@@ -102,15 +105,16 @@ const feedsOf = (kind, latent) => (kind === "decoder" ? { latent_sample: { dims:
 const job = (model, feeds, extra = {}) => JSON.stringify({ model, feeds, repeat: REPEAT, warmup: 1, threads: THREADS, ...extra });
 
 // nodes after onnxruntime's optimisation (what its profiler sees), once per graph
-for (const k of NODES ? ["decoder", "encoder"] : []) {
+for (const k of NODES ? KINDS : []) {
   const opt = (model) => runNodeChild(child, [job(model, feedsOf(k, 8), { repeat: 0, warmup: 0, optimizedModel: path.join(work, `opt-${k}.onnx`) })]);
   nodes[k].sdcOptimized = opt(sdc[k].file).optimizedNodes;
   if (exported) nodes[k].baselineOptimized = opt(exported[k]).optimizedNodes;
 }
 
+const extra = { threads: THREADS, rounds: ROUNDS, repeat: REPEAT, spinning: process.env.SDC_BENCH_SPIN !== "0", baseline: exported ? `torch ${torch.versions.torch} export, diffusers ${torch.versions.diffusers}` : "previous sdc figures" };
 const rows = [];
 for (const latent of LATENTS) {
-  for (const k of ["decoder", "encoder"]) {
+  for (const k of KINDS) {
     const figure = `VAE ${k} ${latent}²`;
     const runs = { sdc: [], baseline: [] };
     const cpu = { sdc: [], baseline: [] };
@@ -140,6 +144,8 @@ for (const latent of LATENTS) {
         : { baseline: prev?.sdc ?? null, baselinePeakMiB: prev?.sdcPeakMiB ?? null, baselineKind: prev ? `sdc ${prev.commit ?? "?"} ${prev.date.slice(0, 10)}` : "none" }),
     };
     rows.push(row);
+    // each figure is recorded as soon as it is measured
+    record(BENCH, [row], extra);
     console.log(`${figure}: sdc ${row.sdc.toFixed(3)} s, baseline ${row.baseline?.toFixed(3) ?? "–"} s (${ratio(row.sdc, row.baseline)}; fastest runs ${ratio(row.sdcMin, row.baselineMin)})`);
   }
 }
@@ -147,10 +153,10 @@ for (const latent of LATENTS) {
 // tiling: a large decode tiled (512-pixel tiles) and not
 if (TILED > 0) {
   const feeds = feedsOf("decoder", TILED);
-  const tiled = runNodeChild(child, [job(sdc.decoder.file, feeds, { repeat: 1, warmup: 0, tiled: { tile: 512, overlap: 0.25, scaleFactor: 8, dir: "decode", input: "latent_sample", output: "sample" } })]);
+  const tiled = runNodeChild(child, [job(sdc.decoder.file, feeds, { repeat: 1, warmup: 0, tiled: { tile: TILE, overlap: 0.25, scaleFactor: 8, dir: "decode", input: "latent_sample", output: "sample" } })]);
   const whole = UNTILED ? runNodeChild(child, [job(sdc.decoder.file, feeds, { repeat: 1, warmup: 0 })]) : null;
   rows.push({
-    figure: `VAE decoder ${TILED}² tiled (512-px tiles)`,
+    figure: `VAE decoder ${TILED}² tiled (${TILE}-px tiles)`,
     unit: "s",
     sdc: tiled.runS[0],
     sdcCpu: tiled.cpuS[0],
@@ -160,6 +166,7 @@ if (TILED > 0) {
     baselinePeakMiB: whole ? Math.round(whole.peakMiB) : null,
     baselineKind: "sdc untiled",
   });
+  record(BENCH, rows.slice(-1), extra);
 }
 
 console.log(`\nmedian seconds per call over ${ROUNDS} interleaved rounds of ${REPEAT} runs after a warm-up (and the ratio of each variant's fastest run, which a load from elsewhere disturbs least); peak RSS of each variant's process:`);
@@ -177,4 +184,3 @@ table(
     "nodes (after ORT opt.)": r.sdcNodes ? `${r.sdcNodes} (${r.sdcOptimizedNodes}) / ${r.baselineNodes ?? "–"} (${r.baselineOptimizedNodes ?? "–"})` : "",
   })),
 );
-record(BENCH, rows, { threads: THREADS, rounds: ROUNDS, repeat: REPEAT, baseline: exported ? `torch ${torch.versions.torch} export, diffusers ${torch.versions.diffusers}` : "previous sdc figures" });
