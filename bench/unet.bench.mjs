@@ -8,6 +8,8 @@
 // (timings of dense kernels do not depend on values) and sdc's previous figures are the reference.
 // Each variant runs in its own process, so its peak memory is its own, interleaved over
 // SDC_BENCH_ROUNDS rounds (the order turns each round) so a load from elsewhere hits all of them.
+// SDC_BENCH_PLAIN=0 leaves the plain-ops graph out when the export runs; SDC_BENCH_WARMUP sets the
+// warm-up calls before the timed ones (default 1).
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -29,6 +31,8 @@ const LATENTS = (process.env.SDC_BENCH_LATENTS ?? "32,64").split(",").filter(Boo
 const ROUNDS = Number(process.env.SDC_BENCH_ROUNDS ?? 2);
 const REPEAT = Number(process.env.SDC_BENCH_REPEAT ?? 2);
 const THREADS = Number(process.env.SDC_BENCH_THREADS ?? 2);
+const WARMUP = Number(process.env.SDC_BENCH_WARMUP ?? 1);
+const PLAIN = process.env.SDC_BENCH_PLAIN !== "0";
 const BENCH = "unet";
 const child = path.join(here, "graph-child.mjs");
 
@@ -64,7 +68,7 @@ const { tensors, base } = safetensorsHeader(wfile);
 
 const variants = [
   ...(exported ? [{ key: "export", name: "torch.onnx.export (plain attention)", file: exported, nodes: await onnxNodeCount(exported) }] : []),
-  { key: "plain", name: "sdc, plain ONNX ops", target: { ep: "cpu", training: false, primitivesOnly: true } },
+  ...(PLAIN || !exported ? [{ key: "plain", name: "sdc, plain ONNX ops", target: { ep: "cpu", training: false, primitivesOnly: true } }] : []),
   { key: "sdc", name: "sdc (fused)", target: { ep: "cpu", training: false } },
 ];
 for (const v of variants) {
@@ -88,7 +92,7 @@ for (const latent of LATENTS) {
   for (let r = 0; r < ROUNDS; r++) {
     const order = r % 2 === 0 ? variants : [...variants].reverse();
     for (const v of order) {
-      const o = runNodeChild(child, [JSON.stringify({ model: v.file, feeds: feeds(latent), repeat: REPEAT, warmup: 1, threads: THREADS })]);
+      const o = runNodeChild(child, [JSON.stringify({ model: v.file, feeds: feeds(latent), repeat: REPEAT, warmup: WARMUP, threads: THREADS })]);
       res[v.key].runs.push(...o.runS);
       res[v.key].cpu.push(...o.cpuS);
       res[v.key].session.push(o.sessionS);
@@ -96,7 +100,7 @@ for (const latent of LATENTS) {
     }
   }
   const ref = exported ? "export" : "plain";
-  console.log(`\n${latent}×${latent} latents (${latent * 8}×${latent * 8} images), median of ${ROUNDS} interleaved rounds of ${REPEAT} steps after a warm-up:`);
+  console.log(`\n${latent}×${latent} latents (${latent * 8}×${latent * 8} images), median of ${ROUNDS} interleaved rounds of ${REPEAT} steps after ${WARMUP} warm-up call(s):`);
   table(
     variants.map((v) => ({
       variant: v.name,
@@ -122,9 +126,7 @@ for (const latent of LATENTS) {
     sdcCpu: median(s.cpu),
     sdcPeakMiB: Math.round(s.peak),
     sdcNodes: variants.find((v) => v.key === "sdc").nodes,
-    plainOps: median(res.plain.runs),
-    plainOpsPeakMiB: Math.round(res.plain.peak),
-    plainOpsCpu: median(res.plain.cpu),
+    ...(res.plain ? { plainOps: median(res.plain.runs), plainOpsPeakMiB: Math.round(res.plain.peak), plainOpsCpu: median(res.plain.cpu) } : {}),
     ...(exported
       ? { baseline: median(res.export.runs), baselineMin: Math.min(...res.export.runs), baselineRuns: res.export.runs, baselineCpu: median(res.export.cpu), baselinePeakMiB: Math.round(res.export.peak), baselineKind: "torch.onnx.export", baselineNodes: variants[0].nodes }
       : { baseline: prev?.sdc ?? null, baselinePeakMiB: prev?.sdcPeakMiB ?? null, baselineKind: prev ? `sdc ${prev.commit ?? "?"} ${prev.date.slice(0, 10)}` : "none" }),
