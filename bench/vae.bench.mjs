@@ -181,6 +181,6 @@ table(
     "CPU s sdc / baseline": r.sdcCpu ? `${r.sdcCpu.toFixed(2)} / ${r.baselineCpu?.toFixed(2) ?? "–"} (${ratio(r.sdcCpu, r.baselineCpu)})` : "",
     "peak MiB sdc / baseline": `${r.sdcPeakMiB} / ${r.baselinePeakMiB ?? "–"}`,
     "memory ratio": ratio(r.sdcPeakMiB, r.baselinePeakMiB),
-    "nodes (after ORT opt.)": r.sdcNodes ? `${r.sdcNodes} (${r.sdcOptimizedNodes}) / ${r.baselineNodes ?? "–"} (${r.baselineOptimizedNodes ?? "–"})` : "",
+    "nodes (after ORT opt.)": r.sdcNodes ? `${r.sdcNodes} (${r.sdcOptimizedNodes ?? "–"}) / ${r.baselineNodes ?? "–"} (${r.baselineOptimizedNodes ?? "–"})` : "",
   })),
 );
