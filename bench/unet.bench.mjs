@@ -129,7 +129,7 @@ for (const latent of LATENTS) {
     ...(res.plain ? { plainOps: median(res.plain.runs), plainOpsPeakMiB: Math.round(res.plain.peak), plainOpsCpu: median(res.plain.cpu) } : {}),
     ...(exported
       ? { baseline: median(res.export.runs), baselineMin: Math.min(...res.export.runs), baselineRuns: res.export.runs, baselineCpu: median(res.export.cpu), baselinePeakMiB: Math.round(res.export.peak), baselineKind: "torch.onnx.export", baselineNodes: variants[0].nodes }
-      : { baseline: prev?.sdc ?? null, baselinePeakMiB: prev?.sdcPeakMiB ?? null, baselineKind: prev ? `sdc ${prev.commit ?? "?"} ${prev.date.slice(0, 10)}` : "none" }),
+      : { baseline: prev?.sdc ?? null, baselineMin: prev?.sdcMin ?? null, baselineCpu: prev?.sdcCpu ?? null, baselinePeakMiB: prev?.sdcPeakMiB ?? null, baselineKind: prev ? `sdc ${prev.commit ?? "?"} ${prev.date.slice(0, 10)}` : "none" }),
   };
   rows.push(row);
   record(BENCH, [row], { threads: THREADS, rounds: ROUNDS, repeat: REPEAT, spinning: process.env.SDC_BENCH_SPIN !== "0", baseline: exported ? `torch ${torch.versions.torch} export, diffusers ${torch.versions.diffusers}` : "previous sdc figures" });

@@ -141,7 +141,7 @@ for (const latent of LATENTS) {
       sdcOptimizedNodes: nodes[k].sdcOptimized,
       ...(exported
         ? { baseline: median(runs.baseline), baselineMin: Math.min(...runs.baseline), baselineRuns: runs.baseline, baselineCpu: median(cpu.baseline), baselinePeakMiB: Math.round(peak.baseline), baselineKind: "torch.onnx.export", baselineNodes: nodes[k].baseline, baselineOptimizedNodes: nodes[k].baselineOptimized }
-        : { baseline: prev?.sdc ?? null, baselinePeakMiB: prev?.sdcPeakMiB ?? null, baselineKind: prev ? `sdc ${prev.commit ?? "?"} ${prev.date.slice(0, 10)}` : "none" }),
+        : { baseline: prev?.sdc ?? null, baselineMin: prev?.sdcMin ?? null, baselineCpu: prev?.sdcCpu ?? null, baselinePeakMiB: prev?.sdcPeakMiB ?? null, baselineKind: prev ? `sdc ${prev.commit ?? "?"} ${prev.date.slice(0, 10)}` : "none" }),
     };
     rows.push(row);
     // each figure is recorded as soon as it is measured
