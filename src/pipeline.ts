@@ -47,7 +47,16 @@ export function runSettings(p: LoadedPipeline): RunSettings {
     grid: c.output.grid,
     threads: c.runtime.threads,
     deepcache: c.sample.deepcache ? { interval: c.sample.deepcache.interval, fullSteps: c.sample.deepcache.full_steps ? [...c.sample.deepcache.full_steps] : null } : null,
+    vaeTiling: vaeTiling(p),
   };
+}
+
+/** sample.vae_tiling with its tile defaulted to the VAE's sample_size (diffusers' tile_sample_min_size), or null when off. */
+function vaeTiling(p: LoadedPipeline): RunSettings["vaeTiling"] {
+  const t = p.config.sample.vae_tiling;
+  if (!t?.enabled) return null;
+  const ss = p.model.vae.sample_size;
+  return { tile: t.tile ?? (Array.isArray(ss) ? ss[0] : ss), overlap: t.overlap };
 }
 
 /**

@@ -192,6 +192,16 @@ const SampleSection = z.strictObject({
     })
     .optional()
     .describe("DeepCache (Ma et al. 2023): reuse the U-Net's deep features across steps; faster, slightly different images. Absent: off."),
+  vae_tiling: z
+    .strictObject({
+      enabled: z.boolean().default(true).describe("Tile the VAE (false: whole images, as without this section)."),
+      tile: z.int().min(8).max(8192).optional().describe("Tile side in pixels. Default: the VAE's sample_size (512 for SD 1.x, 768 for SD 2.x)."),
+      overlap: z.number().min(0).lt(1).default(0.25).describe("Overlap of neighbouring tiles, a fraction of a tile (diffusers' tile_overlap_factor)."),
+    })
+    .optional()
+    .describe(
+      "Decode (and for img2img encode) images larger than a tile in overlapping tiles blended at the seams, as diffusers' AutoencoderKL.enable_tiling(): the VAE's memory stays that of one tile whatever the image size, at the cost of faint seams. Absent: off.",
+    ),
 });
 
 const OutputSection = z.strictObject({

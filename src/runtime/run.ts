@@ -149,7 +149,7 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
     const schedule = prepareSchedule(plan, img2img ? { strength: s.strength } : {});
     const generator = new TorchGenerator(s.seed);
     const source: LatentSource = img2img
-      ? { kind: "image", file: s.initImage!, vaeEncoder: graphs.vae_encoder, scalingFactor: plan.vae.scalingFactor, width: s.width, height: s.height }
+      ? { kind: "image", file: s.initImage!, vaeEncoder: graphs.vae_encoder, scalingFactor: plan.vae.scalingFactor, width: s.width, height: s.height, tiling: s.vaeTiling && { ...s.vaeTiling, scaleFactor: f } }
       : s.latents
         ? { kind: "file", file: s.latents }
         : { kind: "noise" };
@@ -212,6 +212,7 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
     const outputs = await decodeAndSave(graphs.vae_decoder, loop.latents, {
       shape,
       scalingFactor: plan.vae.scalingFactor,
+      tiling: s.vaeTiling && { ...s.vaeTiling, scaleFactor: f },
       dir: s.outputDir,
       seed: s.seed,
       runIndex: opts.runIndex,

@@ -7,6 +7,7 @@
 import { imageSideMultiple, type Plan } from "../plan/schema.js";
 import { UserError } from "../util/errors.js";
 import { checkDeepCache, type DeepCacheSettings } from "./deepcache.js";
+import { tilingGeometry, type VaeTiling } from "./stages/vae-tiling.js";
 
 export interface RunSettings {
   /** The prompts; each gives `batch` images. */
@@ -38,6 +39,8 @@ export interface RunSettings {
   threads: number;
   /** DeepCache's schedule (the plan must have its shallow U-Net), or null: every call runs the full U-Net. */
   deepcache?: DeepCacheSettings | null;
+  /** Decode (and encode) large images in blended tiles; null: whole images. */
+  vaeTiling: VaeTiling | null;
 }
 
 /** Settings the plan cannot run: image sides the graphs do not accept, a mismatched negative prompt count. */
@@ -47,6 +50,7 @@ export function checkRunSettings(plan: Plan, s: RunSettings): void {
     if (v % need !== 0)
       throw new UserError({ message: `sample.${k} ${v} is not a multiple of ${need}`, subject: `sample.${k}`, hint: `this model needs image sides that are multiples of ${need}; try ${Math.max(need, Math.round(v / need) * need)}` });
   if (s.prompts.length === 0) throw new UserError({ message: "no prompt to run", subject: "sample.prompt", hint: "give a prompt (an empty string is one)" });
+  if (s.vaeTiling) for (const dir of ["decode", "encode"] as const) tilingGeometry(s.vaeTiling, plan.vae.scaleFactor, dir);
   if (s.negativePrompts.length !== 1 && s.negativePrompts.length !== s.prompts.length)
     throw new UserError({ message: `${s.negativePrompts.length} negative prompts for ${s.prompts.length} prompts`, subject: "guidance.negative_prompt", hint: "give one negative prompt, or one per prompt" });
   checkDeepCache(plan, s.deepcache ?? null);

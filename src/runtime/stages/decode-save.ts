@@ -10,15 +10,26 @@ import { UserError } from "../../util/errors.js";
 import { formatParameters, makeGrid, type RgbImage, samplerName, savePng, tensorToImages } from "../../image/image.js";
 import type { Plan } from "../../plan/schema.js";
 import { schedulerDefinition } from "../../schedulers/index.js";
-import type { GraphRunner } from "../graphs.js";
+import type { FloatTensor, GraphRunner } from "../graphs.js";
 import type { RunSettings } from "../settings.js";
 import type { LatentShape } from "./initial-latents.js";
+import { needsTiling, runTiled, tilingGeometry, type VaeTiling } from "./vae-tiling.js";
 
-/** One image's latents [1, C, h, w] (unscaled) → the decoder's output [1, 3, H, W] in [-1, 1] and its RGB pixels. */
-export async function decodeImage(vaeDecoder: GraphRunner, latents: Float32Array, shape: LatentShape, scalingFactor: number): Promise<{ decoded: Float32Array; image: RgbImage }> {
+/** Decoding in tiles: the tiling and the VAE's pixels per latent. */
+export interface DecodeTiling extends VaeTiling {
+  scaleFactor: number;
+}
+
+/**
+ * One image's latents [1, C, h, w] (unscaled) → the decoder's output [1, 3, H, W] in [-1, 1] and its
+ * RGB pixels; with `tiling`, latents larger than a tile are decoded tile by tile (see vae-tiling.ts).
+ */
+export async function decodeImage(vaeDecoder: GraphRunner, latents: Float32Array, shape: LatentShape, scalingFactor: number, tiling: DecodeTiling | null = null): Promise<{ decoded: Float32Array; image: RgbImage }> {
   const inv = 1 / scalingFactor;
-  const z = Float32Array.from(latents, (x) => Math.fround(x * inv));
-  const out = (await vaeDecoder.run({ latent_sample: { data: z, dims: [1, shape.channels, shape.height, shape.width] } })).sample!;
+  const z: FloatTensor = { data: Float32Array.from(latents, (x) => Math.fround(x * inv)), dims: [1, shape.channels, shape.height, shape.width] };
+  const decode = async (t: FloatTensor) => (await vaeDecoder.run({ latent_sample: t })).sample!;
+  const g = tiling ? tilingGeometry(tiling, tiling.scaleFactor, "decode") : null;
+  const out = g && needsTiling(shape.height, shape.width, g) ? await runTiled(decode, z, g) : await decode(z);
   const [, , H, W] = out.dims as [number, number, number, number];
   for (let i = 0; i < out.data.length; i++)
     if (!Number.isFinite(out.data[i]!))
@@ -44,6 +55,8 @@ export interface DecodeAndSaveOptions {
   grid: boolean;
   /** The `parameters` text of image i (see `imageParameters`). */
   parameters: (index: number) => string;
+  /** Decode in tiles (bounded memory for large images); null or absent: the whole image at once. */
+  tiling?: DecodeTiling | null;
   /** Sees each image's decoder output [1, 3, H, W] (tests, debugging). */
   onDecoded?: (index: number, decoded: Float32Array) => void;
 }
@@ -58,7 +71,7 @@ export async function decodeAndSave(vaeDecoder: GraphRunner, latents: Float32Arr
   const images: RgbImage[] = [];
   const params: string[] = [];
   for (let i = 0; i < count; i++) {
-    const { decoded, image } = await decodeImage(vaeDecoder, latents.subarray(i * per, (i + 1) * per), o.shape, o.scalingFactor);
+    const { decoded, image } = await decodeImage(vaeDecoder, latents.subarray(i * per, (i + 1) * per), o.shape, o.scalingFactor, o.tiling ?? null);
     o.onDecoded?.(i, decoded);
     const file = path.join(o.dir, `${prefix}${String(first + i).padStart(5, "0")}-${o.seed}.png`);
     params.push(o.parameters(i));

@@ -13,4 +13,6 @@ export type { EncodePromptsOptions, PromptEmbeddings } from "./encode-prompts.js
 export { initialLatents, readLatents } from "./initial-latents.js";
 export type { InitialLatentsOptions, LatentShape, LatentSource } from "./initial-latents.js";
 export { prepareSchedule } from "./schedule.js";
+export { needsTiling, runTiled, tilingGeometry } from "./vae-tiling.js";
+export type { VaeTiling } from "./vae-tiling.js";
 export type { Schedule, ScheduleOptions } from "./schedule.js";

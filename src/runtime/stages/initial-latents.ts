@@ -11,6 +11,7 @@ import { UserError } from "../../util/errors.js";
 import type { GraphRunner } from "../graphs.js";
 import type { TorchGenerator } from "../rng.js";
 import type { Schedule } from "./schedule.js";
+import { needsTiling, runTiled, tilingGeometry, type VaeTiling } from "./vae-tiling.js";
 
 /** Latents of a run: [images, channels, height, width], height and width in latent pixels. */
 export interface LatentShape {
@@ -25,7 +26,7 @@ export type LatentSource =
   /** A .safetensors file with a tensor named "latents" (or a single tensor) of the run's shape, before init_noise_sigma. */
   | { kind: "file"; file: string }
   /** img2img: an image file, resized to width × height pixels and encoded by the VAE encoder. */
-  | { kind: "image"; file: string; vaeEncoder: GraphRunner; scalingFactor: number; width: number; height: number };
+  | { kind: "image"; file: string; vaeEncoder: GraphRunner; scalingFactor: number; width: number; height: number; tiling?: (VaeTiling & { scaleFactor: number }) | null };
 
 export interface InitialLatentsOptions {
   shape: LatentShape;
@@ -63,8 +64,11 @@ export function readLatents(file: string, shape: number[]): Float32Array {
 async function img2imgLatents(source: Extract<LatentSource, { kind: "image" }>, shape: LatentShape, schedule: Schedule, gen: TorchGenerator): Promise<Float32Array> {
   const image = await loadImage(source.file, { width: source.width, height: source.height, resize: "stretch" });
   const x = imageToTensor(image);
-  const out = await source.vaeEncoder.run({ sample: { data: x.data, dims: x.shape } });
-  const params = out.latent_parameters!.data;
+  const encode = async (t: { data: Float32Array; dims: readonly number[] }) => (await source.vaeEncoder.run({ sample: t })).latent_parameters!;
+  const g = source.tiling ? tilingGeometry(source.tiling, source.tiling.scaleFactor, "encode") : null;
+  const whole = { data: x.data, dims: x.shape };
+  // tiled as diffusers' tiled_encode: the moments (mean, logvar) are blended, then sampled
+  const params = (g && needsTiling(source.height, source.width, g) ? await runTiled(encode, whole, g) : await encode(whole)).data;
   const per = params.length / 2; // [1, 2C, h, w]: mean then logvar
   const eps = gen.randn(per);
   const f = Math.fround;
