@@ -27,7 +27,7 @@ import { verify } from "../dist/ir/verify.js";
 import { UNet2DConditionConfigSchema } from "../dist/models/arch.js";
 import { PRESETS } from "../dist/models/presets.js";
 import { buildUNet, deepCacheCut } from "../dist/models/unet.js";
-import { machine, table, tempDir } from "./util.mjs";
+import { machine, sparseZeros, table, tempDir } from "./util.mjs";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const LATENTS = (process.env.SDC_BENCH_LATENTS ?? "32").split(",").map(Number);
@@ -181,24 +181,8 @@ if (PARTS.includes("sd15")) {
   const cfg = UNet2DConditionConfigSchema.parse(PRESETS["sd1.5"].unet);
   const shapes = new Map();
   buildUNet(new Builder("unet", (key, shape) => (shapes.set(key, shape), { kind: "lazy", identity: key, produce: () => new Uint8Array(0) })), cfg);
-  const header = {};
-  let offset = 0;
-  for (const [name, shape] of shapes) {
-    const n = shape.reduce((a, b) => a * b, 4);
-    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + n] };
-    offset += n;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8);
   const wfile = path.join(work, "unet.safetensors");
-  const fd = fs.openSync(wfile, "w");
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  fs.writeSync(fd, len);
-  fs.writeSync(fd, json);
-  fs.ftruncateSync(fd, 8 + json.length + offset);
-  fs.closeSync(fd);
-  const wbase = 8 + json.length;
+  const { header, base: wbase } = sparseZeros(wfile, shapes);
 
   const cuts = [
     { name: "branch 0", cut: deepCacheCut(cfg, 0) },

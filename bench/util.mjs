@@ -152,7 +152,7 @@ export function safetensorsHeader(file) {
   return { tensors, base: 8 + n };
 }
 
-/** A sparse safetensors file of F32 zeros with these tensors (weights whose values a timing does not depend on). */
+/** A sparse safetensors file of F32 zeros with these tensors (weights whose values a timing does not depend on); its header and where the data starts. */
 export function sparseZeros(file, shapes) {
   const header = {};
   let offset = 0;
@@ -170,6 +170,7 @@ export function sparseZeros(file, shapes) {
   fs.writeSync(fd, json);
   fs.ftruncateSync(fd, 8 + json.length + offset);
   fs.closeSync(fd);
+  return { header, base: 8 + json.length };
 }
 
 /** Nodes of an ONNX file (weights may be external: only the graph is read). */

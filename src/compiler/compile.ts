@@ -198,21 +198,18 @@ async function compileUnlocked(p: LoadedPipeline, opts: CompileOptions): Promise
   let plan!: Plan;
 
   await writeDirAtomic(dir, async (tmp) => {
-    for (const job of jobs) {
-      if (reusable(job.name)) {
-        linkGraphFolder(path.join(dir, job.name), path.join(tmp, job.name));
-        specs[job.name] = old!.graphs[job.name];
-        reused.push(job.name);
-        continue;
-      }
+    /** Build a graph into the new folder and describe it for the plan. */
+    const buildSpec = (job: (typeof jobs)[number] | NonNullable<typeof shallowJob>, component: Parameters<typeof providerFor>[1], buildHash: string): GraphSpecT => {
       const t = performance.now();
-      const built = buildAndWrite(job, providerFor(weights!, job.component), precision === "fp16" ? "float16" : "float32", target, tmp);
+      const built = buildAndWrite(job, providerFor(weights!, component), precision === "fp16" ? "float16" : "float32", target, tmp);
       const file = `${job.name}/model.onnx`;
-      specs[job.name] = {
+      rebuilt.push(job.name as (typeof rebuilt)[number]);
+      log(`  built ${job.name}: ${built.graph.nodes.length} nodes, ${(built.graph.paramCount() / 1e6).toFixed(2)} M parameters (${((performance.now() - t) / 1000).toFixed(2)} s)`);
+      return {
         file,
         sha256: sha256File(path.join(tmp, file)),
         externalData: built.write.externalFiles,
-        buildHash: keys.graphs[job.name],
+        buildHash,
         inputs: ioSpecs(built.graph, "inputs"),
         outputs: ioSpecs(built.graph, "outputs"),
         requirements: built.requirements,
@@ -223,8 +220,15 @@ async function compileUnlocked(p: LoadedPipeline, opts: CompileOptions): Promise
         precision,
         notes: built.graph.notes,
       };
-      rebuilt.push(job.name);
-      log(`  built ${job.name}: ${built.graph.nodes.length} nodes, ${(built.graph.paramCount() / 1e6).toFixed(2)} M parameters (${((performance.now() - t) / 1000).toFixed(2)} s)`);
+    };
+    for (const job of jobs) {
+      if (reusable(job.name)) {
+        linkGraphFolder(path.join(dir, job.name), path.join(tmp, job.name));
+        specs[job.name] = old!.graphs[job.name];
+        reused.push(job.name);
+        continue;
+      }
+      specs[job.name] = buildSpec(job, job.component, keys.graphs[job.name]);
     }
     if (shallowJob) {
       const cut = shallowJob.options.deepcache as { skips: number };
@@ -234,29 +238,7 @@ async function compileUnlocked(p: LoadedPipeline, opts: CompileOptions): Promise
         deepcache = { ...common, shallow: old!.deepcache!.shallow };
         reused.push(shallowJob.name);
       } else {
-        const t = performance.now();
-        const built = buildAndWrite(shallowJob, providerFor(weights!, "unet"), precision === "fp16" ? "float16" : "float32", target, tmp);
-        const file = `${shallowJob.name}/model.onnx`;
-        deepcache = {
-          ...common,
-          shallow: {
-            file,
-            sha256: sha256File(path.join(tmp, file)),
-            externalData: built.write.externalFiles,
-            buildHash: keys.deepcache!,
-            inputs: ioSpecs(built.graph, "inputs"),
-            outputs: ioSpecs(built.graph, "outputs"),
-            requirements: built.requirements,
-            parameters: built.graph.paramCount(),
-            nodes: built.graph.nodes.length,
-            bytesLinked: built.write.bytesLinked,
-            bytesWritten: built.write.bytesWritten,
-            precision,
-            notes: built.graph.notes,
-          },
-        };
-        rebuilt.push(shallowJob.name);
-        log(`  built ${shallowJob.name}: ${built.graph.nodes.length} nodes, ${(built.graph.paramCount() / 1e6).toFixed(2)} M parameters (${((performance.now() - t) / 1000).toFixed(2)} s)`);
+        deepcache = { ...common, shallow: buildSpec(shallowJob, "unet", keys.deepcache!) };
       }
     }
     for (const job of train?.jobs ?? []) {

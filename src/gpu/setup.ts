@@ -12,12 +12,12 @@
  * a stamp saying what they are. `npm ci` removes them again with node_modules.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { UserError } from "../util/errors.js";
 import { tempSibling } from "../util/fs.js";
+import { hashFile, sha256File } from "../util/hash.js";
 import { CUDA_PACKAGE, ORT_VERSION, ortInstall, PROVIDER_FILES, SETUP_COMMAND, STAMP_FILE } from "./cuda.js";
 
 export interface SetupCudaOptions {
@@ -45,27 +45,7 @@ export interface SetupCudaResult {
 
 /** npm's integrity string (sha512, base64) of a file. */
 export function fileIntegrity(file: string): string {
-  const h = createHash("sha512");
-  const fd = fs.openSync(file, "r");
-  try {
-    const buf = Buffer.alloc(1 << 20);
-    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return `sha512-${h.digest("base64")}`;
-}
-
-function sha256(file: string): string {
-  const h = createHash("sha256");
-  const fd = fs.openSync(file, "r");
-  try {
-    const buf = Buffer.alloc(1 << 20);
-    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest("hex");
+  return `sha512-${hashFile(file, "sha512").toString("base64")}`;
 }
 
 const SPEC = `${CUDA_PACKAGE.name}@${CUDA_PACKAGE.version}`;
@@ -167,7 +147,7 @@ export function setupCuda(o: SetupCudaOptions = {}): SetupCudaResult {
         temps.push([tmp, target]);
         fs.copyFileSync(src, tmp);
         fs.chmodSync(tmp, 0o755);
-        files.push({ name: f, bytes: fs.statSync(tmp).size, sha256: sha256(tmp) });
+        files.push({ name: f, bytes: fs.statSync(tmp).size, sha256: sha256File(tmp) });
       }
       // both files copied before either is in place: a full disk leaves the old state
       for (const [tmp, target] of temps) fs.renameSync(tmp, target);

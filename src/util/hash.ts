@@ -3,7 +3,12 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 
 export function sha256File(file: string): string {
-  const h = createHash("sha256");
+  return hashFile(file, "sha256").toString("hex");
+}
+
+/** A file's digest by `algorithm`, read in 4 MiB pieces (no whole-file buffer). */
+export function hashFile(file: string, algorithm: string): Buffer {
+  const h = createHash(algorithm);
   const fd = fs.openSync(file, "r");
   try {
     const buf = Buffer.allocUnsafe(1 << 22);
@@ -15,7 +20,7 @@ export function sha256File(file: string): string {
   } finally {
     fs.closeSync(fd);
   }
-  return h.digest("hex");
+  return h.digest();
 }
 
 export function sha256(data: string | Uint8Array): string {
