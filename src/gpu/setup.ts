@@ -3,7 +3,7 @@
  * then check the libraries it needs (./doctor.ts).
  *
  * onnxruntime-node's own install script would download the provider from NuGet; sdc denies that
- * script (package.json `allowScripts`), as NuGet is not always reachable and a failed download
+ * script (package.json `allowScripts`, .npmrc `onnxruntime-node-install=skip`), as NuGet is not always reachable and a failed download
  * fails `npm ci`. The same files ship on the npm registry, in CUDA_PACKAGE (built for onnxruntime
  * 1.29.0 and CUDA 13): `npm pack` fetches it (through npm's registry settings, proxy and cache), or
  * `--from` names a tarball fetched elsewhere (`npm pack <name>@<version>` on a connected machine).
