@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readPlan } from "../../src/plan/read.js";
 import { checkGraphFiles } from "../../src/runtime/verify.js";
 import { buildPackage, REPO, tempDir } from "../helpers/repo.js";
+import { twoPrecisionProject } from "./project.js";
 
 const mounted: string[] = [];
 
@@ -72,13 +73,7 @@ function tree(dir: string): Record<string, number> {
 }
 
 function project(): string {
-  const dir = tempDir("sdc-full-");
-  const model = JSON.stringify(path.join(REPO, "models", "tiny-sd"));
-  const yaml = (precision: string) =>
-    `version: 1\nname: p\nmodel:\n  from: ${model}\nscheduler:\n  type: euler\n  steps: 2\nsample:\n  prompt: a red fox\n  width: 32\n  height: 32\noutput:\n  dir: out\nruntime:\n  device: cpu\n  precision: ${precision}\n  threads: 1\n`;
-  fs.writeFileSync(path.join(dir, "a.yaml"), yaml("fp32"));
-  fs.writeFileSync(path.join(dir, "b.yaml"), yaml("fp16"));
-  return dir;
+  return twoPrecisionProject("sdc-full-", 2);
 }
 
 describe.skipIf(!canMount)("a full disk", () => {

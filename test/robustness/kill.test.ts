@@ -15,7 +15,8 @@ import { readPlan } from "../../src/plan/read.js";
 import { TorchGenerator } from "../../src/runtime/rng.js";
 import { checkGraphFiles } from "../../src/runtime/verify.js";
 import { recoverDir } from "../../src/util/fs.js";
-import { buildPackage, REPO, tempDir } from "../helpers/repo.js";
+import { buildPackage, tempDir } from "../helpers/repo.js";
+import { twoPrecisionProject } from "./project.js";
 import { SCALE } from "./scale.js";
 
 const TRIALS = 20 * SCALE;
@@ -40,14 +41,7 @@ function sdc(bin: string, cwd: string, args: string[], killMs?: number): Promise
 }
 
 function project(): string {
-  const dir = tempDir("sdc-kill9-");
-  const model = JSON.stringify(path.join(REPO, "models", "tiny-sd"));
-  // two versions that rebuild every graph (fp32 vs fp16 weights written anew), so a compile writes for a while
-  const yaml = (precision: string) =>
-    `version: 1\nname: p\nmodel:\n  from: ${model}\nscheduler:\n  type: euler\n  steps: 4\nsample:\n  prompt: a red fox\n  width: 32\n  height: 32\noutput:\n  dir: out\nruntime:\n  device: cpu\n  precision: ${precision}\n  threads: 1\n`;
-  fs.writeFileSync(path.join(dir, "a.yaml"), yaml("fp32"));
-  fs.writeFileSync(path.join(dir, "b.yaml"), yaml("fp16"));
-  return dir;
+  return twoPrecisionProject("sdc-kill9-", 4);
 }
 
 /** The compiled folder is whole: its plan reads and every graph file matches it. Returns its pipeline hash, or null when there is none. */
