@@ -47,6 +47,7 @@ export function runSettings(p: LoadedPipeline): RunSettings {
     grid: c.output.grid,
     threads: c.runtime.threads,
     deepcache: c.sample.deepcache ? { interval: c.sample.deepcache.interval, fullSteps: c.sample.deepcache.full_steps ? [...c.sample.deepcache.full_steps] : null } : null,
+    tome: c.sample.tome ? { random: c.sample.tome.random } : null,
     vaeTiling: vaeTiling(p),
   };
 }

@@ -18,6 +18,7 @@
  *   node examples/emoji/evaluate.mjs [--model models/emoji] [--data data/emoji-32] [--out out/emoji-eval]
  *        [--limit N] [--scheduler dpm-solver++] [--steps 25] [--guidance 4] [--seed 0] [--grid 32] [--json]
  *        [--deepcache INTERVAL[,BRANCH[,LAYER]]]   (sample.deepcache: reuse the U-Net's deep features)
+ *        [--tome RATIO[,MAX_DOWNSAMPLE]]           (sample.tome: token merging in self-attention)
  *
  * Writes OUT/samples/*.png, OUT/grid.png and OUT/report.json. Needs the built library (`npm run build`).
  */
@@ -32,12 +33,12 @@ import { dominantNonWhiteColour } from "./colour.mjs";
 
 function usage(msg) {
   if (msg) console.error(`evaluate: ${msg}`);
-  console.error("usage: node examples/emoji/evaluate.mjs [--model DIR] [--data DIR] [--out DIR] [--limit N] [--scheduler NAME] [--steps N] [--guidance G] [--seed S] [--grid N] [--json] [--deepcache INTERVAL[,BRANCH[,LAYER]]]");
+  console.error("usage: node examples/emoji/evaluate.mjs [--model DIR] [--data DIR] [--out DIR] [--limit N] [--scheduler NAME] [--steps N] [--guidance G] [--seed S] [--grid N] [--json] [--deepcache INTERVAL[,BRANCH[,LAYER]]] [--tome RATIO[,MAX_DOWNSAMPLE]]");
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const o = { model: "models/emoji", data: "data/emoji-32", out: "out/emoji-eval", limit: Infinity, scheduler: "dpm-solver++", steps: 25, guidance: 4, seed: 0, grid: 32, json: false, deepcache: null };
+  const o = { model: "models/emoji", data: "data/emoji-32", out: "out/emoji-eval", limit: Infinity, scheduler: "dpm-solver++", steps: 25, guidance: 4, seed: 0, grid: 32, json: false, deepcache: null, tome: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => (i + 1 < argv.length ? argv[++i] : usage(`${a} needs a value`));
@@ -60,6 +61,10 @@ function parseArgs(argv) {
       const [interval, branch = 0, layer] = value().split(",").map(Number);
       if (![interval, branch, layer ?? 0].every((x) => Number.isInteger(x) && x >= 0) || interval < 1) usage("--deepcache takes INTERVAL[,BRANCH[,LAYER]], whole numbers, interval ≥ 1");
       o.deepcache = { interval, branch, layer };
+    } else if (a === "--tome") {
+      const [ratio, maxDownsample = 1] = value().split(",").map(Number);
+      if (!(ratio > 0 && ratio < 1) || ![1, 2, 4, 8].includes(maxDownsample)) usage("--tome takes RATIO[,MAX_DOWNSAMPLE]: a ratio in (0, 1) and 1, 2, 4 or 8");
+      o.tome = { ratio, maxDownsample };
     }
     else usage(`unknown argument ${a}`);
   }
@@ -239,6 +244,7 @@ async function main() {
       "  prompts_file: prompts.txt",
       `  seed: ${o.seed}`,
       ...(o.deepcache ? ["  deepcache:", `    interval: ${o.deepcache.interval}`, `    branch: ${o.deepcache.branch}`, ...(o.deepcache.layer !== undefined ? [`    layer: ${o.deepcache.layer}`] : [])] : []),
+      ...(o.tome ? ["  tome:", `    ratio: ${o.tome.ratio}`, `    max_downsample: ${o.tome.maxDownsample}`] : []),
       "output:",
       "  dir: samples",
       "runtime:",
@@ -336,7 +342,7 @@ async function main() {
   const report = {
     model: path.resolve(o.model),
     prompts: n,
-    sampler: { scheduler: o.scheduler, steps: o.steps, guidance: o.guidance, seed: o.seed, device: r.ep, ...(o.deepcache ? { deepcache: { ...o.deepcache, calls: r.deepcache } } : {}) },
+    sampler: { scheduler: o.scheduler, steps: o.steps, guidance: o.guidance, seed: o.seed, device: r.ep, ...(o.deepcache ? { deepcache: { ...o.deepcache, calls: r.deepcache } } : {}), ...(o.tome ? { tome: o.tome } : {}) },
     seconds_per_image: secondsPerImage,
     // the denoising loop alone (all prompts go through the U-Net in one batch)
     denoise_seconds_per_image: o.steps / r.itPerSec / held.length,

@@ -18,7 +18,7 @@ import type { Graph } from "../ir/graph.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
 import { vaeScaleFactor } from "../models/arch.js";
 import { readPlanIfValid } from "../plan/read.js";
-import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, type DeepCacheSpecT, type GraphName, type GraphSpecT, type Plan, type TrainGraphName } from "../plan/schema.js";
+import { encodeNonFinite, GRAPH_NAMES, PLAN_FORMAT, type DeepCacheSpecT, type GraphName, type GraphSpecT, type Plan, type TomeSpecT, type TrainGraphName } from "../plan/schema.js";
 import { writePlan } from "../plan/write.js";
 import { tokenizerFiles, readTokenizerConfig } from "../tokenizer/clip.js";
 import { createScheduler, schedulerConfigJson, stableDiffusionPipelineFixups } from "../schedulers/index.js";
@@ -26,7 +26,8 @@ import { UserError } from "../util/errors.js";
 import { writeDirAtomic } from "../util/fs.js";
 import { withDirLock } from "../util/lock.js";
 import { canonicalJson, fileIdentity, hashValue, sha256, sha256File } from "../util/hash.js";
-import { buildAndWrite, deepCacheJob, graphJobs, type DeepCacheGraphOptions } from "./graphs.js";
+import { buildAndWrite, deepCacheJob, graphJobs, type DeepCacheGraphOptions, type TomeGraphOptions } from "./graphs.js";
+import { tomeLevels } from "../models/tome.js";
 import { trainGraphConfig, trainingJobs, type TrainGraphJob } from "./train.js";
 import { openModelWeights, providerFor, unusedLora, type ModelWeights } from "./weights.js";
 import type { WeightProvider } from "../ir/builder.js";
@@ -94,10 +95,12 @@ export function compileKeys(p: LoadedPipeline): {
   const precision = resolvePrecision(p.config.runtime);
   const target = lowerTarget(p);
   const dc = deepCacheOptions(p);
-  const jobs = graphJobs(p.model, precision, target, dc);
+  const tome = tomeOptions(p);
+  tomeSpec(p); // refuses a ToMe that would merge nothing, before anything is built
+  const jobs = graphJobs(p.model, precision, target, dc, tome);
   const ids = weightIdentities(p);
   const graphs = Object.fromEntries(jobs.map((j) => [j.name, hashValue({ v: COMPILER_VERSION, graph: j.name, options: j.options, weights: ids[j.component] })])) as Record<GraphName, string>;
-  const shallow = dc ? deepCacheJob(p.model, precision, target, dc) : null;
+  const shallow = dc ? deepCacheJob(p.model, precision, target, dc, tome) : null;
   const deepcache = shallow ? hashValue({ v: COMPILER_VERSION, graph: shallow.name, options: shallow.options, weights: ids.unet }) : null;
   const training = Object.fromEntries(
     (p.config.train ? trainingJobs(p, precision, target).jobs : []).map((j) => [
@@ -116,6 +119,32 @@ export function compileKeys(p: LoadedPipeline): {
 function deepCacheOptions(p: LoadedPipeline): DeepCacheGraphOptions | undefined {
   const dc = p.config.sample.deepcache;
   return dc ? { branch: dc.branch, ...(dc.layer !== undefined ? { layer: dc.layer } : {}) } : undefined;
+}
+
+/** The compiled part of sample.tome: the merging, for the latent size of the pipeline's images. */
+function tomeOptions(p: LoadedPipeline): TomeGraphOptions | undefined {
+  const t = p.config.sample.tome;
+  if (!t) return undefined;
+  const f = vaeScaleFactor(p.model.vae);
+  const { width, height } = p.config.sample;
+  for (const [k, v] of [["width", width], ["height", height]] as const)
+    if (v % f !== 0)
+      throw new UserError({ message: `sample.${k} ${v} is not a multiple of ${f}`, ...p.where(["sample", k]), hint: `sample.tome compiles the U-Net for the image size: use a multiple of ${f}` });
+  return { ratio: t.ratio, maxDownsample: t.max_downsample, sx: t.sx, sy: t.sy, latentHeight: height / f, latentWidth: width / f };
+}
+
+/** The plan's description of the ToMe U-Net (the levels its inputs feed). */
+function tomeSpec(p: LoadedPipeline): TomeSpecT | undefined {
+  const o = tomeOptions(p);
+  if (!o) return undefined;
+  const levels = tomeLevels(p.model.unet, o.latentHeight, o.latentWidth, o);
+  if (!levels.length)
+    throw new UserError({
+      message: `sample.tome merges no tokens at ${p.config.sample.width}×${p.config.sample.height} with max_downsample ${o.maxDownsample} and ratio ${o.ratio}`,
+      ...p.where(["sample", "tome"], "key"),
+      hint: "this U-Net has no self-attention at those resolutions, or the ratio rounds to no token: raise max_downsample or ratio, or leave sample.tome out",
+    });
+  return { ...o, levels: levels.map(({ level, downsample, height, width, tokens, dst, src, merged, blocks, srcInput, dstInput }) => ({ level, downsample, height, width, tokens, dst, src, merged, blocks, srcInput, dstInput })) };
 }
 
 /** The config without its run settings: what the plan is made from (prompts, guidance, sizes, seed, output, threads and the trainer's data, lengths and schedule never re-plan). */
@@ -181,8 +210,9 @@ async function compileUnlocked(p: LoadedPipeline, opts: CompileOptions): Promise
   const precision = resolvePrecision(p.config.runtime);
   const target = lowerTarget(p);
   const dcOptions = deepCacheOptions(p);
-  const jobs = graphJobs(p.model, precision, target, dcOptions);
-  const shallowJob = dcOptions ? deepCacheJob(p.model, precision, target, dcOptions) : null;
+  const tome = tomeOptions(p);
+  const jobs = graphJobs(p.model, precision, target, dcOptions, tome);
+  const shallowJob = dcOptions ? deepCacheJob(p.model, precision, target, dcOptions, tome) : null;
   const train = p.config.train ? trainingJobs(p, precision, target) : null;
   const needBuild = [
     ...jobs.filter((j) => !reusable(j.name)),
@@ -348,6 +378,7 @@ function writeSupportFiles(
   deepcache?: DeepCacheSpecT,
 ): Plan {
   const c = p.config;
+  const tome = tomeSpec(p);
   // tokenizer/: tokenizer.json (built) and the original files, for other runners
   const tokDir = tokenizerDir(p);
   const tokOut = path.join(tmp, "tokenizer");
@@ -416,6 +447,7 @@ function writeSupportFiles(
     runtime: { device: c.runtime.device, precision: resolvePrecision(c.runtime) },
     ...(training ? { training } : {}),
     ...(deepcache ? { deepcache } : {}),
+    ...(tome ? { tome } : {}),
   });
 }
 

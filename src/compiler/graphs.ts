@@ -13,7 +13,8 @@ import { foldKnown } from "../ir/passes/fold.js";
 import { lowerComposites, type LowerTarget } from "../ir/passes/lower.js";
 import { verify } from "../ir/verify.js";
 import { buildClipText } from "../models/clip-text.js";
-import { buildUNet, deepCacheCut } from "../models/unet.js";
+import { tomeLevels, type TomeOptions } from "../models/tome.js";
+import { buildUNet, deepCacheCut, type UNetGraphOptions } from "../models/unet.js";
 import { buildVaeDecoder, buildVaeEncoder } from "../models/vae.js";
 import type { GraphName } from "../plan/schema.js";
 import type { Component } from "./weights.js";
@@ -32,21 +33,35 @@ export interface DeepCacheGraphOptions {
   layer?: number;
 }
 
-export function graphJobs(model: ResolvedModel, precision: "fp32" | "fp16", target: LowerTarget, deepcache?: DeepCacheGraphOptions): GraphJob[] {
+/** The compiled part of token merging (sample.tome), for latents of this size. */
+export interface TomeGraphOptions extends TomeOptions {
+  latentHeight: number;
+  latentWidth: number;
+}
+
+/** The U-Net's size and ToMe options: symbolic sizes, or with ToMe the latent size it merges for. */
+function unetShape(model: ResolvedModel, tome?: TomeGraphOptions): { dims: UNetGraphOptions; options: Record<string, unknown> } {
+  if (!tome) return { dims: { height: sym("height"), width: sym("width"), sequence: sym("sequence") }, options: {} };
+  const levels = tomeLevels(model.unet, tome.latentHeight, tome.latentWidth, tome);
+  return { dims: { height: tome.latentHeight, width: tome.latentWidth, sequence: sym("sequence"), tome: levels }, options: { tome: { ...tome, levels } } };
+}
+
+export function graphJobs(model: ResolvedModel, precision: "fp32" | "fp16", target: LowerTarget, deepcache?: DeepCacheGraphOptions, tome?: TomeGraphOptions): GraphJob[] {
   const { unet, vae, textEncoder: text } = model;
   const clipSkip = text.clip_skip;
   const common = { precision, target };
   const h = sym("height");
   const w = sym("width");
   const cut = deepcache ? deepCacheCut(unet, deepcache.branch, deepcache.layer) : undefined;
-  const unetDims = { height: h, width: w, sequence: sym("sequence") };
+  const shape = unetShape(model, tome);
+  const unetDims = shape.dims;
   return [
     { name: "text_encoder", component: "text_encoder", options: { ...common, arch: model.textEncoder, clipSkip }, build: (b) => void buildClipText(b, text, { clipSkip }) },
     {
       name: "unet",
       component: "unet",
       // without DeepCache the options (and so the build hash) are what they always were
-      options: { ...common, arch: model.unet, ...(cut ? { deepcache: cut } : {}) },
+      options: { ...common, arch: model.unet, ...(cut ? { deepcache: cut } : {}), ...shape.options },
       build: (b) => void buildUNet(b, unet, { ...unetDims, ...(cut ? { deepcache: { mode: "full" as const, cut } } : {}) }),
     },
     { name: "vae_decoder", component: "vae", options: { ...common, arch: model.vae }, build: (b) => void buildVaeDecoder(b, vae, { height: h, width: w }) },
@@ -55,13 +70,14 @@ export function graphJobs(model: ResolvedModel, precision: "fp32" | "fp16", targ
 }
 
 /** DeepCache's shallow U-Net (the full one is the `unet` job with the feature as an extra output). */
-export function deepCacheJob(model: ResolvedModel, precision: "fp32" | "fp16", target: LowerTarget, deepcache: DeepCacheGraphOptions): GraphJob<"unet_shallow"> {
+export function deepCacheJob(model: ResolvedModel, precision: "fp32" | "fp16", target: LowerTarget, deepcache: DeepCacheGraphOptions, tome?: TomeGraphOptions): GraphJob<"unet_shallow"> {
   const cut = deepCacheCut(model.unet, deepcache.branch, deepcache.layer);
+  const shape = unetShape(model, tome);
   return {
     name: "unet_shallow",
     component: "unet",
-    options: { precision, target, arch: model.unet, deepcache: cut },
-    build: (b) => void buildUNet(b, model.unet, { height: sym("height"), width: sym("width"), sequence: sym("sequence"), deepcache: { mode: "shallow", cut } }),
+    options: { precision, target, arch: model.unet, deepcache: cut, ...shape.options },
+    build: (b) => void buildUNet(b, model.unet, { ...shape.dims, deepcache: { mode: "shallow", cut } }),
   };
 }
 

@@ -192,6 +192,27 @@ const SampleSection = z.strictObject({
     })
     .optional()
     .describe("DeepCache (Ma et al. 2023): reuse the U-Net's deep features across steps; faster, slightly different images. Absent: off."),
+  tome: z
+    .strictObject({
+      ratio: z
+        .number()
+        .gt(0)
+        .lt(1)
+        .default(0.5)
+        .describe("Fraction of the tokens merged away in each merging block (tomesd's ratio; at most 1 − 1/(sx·sy) take effect). Compiled."),
+      max_downsample: z
+        .union([z.literal(1), z.literal(2), z.literal(4), z.literal(8)])
+        .default(1)
+        .describe("Merge in blocks downsampled at most this much from the latents: 1 only the highest resolution, 8 every block. Compiled."),
+      sx: posInt.max(8).default(2).describe("Width of the cells that each hold one dst token (the tokens others merge into). Compiled."),
+      sy: posInt.max(8).default(2).describe("Height of those cells. Compiled."),
+      random: z
+        .boolean()
+        .default(true)
+        .describe("Choose each cell's dst token at random (from the run's seed) for every block and step, as tomesd does; false: always the top-left one. A run setting; batches of odd size always use the top-left one."),
+    })
+    .optional()
+    .describe("Token merging (ToMe for SD, Bolya & Hoffman 2023) in the U-Net's self-attention: faster at high resolutions, slightly different images. The U-Net is compiled for the image size. Absent: off."),
   vae_tiling: z
     .strictObject({
       enabled: z.boolean().default(true).describe("Tile the VAE (false: whole images, as without this section)."),

@@ -6,6 +6,7 @@
  */
 import type { Builder } from "../ir/builder.js";
 import type { Value } from "../ir/graph.js";
+import { tokenMerging, type TomeBlock } from "./tome.js";
 
 export function act(b: Builder, x: Value, fn: string): Value {
   switch (fn) {
@@ -128,12 +129,17 @@ export interface TransformerOpts {
 }
 
 /** BasicTransformerBlock: self-attention, cross-attention, GEGLU feed-forward, pre-LayerNorm. */
-function basicTransformerBlock(b: Builder, name: string, x: Value, ctx: Value, dim: number, o: TransformerOpts): Value {
+function basicTransformerBlock(b: Builder, name: string, x: Value, ctx: Value, dim: number, o: TransformerOpts, tome: TomeBlock | null): Value {
   return b.scope(name, () => {
     const eps = 1e-5;
     let h = x;
-    const n1 = b.layerNorm(h, "norm1", dim, eps);
-    h = b.add(attention(b, "attn1", n1, o.onlyCrossAttention ? ctx : null, dim, { heads: o.heads, dimHead: o.dimHead, crossDim: o.onlyCrossAttention ? o.crossDim : null }), h);
+    // token merging (tomesd's default: self-attention only), matched on the block's input
+    const tm = tome ? tokenMerging(b, h, tome) : null;
+    let n1 = b.layerNorm(h, "norm1", dim, eps);
+    if (tm) n1 = tm.merge(n1);
+    let a1 = attention(b, "attn1", n1, o.onlyCrossAttention ? ctx : null, dim, { heads: o.heads, dimHead: o.dimHead, crossDim: o.onlyCrossAttention ? o.crossDim : null });
+    if (tm) a1 = tm.unmerge(a1);
+    h = b.add(a1, h);
     const n2 = b.layerNorm(h, "norm2", dim, eps);
     h = b.add(attention(b, "attn2", n2, ctx, dim, { heads: o.heads, dimHead: o.dimHead, crossDim: o.crossDim }), h);
     const n3 = b.layerNorm(h, "norm3", dim, eps);
@@ -142,7 +148,7 @@ function basicTransformerBlock(b: Builder, name: string, x: Value, ctx: Value, d
 }
 
 /** Transformer2DModel (continuous input): x [B, C, H, W], ctx [B, L, Dc] → [B, C, H, W]. */
-export function transformer2d(b: Builder, name: string, x: Value, ctx: Value, cin: number, o: TransformerOpts): Value {
+export function transformer2d(b: Builder, name: string, x: Value, ctx: Value, cin: number, o: TransformerOpts, tome?: () => TomeBlock | null): Value {
   return b.scope(name, () => {
     const inner = o.heads * o.dimHead;
     const normed = b.groupNorm(x, "norm", cin, o.groups, 1e-6);
@@ -153,7 +159,7 @@ export function transformer2d(b: Builder, name: string, x: Value, ctx: Value, ci
     } else {
       h = b.linear(b.transpose(b.reshape(normed, [0, 0, -1]), [0, 2, 1]), "proj_in", cin, inner);
     }
-    for (let i = 0; i < o.layers; i++) h = basicTransformerBlock(b, `transformer_blocks.${i}`, h, ctx, inner, o);
+    for (let i = 0; i < o.layers; i++) h = basicTransformerBlock(b, `transformer_blocks.${i}`, h, ctx, inner, o, tome?.() ?? null);
     let out: Value;
     if (!o.useLinearProjection) {
       const back = b.reshapeFrom(b.transpose(h, [0, 2, 1]), [0, inner, [x, 2], [x, 3]]); // [B, inner, H, W]

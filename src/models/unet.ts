@@ -13,6 +13,7 @@ import type { Value } from "../ir/graph.js";
 import { UserError } from "../util/errors.js";
 import { nonSd12UnetKeys, perBlock, SD12_UNET_VALUES, type UNet2DConditionConfig, unetHeads } from "./arch.js";
 import { act, downsample, resnetBlock, timestepFeatures, transformer2d, upsample } from "./layers.js";
+import { TomeInputs, type TomeLevel } from "./tome.js";
 
 function refuse(key: string, what: string, hint = "use a Stable Diffusion 1.x/2.x U-Net configuration"): never {
   throw new UserError({ message: `unet.${key}: ${what} is not supported by sdc`, subject: "unet config", hint });
@@ -59,6 +60,11 @@ export interface UNetGraphOptions {
    * state as an input instead of computing the deep part.
    */
   deepcache?: { mode: "full" | "shallow"; cut: DeepCacheCut };
+  /**
+   * Token merging (ToMe) in the self-attention of these levels (from `tomeLevels`, for the static
+   * `height` × `width` given): adds their `tome_src_<ds>`/`tome_dst_<ds>` inputs.
+   */
+  tome?: TomeLevel[];
 }
 
 /** Name of the full U-Net's extra output and of the shallow U-Net's extra input. */
@@ -147,6 +153,16 @@ export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOpti
     return b.linear(act(b, b.linear(h, "linear_1", ch[0]!, timeDim), c.act_fn), "linear_2", timeDim, timeDim);
   });
 
+  if (o.tome && (typeof o.height !== "number" || typeof o.width !== "number")) throw new Error("internal: a ToMe U-Net needs a static latent size");
+  const tome = o.tome?.length ? new TomeInputs(b, o.tome) : null;
+  // a transformer block's row among its level's ToMe blocks: down blocks, then mid, then up
+  const crossDown = (k: number) => c.down_block_types[k] === "CrossAttnDownBlock2D";
+  const downRows = (k: number) => (crossDown(k) ? layers[k]! * tLayers[k]! : 0);
+  const merging = (level: number, first: number) => {
+    let row = first;
+    return tome ? () => tome.block(level, row++) : undefined;
+  };
+
   // 2. pre-process
   let x = sample;
   if (c.center_input_sample) x = b.sub(b.mul(x, b.float(2)), b.float(1));
@@ -164,7 +180,7 @@ export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOpti
       let h = x;
       for (let j = 0; j < layers[i]! && !enough(); j++) {
         h = resnetBlock(b, `resnets.${j}`, h, temb, j === 0 ? cin : cout, cout, resnet);
-        if (cross) h = transformer2d(b, `attentions.${j}`, h, ctx, cout, tx(i, cout));
+        if (cross) h = transformer2d(b, `attentions.${j}`, h, ctx, cout, tx(i, cout), merging(i, j * tLayers[i]!));
         skips.push({ v: h, ch: cout });
       }
       if (i < nBlocks - 1 && !enough()) {
@@ -182,7 +198,7 @@ export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOpti
     x = b.scope("mid_block", () => {
       const mid = { ...resnet, outputScaleFactor: c.mid_block_scale_factor };
       let h = resnetBlock(b, "resnets.0", x, temb, last, last, mid);
-      h = transformer2d(b, "attentions.0", h, ctx, last, { ...tx(nBlocks - 1, last), onlyCrossAttention: false });
+      h = transformer2d(b, "attentions.0", h, ctx, last, { ...tx(nBlocks - 1, last), onlyCrossAttention: false }, merging(nBlocks - 1, downRows(nBlocks - 1)));
       return resnetBlock(b, "resnets.1", h, temb, last, last, mid);
     });
 
@@ -218,7 +234,11 @@ export function buildUNet(b: Builder, c: UNet2DConditionConfig, o: UNetGraphOpti
         if (skip.ch !== skipCh) throw new Error(`internal: skip channels ${skip.ch} vs ${skipCh}`);
         h = b.concat([h, skip.v], 1);
         h = resnetBlock(b, `resnets.${j}`, h, temb, resIn + skipCh, cout, resnet);
-        if (cross) h = transformer2d(b, `attentions.${j}`, h, ctx, cout, tx(rheadsIdx(i), cout));
+        if (cross) {
+          const k = nBlocks - 1 - i;
+          const first = downRows(k) + (k === nBlocks - 1 ? tLayers[k]! : 0) + j * tLayers[k]!;
+          h = transformer2d(b, `attentions.${j}`, h, ctx, cout, tx(rheadsIdx(i), cout), merging(k, first));
+        }
       }
       // to the size of the skip the next block concatenates first (any latent size works)
       if (i < nBlocks - 1 && (!shallow || shallowPart(r - 1))) h = upsample(b, "upsamplers.0", h, cout, skips[skips.length - 1]!.v);

@@ -137,6 +137,34 @@ export const DeepCacheSpec = z.strictObject({
 });
 export type DeepCacheSpecT = z.infer<typeof DeepCacheSpec>;
 
+export const TomeSpec = z.strictObject({
+  /** Fraction of a block's tokens merged away; dst grid strides. */
+  ratio: z.number(),
+  maxDownsample: z.number().int().positive(),
+  sx: z.number().int().positive(),
+  sy: z.number().int().positive(),
+  /** The latent size the U-Net was compiled for (merging fixes the token counts). */
+  latentHeight: z.number().int().positive(),
+  latentWidth: z.number().int().positive(),
+  /** Each level that merges: its token grid and counts, its transformer blocks (rows of its inputs) in run order, and its inputs. */
+  levels: z.array(
+    z.strictObject({
+      level: z.number().int().nonnegative(),
+      downsample: z.number().int().positive(),
+      height: z.number().int().positive(),
+      width: z.number().int().positive(),
+      tokens: z.number().int().positive(),
+      dst: z.number().int().positive(),
+      src: z.number().int().positive(),
+      merged: z.number().int().positive(),
+      blocks: z.strictObject({ down: z.number().int().nonnegative(), mid: z.number().int().nonnegative(), up: z.number().int().nonnegative() }),
+      srcInput: z.string(),
+      dstInput: z.string(),
+    }),
+  ),
+});
+export type TomeSpecT = z.infer<typeof TomeSpec>;
+
 export const PlanSchema = z.strictObject({
   format: z.literal(PLAN_FORMAT),
   name: z.string(),
@@ -189,6 +217,12 @@ export const PlanSchema = z.strictObject({
    * call. When to run which is a run setting.
    */
   deepcache: DeepCacheSpec.optional(),
+  /**
+   * Token merging (sample.tome): `graphs.unet` (and the shallow DeepCache U-Net) merge tokens in the
+   * self-attention of these levels and take each level's src/dst token split as int64 inputs
+   * [blocks, src] and [blocks, dst], drawn for every call by the runtime.
+   */
+  tome: TomeSpec.optional(),
 });
 
 export type Plan = z.infer<typeof PlanSchema>;

@@ -21,6 +21,7 @@ import { ClipTokenizer } from "../tokenizer/clip.js";
 import { openPlanGraphs, type Phase } from "./graphs.js";
 import { guidanceScaleEmbedding } from "./guidance.js";
 import { progressBar } from "./progress.js";
+import { tomeFeeds } from "./tome.js";
 import { TorchGenerator } from "./rng.js";
 import { checkRunSettings, imageCount, type RunSettings } from "./settings.js";
 import { decodeAndSave, denoiseLoop, encodePrompts, imageParameters, initialLatents, prepareSchedule, type LatentShape, type LatentSource } from "./stages/index.js";
@@ -177,6 +178,7 @@ export async function runPlan(dir: string, s: RunSettings, opts: RunPlanOptions 
       signal: opts.signal,
       progress: progressBar(opts.progress ?? true),
       label: img2img ? "img2img" : "txt2img",
+      ...(plan.tome ? { unetFeeds: tomeFeeds(plan.tome, s.seed, s.tome ?? { random: true }).next } : {}),
       ...(s.deepcache && plan.deepcache && opened.unetShallow ? { deepcache: { shallow: opened.unetShallow, feature: plan.deepcache.feature, settings: s.deepcache } } : {}),
       onStep: (step, l) => {
         if (step === 1) {

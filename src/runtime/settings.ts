@@ -7,6 +7,7 @@
 import { imageSideMultiple, type Plan } from "../plan/schema.js";
 import { UserError } from "../util/errors.js";
 import { checkDeepCache, type DeepCacheSettings } from "./deepcache.js";
+import { checkTome, type TomeSettings } from "./tome.js";
 import { tilingGeometry, type VaeTiling } from "./stages/vae-tiling.js";
 
 export interface RunSettings {
@@ -39,6 +40,8 @@ export interface RunSettings {
   threads: number;
   /** DeepCache's schedule (the plan must have its shallow U-Net), or null: every call runs the full U-Net. */
   deepcache?: DeepCacheSettings | null;
+  /** Token merging's run setting (the plan's U-Net must merge tokens), or null: the plan decides (random splits when it merges). */
+  tome?: TomeSettings | null;
   /** Decode (and encode) large images in blended tiles; null: whole images. */
   vaeTiling: VaeTiling | null;
 }
@@ -54,6 +57,8 @@ export function checkRunSettings(plan: Plan, s: RunSettings): void {
   if (s.negativePrompts.length !== 1 && s.negativePrompts.length !== s.prompts.length)
     throw new UserError({ message: `${s.negativePrompts.length} negative prompts for ${s.prompts.length} prompts`, subject: "guidance.negative_prompt", hint: "give one negative prompt, or one per prompt" });
   checkDeepCache(plan, s.deepcache ?? null);
+  const f = plan.vae.scaleFactor;
+  checkTome(plan, s.tome ?? null, { height: s.height / f, width: s.width / f }, f);
 }
 
 /** Images a run writes: batch × prompts. */

@@ -462,7 +462,7 @@ describe("guidance, sample, output, runtime", () => {
       "pipelines/p.yaml:5:3: unknown key "__proto__" in sample
         5 |   __proto__: {seed: 1}
           |   ^^^^^^^^^
-        hint: allowed keys: prompt, prompts_file, width, height, batch, seed, init_image, strength, latents, deepcache, vae_tiling"
+        hint: allowed keys: prompt, prompts_file, width, height, batch, seed, init_image, strength, latents, deepcache, tome, vae_tiling"
     `);
   });
   it("strength without an init image", async () => {

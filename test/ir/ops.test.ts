@@ -94,6 +94,38 @@ const rows: Row[] = [
     ref: (a) => R.arr([...a.e!.data.slice(0, 3), ...a.e!.data.slice(6, 9)], [2, 3]),
   },
   {
+    name: "TopK largest 3 along the last axis: values + indices",
+    inputs: { a: [2, 5] },
+    build: (b, v) => {
+      const [vals, idx] = b.op("TopK", [v.a!, b.int64([3])], { axis: -1, largest: 1, sorted: 1 });
+      return b.add(vals!, b.mul(b.cast(idx!, "float32"), b.float(10)));
+    },
+    ref: (a) =>
+      R.arr(
+        [0, 1].flatMap((r) => {
+          const row = Array.from(a.a!.data.slice(r * 5, r * 5 + 5), (x, i) => [x, i] as const);
+          return row.sort((p, q) => q[0] - p[0] || p[1] - q[1]).slice(0, 3).map(([x, i]) => x + 10 * i);
+        }),
+        [2, 3],
+      ),
+  },
+  {
+    name: "ScatterElements add along axis 1, repeated indices",
+    inputs: { d: [2, 4, 3], u: [2, 3, 3] },
+    build: (b, v) => {
+      // rows 0→2, 1→2, 2→0 in batch 0; 3, 3, 1 in batch 1; the same for every column
+      const idx = [2, 2, 0, 3, 3, 1].flatMap((i) => [i, i, i]).map(BigInt);
+      const at = b.constant({ dtype: "int64", shape: [2, 3, 3] }, new Uint8Array(new BigInt64Array(idx).buffer));
+      return b.op1("ScatterElements", [v.d!, at, v.u!], { axis: 1, reduction: "add" });
+    },
+    ref: (a) => {
+      const out = Float64Array.from(a.d!.data);
+      const to = [2, 2, 0, 3, 3, 1];
+      for (let n = 0; n < 2; n++) for (let j = 0; j < 3; j++) for (let c = 0; c < 3; c++) out[(n * 4 + to[n * 3 + j]!) * 3 + c] += a.u!.data[(n * 3 + j) * 3 + c]!;
+      return R.arr(out, [2, 4, 3]);
+    },
+  },
+  {
     name: "ReduceMean",
     inputs: { a: [2, 5] },
     build: (b, v) => b.op1("ReduceMean", [v.a!, b.int64([-1])]),

@@ -1,5 +1,5 @@
-/** Reductions (opset 18 form: axes as an input), Softmax, ArgMax, and their gradients. */
-import type { Dim } from "../dims.js";
+/** Reductions (opset 18 form: axes as an input), Softmax, ArgMax, TopK, and their gradients. */
+import { shapeStr, type Dim } from "../dims.js";
 import type { Builder } from "../builder.js";
 import type { Node, Value } from "../graph.js";
 import { like } from "./grad-util.js";
@@ -88,6 +88,26 @@ defineOps(
       const keep = attrInt(attrs, "keepdims", 1);
       const shape = x.shape.flatMap((dim, i) => (i !== axis ? [dim] : keep ? [1] : []));
       return [{ dtype: "int64", shape }];
+    },
+  },
+  {
+    // TopK-11: the k largest (or smallest) along an axis, values and int64 indices; equal values in
+    // index order (ONNX's tie rule). k must be a build-time constant. Not differentiable in sdc.
+    op: "TopK",
+    domain: "",
+    attrs: { axis: "int", largest: "int", sorted: "int" },
+    infer([d, kv], attrs) {
+      const x = need(d, "X");
+      const axis = normAxis(attrInt(attrs, "axis", -1), x.rank);
+      check(!!kv && kv.known !== null && kv.known.length === 1 && typeof kv.known[0] === "number", "TopK k must be a constant [1] tensor");
+      const k = kv!.known![0] as number;
+      const dim = x.shape[axis]!;
+      check(k >= 0 && (typeof dim !== "number" || k <= dim), () => `TopK k ${k} exceeds axis ${axis} of ${shapeStr(x.shape)}`);
+      const shape = x.shape.map((z, i) => (i === axis ? k : z));
+      return [
+        { dtype: x.dtype, shape },
+        { dtype: "int64", shape: [...shape] },
+      ];
     },
   },
 );

@@ -1,6 +1,6 @@
 /**
  * Shape ops: Reshape (ONNX's 0 = copy, -1 = infer), Transpose, Concat, Slice, Split, Squeeze,
- * Unsqueeze, Expand, Shape, Gather, GatherND. Shape-carrying inputs must be known at build time
+ * Unsqueeze, Expand, Shape, Gather, GatherND, ScatterND, ScatterElements. Shape-carrying inputs must be known at build time
  * (constants, or derived from Shape of a value), so every output shape is static or symbolic.
  */
 import { dimDiv, dimEq, dimMul, dimOpaque, dimProd, dimStr, hasOpaque, isSym, shapeStr, type Dim } from "../dims.js";
@@ -342,6 +342,24 @@ defineOps(
       check(typeof k === "number" && k <= x.rank, "ScatterND index depth must be static and at most the data's rank");
       const want = [...idx.shape.slice(0, -1), ...x.shape.slice(k as number)];
       check(upd.dtype === x.dtype && upd.rank === want.length && upd.shape.every((z, j) => dimEq(z, want[j]!)), () => `ScatterND updates ${shapeStr(upd.shape)} must be ${shapeStr(want)}`);
+      return [{ dtype: x.dtype, shape: [...x.shape] }];
+    },
+  },
+  {
+    // ScatterElements-18: data with updates written (or reduced) at `indices` along `axis`; indices
+    // and updates have one shape, of data's rank. Token merging uses it: its gradient is not needed.
+    op: "ScatterElements",
+    domain: "",
+    attrs: { axis: "int", reduction: "string" },
+    infer([d, i, u], attrs) {
+      const x = need(d, "data");
+      const idx = need(i, "indices");
+      const upd = need(u, "updates");
+      checkDtype(idx, ["int64", "int32"], "ScatterElements indices");
+      normAxis(attrInt(attrs, "axis", 0), x.rank);
+      check(["none", "add", "mul", "max", "min"].includes(String(attrs.reduction ?? "none")), () => `ScatterElements reduction ${String(attrs.reduction)}`);
+      check(idx.rank === x.rank && upd.rank === x.rank, () => `ScatterElements indices ${shapeStr(idx.shape)} and updates ${shapeStr(upd.shape)} must have the data's rank ${x.rank}`);
+      check(upd.dtype === x.dtype && idx.shape.every((z, j) => dimEq(z, upd.shape[j]!)), () => `ScatterElements updates ${shapeStr(upd.shape)} must match indices ${shapeStr(idx.shape)} and the data's dtype`);
       return [{ dtype: x.dtype, shape: [...x.shape] }];
     },
   },

@@ -6,7 +6,7 @@
  */
 import type { NoiseSource } from "../../schedulers/index.js";
 import { Cancelled, denoise } from "../denoise.js";
-import type { GraphRunner } from "../graphs.js";
+import type { Feed, GraphRunner } from "../graphs.js";
 import type { Progress } from "../progress.js";
 import type { PromptEmbeddings } from "./encode-prompts.js";
 import type { LatentShape } from "./initial-latents.js";
@@ -38,6 +38,8 @@ export interface DenoiseLoopOptions {
   onStep?: (step: number, latents: Float32Array) => void;
   /** DeepCache: the shallow U-Net, the name of the feature it reuses, and when to run the full one. */
   deepcache?: { shallow: GraphRunner; feature: string; settings: DeepCacheSettings };
+  /** More U-Net inputs for each call, given its batch (token merging's splits). */
+  unetFeeds?: (batch: number) => Record<string, Feed>;
 }
 
 export interface DenoiseLoopResult {
@@ -85,6 +87,7 @@ export async function denoiseLoop(unet: GraphRunner, o: DenoiseLoopOptions): Pro
           timestep: { data: new Float32Array(n).fill(t), dims: [n] },
           encoder_hidden_states: { data: emb, dims: [n, sequence, width] },
           ...(o.timestepCond ? { timestep_cond: { data: o.timestepCond, dims: [n, o.timestepCond.length / n] } } : {}),
+          ...o.unetFeeds?.(n),
         };
         if (dc) return (await dc.run(feeds)).data;
         const out = await unet.run(feeds, ["out_sample"]);
