@@ -7,6 +7,8 @@
 // Sessions run in their own processes, interleaved (baseline, sdc, then sdc, baseline, ...) for
 // SDC_BENCH_ROUNDS rounds so a load from elsewhere hits both; each times SDC_BENCH_REPEAT runs after
 // a warm-up, and a figure is the median of every run of its variant.
+// The decoder also runs as sdc compiled it before the upsamplers were computed at the low resolution
+// (Resize → 3×3 Conv, the `before` variant, SDC_BENCH_BEFORE=0 leaves it out), in the same rounds.
 // Then tiling: the decoder at SDC_BENCH_TILED² latents (default 128: a 1024² image) with
 // sample.vae_tiling's defaults for SD (512-pixel tiles, overlap 0.25) against the same decode untiled
 // (SDC_BENCH_UNTILED=0 skips the untiled one: it needs several GiB), time and peak memory.
@@ -82,14 +84,14 @@ if (torch.ok) {
 
 // sdc's graphs, lowered for the CPU provider as `sdc compile` does with device cpu or auto
 const { tensors, base } = safetensorsHeader(weights);
-function sdcGraph(name, build) {
+function sdcGraph(name, build, unfused = []) {
   const b = new Builder(name, (key) => {
     const t = tensors[key];
     if (!t) throw new Error(`${key} is not in ${weights}`);
     return { kind: "file", file: weights, offset: base + t.data_offsets[0], byteLength: t.data_offsets[1] - t.data_offsets[0], storageDtype: "float32" };
   });
   build(b, cfg, { height: sym("height"), width: sym("width") });
-  lowerComposites(b.graph, { ep: "cpu", training: false });
+  lowerComposites(b.graph, { ep: "cpu", training: false, unfused });
   foldKnown(b.graph);
   dce(b.graph);
   verify(b.graph, { final: true });
@@ -98,6 +100,8 @@ function sdcGraph(name, build) {
   return { file: path.join(dir, "model.onnx"), nodes: b.graph.nodes.length };
 }
 const sdc = { decoder: sdcGraph("vae_decoder", buildVaeDecoder), encoder: sdcGraph("vae_encoder", buildVaeEncoder) };
+const BEFORE = process.env.SDC_BENCH_BEFORE !== "0";
+const before = BEFORE ? sdcGraph("vae_decoder_before", buildVaeDecoder, ["Upsample2xConv"]) : null;
 const nodes = { decoder: { sdc: sdc.decoder.nodes }, encoder: { sdc: sdc.encoder.nodes } };
 if (exported) for (const k of ["decoder", "encoder"]) nodes[k].baseline = await onnxNodeCount(exported[k]);
 
@@ -116,13 +120,15 @@ const rows = [];
 for (const latent of LATENTS) {
   for (const k of KINDS) {
     const figure = `VAE ${k} ${latent}²`;
-    const runs = { sdc: [], baseline: [] };
-    const cpu = { sdc: [], baseline: [] };
-    const peak = { sdc: 0, baseline: 0 };
+    const runs = { sdc: [], baseline: [], before: [] };
+    const cpu = { sdc: [], baseline: [], before: [] };
+    const peak = { sdc: 0, baseline: 0, before: 0 };
+    const withBefore = k === "decoder" && before;
     for (let r = 0; r < ROUNDS; r++) {
-      const order = !exported ? ["sdc"] : r % 2 === 0 ? ["baseline", "sdc"] : ["sdc", "baseline"];
+      let order = !exported ? ["sdc"] : r % 2 === 0 ? ["baseline", "sdc"] : ["sdc", "baseline"];
+      if (withBefore) order = r % 2 === 0 ? [...order, "before"] : ["before", ...order];
       for (const v of order) {
-        const res = runNodeChild(child, [job(v === "sdc" ? sdc[k].file : exported[k], feedsOf(k, latent))]);
+        const res = runNodeChild(child, [job(v === "sdc" ? sdc[k].file : v === "before" ? before.file : exported[k], feedsOf(k, latent))]);
         runs[v].push(...res.runS);
         cpu[v].push(...res.cpuS);
         peak[v] = Math.max(peak[v], res.peakMiB);
@@ -146,6 +152,12 @@ for (const latent of LATENTS) {
     rows.push(row);
     // each figure is recorded as soon as it is measured
     record(BENCH, [row], extra);
+    if (withBefore) {
+      // the same graph with the upsamplers at the high resolution, against today's
+      const b = { figure: `${figure}, upsampling at high resolution vs low`, unit: "s", sdc: median(runs.sdc), sdcMin: Math.min(...runs.sdc), sdcCpu: median(cpu.sdc), sdcPeakMiB: Math.round(peak.sdc), sdcNodes: nodes[k].sdc, baseline: median(runs.before), baselineMin: Math.min(...runs.before), baselineRuns: runs.before, baselineCpu: median(cpu.before), baselinePeakMiB: Math.round(peak.before), baselineKind: "sdc, Resize → 3×3 Conv", baselineNodes: before.nodes };
+      rows.push(b);
+      record(BENCH, [b], extra);
+    }
     console.log(`${figure}: sdc ${row.sdc.toFixed(3)} s, baseline ${row.baseline?.toFixed(3) ?? "–"} s (${ratio(row.sdc, row.baseline)}; fastest runs ${ratio(row.sdcMin, row.baselineMin)})`);
   }
 }

@@ -295,6 +295,11 @@ export class Builder {
     });
   }
 
+  /** Nearest 2× upsampling then a 3×3 convolution (pad 1) named `name` (diffusers' Upsample2D with its conv). */
+  upsample2xConv(x: Value, name: string, cin: number, cout: number): Value {
+    return this.scope(name, () => this.op1("Upsample2xConv", [x, this.param("weight", [cout, cin, 3, 3]), this.param("bias", [cout])], {}, "sdc"));
+  }
+
   groupNorm(x: Value, name: string, channels: number, groups: number, eps: number): Value {
     return this.scope(name, () => {
       const s = this.param("weight", [channels]);

@@ -82,7 +82,8 @@ export function downsample(b: Builder, name: string, x: Value, ch: number, paddi
  * as diffusers' forward_upsample_size does for sizes that do not halve evenly), then 3×3 conv.
  */
 export function upsample(b: Builder, name: string, x: Value, ch: number, like?: Value): Value {
-  return b.scope(name, () => b.conv2d(like ? b.upsampleNearestTo(x, like) : b.upsampleNearest2x(x), "conv", ch, ch, 3));
+  // exactly 2× (the VAE): one composite, which the CPU lowering computes at the low resolution
+  return b.scope(name, () => (like ? b.conv2d(b.upsampleNearestTo(x, like), "conv", ch, ch, 3) : b.upsample2xConv(x, "conv", ch, ch)));
 }
 
 export interface AttnOpts {

@@ -4,7 +4,9 @@
  * too), so those get reshape → InstanceNormalization → reshape → affine, the form the CPU kernel runs
  * as one op (GroupNormalization-21 is expanded there into a dozen nodes); only device: cuda, which
  * never runs on the CPU provider, keeps GroupNormalization. Numbers: test/ir/ops.test.ts (GroupNorm
- * fused) and the parity tests, which compile with the default device.
+ * fused) and the parity tests, which compile with the default device. The VAE decoder's upsamplers
+ * likewise: four 2×2 convolutions at the low resolution and a DepthToSpace on the CPU, Resize → 3×3
+ * Conv for CUDA.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -37,6 +39,15 @@ describe("GroupNorm lowering follows the device", () => {
         expect(ops.GroupNormalization, g).toBeGreaterThan(0);
         expect(ops.InstanceNormalization, g).toBeUndefined();
       }
+    }
+    const dec = opCounts(path.join(r.dir, "vae_decoder", "model.onnx"));
+    // tiny-sd1's VAE has one upsampler
+    if (instanceNorm) {
+      expect(dec.DepthToSpace).toBe(1);
+      expect(dec.Resize).toBeUndefined();
+    } else {
+      expect(dec.Resize).toBe(1);
+      expect(dec.DepthToSpace).toBeUndefined();
     }
   });
 });

@@ -94,6 +94,14 @@ const rows: Row[] = [
     ref: (a) => R.arr([...a.e!.data.slice(0, 3), ...a.e!.data.slice(6, 9)], [2, 3]),
   },
   {
+    name: "Upsample2xConv (nearest 2×, 3×3 conv) symbolic spatial",
+    inputs: { x: [2, 3, 4, 5], "u.weight": [2, 3, 3, 3], "u.bias": [2] },
+    symbolic: { x: [B, 3, H, W] },
+    consts: ["u.weight", "u.bias"],
+    build: (b, v) => b.upsample2xConv(v.x!, "u", 3, 2),
+    ref: (a) => R.conv2d(R.upsampleNearest2x(a.x!), a["u.weight"]!, a["u.bias"]!, 1, [1, 1, 1, 1]),
+  },
+  {
     name: "TopK largest 3 along the last axis: values + indices",
     inputs: { a: [2, 5] },
     build: (b, v) => {
@@ -216,7 +224,7 @@ async function runRow(row: Row, primitivesOnly: boolean): Promise<{ got: Float32
 
 describe("ops against float64 references", () => {
   for (const row of rows) {
-    const composite = ["GroupNorm", "LayerNorm", "Attention", "Gelu"].some((c) => row.name.startsWith(c));
+    const composite = ["GroupNorm", "LayerNorm", "Attention", "Gelu", "Upsample2xConv"].some((c) => row.name.startsWith(c));
     for (const prim of composite ? [false, true] : [false]) {
       it(`${row.name}${composite ? (prim ? " (primitives)" : " (fused)") : ""}`, async () => {
         const { got, dims, want } = await runRow(row, prim);

@@ -13,7 +13,7 @@ import { loadPipeline } from "../../src/config/load.js";
 import { readPlan } from "../../src/plan/read.js";
 import { run } from "../../src/pipeline.js";
 import { tomeFeeds, tomeSplit } from "../../src/runtime/tome.js";
-import { loadImage } from "../../src/image/image.js";
+import { loadImage, readPngText } from "../../src/image/image.js";
 import { isUserError } from "../../src/util/errors.js";
 import { MODEL_FIXTURES, REPO, tempDir } from "../helpers/repo.js";
 import { readSafetensors } from "./helpers.js";
@@ -139,7 +139,11 @@ describe("runs with sample.tome (emoji model)", () => {
       expect(res.outputs.length).toBe(1);
       images[name] = (await loadImage(res.outputs[0]!)).data;
       calls[name] = res.deepcache;
-      if (name !== "plain") expect(readPlan(path.join(p.dir, "compiled", "t")).tome?.levels.length).toBeGreaterThan(0);
+      const params = readPngText(res.outputs[0]!).parameters ?? "";
+      if (name !== "plain") {
+        expect(readPlan(path.join(p.dir, "compiled", "t")).tome?.levels.length).toBeGreaterThan(0);
+        expect(params).toContain("Token merging ratio: 0.5, ToMe: max_downsample 1, cells 2x2, random dst");
+      } else expect(params).not.toContain("Token merging");
     }
     expect(calls["tome+deepcache"]).toEqual({ full: 4, shallow: 4 });
     const psnr = (a: Uint8Array, b: Uint8Array) => {

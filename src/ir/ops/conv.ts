@@ -1,16 +1,18 @@
 /**
  * Conv (2-D and 1-D, NCHW) with strides, dilations, groups and explicit (possibly asymmetric)
- * pads, ConvTranspose (which the gradient of a strided Conv uses), and Conv's gradient rule.
+ * pads, ConvTranspose (which the gradient of a strided Conv uses), and Conv's gradient rule; and the
+ * composite sdc.Upsample2xConv (nearest 2× upsampling then a 3×3 convolution), computed at the low
+ * resolution on the CPU.
  *
  * A symbolic size H becomes ⌊(H + P − span)/s⌋ + 1 = ⌊(H + r)/s⌋ with r = P − span + s:
  * r = 0 is ⌊H/s⌋ (the VAE's asymmetric (0,1) pad), r = s − 1 is ⌈H/s⌉ (3×3 pad 1 stride 2,
  * the U-Net's downsamplers); stride 1 with "same" padding keeps H. Other combinations need
  * static sizes.
  */
-import { dimDivRound, dimEq, dimOpaque, dimStr, isSym, shapeStr, type Dim } from "../dims.js";
+import { dimDivRound, dimEq, dimMul, dimOpaque, dimStr, isSym, shapeStr, type Dim } from "../dims.js";
 import type { Builder } from "../builder.js";
 import type { DType, Node, Value } from "../graph.js";
-import { attrInt, attrInts, check, checkRank, defineOps, need } from "./registry.js";
+import { attrInt, attrInts, check, checkRank, defineOps, need, type Lowering } from "./registry.js";
 
 function convOut(inp: Dim, k: number, stride: number, padBegin: number, padEnd: number, dil: number): Dim {
   const span = dil * (k - 1) + 1;
@@ -174,3 +176,52 @@ function convGradWeight(b: Builder, a: ConvAttrs, x: Value, w: Value, d: Value):
   const prod = b.matmul(dy, b.transpose(p, [0, 1, 3, 2])); // [N, g, Co/g, Ci/g·k²]
   return b.reshape(b.op1("ReduceSum", [prod, b.int64([0])], { keepdims: 0 }), w.shape as number[]);
 }
+
+/**
+ * nearest 2× then 3×3 (pad 1) at the low resolution. Output pixel (2i + a, 2j + b) sees input rows
+ * {i − 1, i, i} (a = 0) or {i, i, i + 1} (a = 1) under the kernel's three rows, so it is a 2×2
+ * convolution of the input with rows (k0, k1 + k2) or (k0 + k1, k2), padded above or below, and the
+ * same along the columns: four 2×2 convolutions (16 multiply-adds per output instead of 36 at the
+ * high resolution), interleaved by DepthToSpace. The summed kernels are constants onnxruntime folds
+ * when it loads the graph. Exact in real arithmetic; float32 rounding differs at the 1e-7 level.
+ */
+const upsampleConvLowering: Lowering = {
+  whyNot: (_n, t) =>
+    t.training ? "gradients are taken through it" : t.ep === "cuda" ? "not measured on CUDA, where cuDNN runs the 3×3 convolution at the high resolution" : null,
+  fused(b, n) {
+    const [x, w, bias] = n.inputs as Value[];
+    const part = (k: Value, axis: number, i: number) => b.slice(k, [axis], [i], [i + 1]);
+    // the kernel's taps along `axis` for phase 0 or 1
+    const taps = (k: Value, axis: number, phase: number) =>
+      phase === 0 ? b.concat([part(k, axis, 0), b.add(part(k, axis, 1), part(k, axis, 2))], axis) : b.concat([b.add(part(k, axis, 0), part(k, axis, 1)), part(k, axis, 2)], axis);
+    const phases: Value[] = [];
+    for (const a of [0, 1])
+      for (const c of [0, 1]) {
+        const k = taps(taps(w!, 2, a), 3, c); // [Cout, Cin, 2, 2]
+        const pads = [a === 0 ? 1 : 0, c === 0 ? 1 : 0, a === 0 ? 0 : 1, c === 0 ? 0 : 1];
+        phases.push(b.op1("Conv", bias ? [x!, k, bias] : [x!, k], { kernel_shape: [2, 2], strides: [1, 1], pads }));
+      }
+    return b.op1("DepthToSpace", [b.concat(phases, 1)], { blocksize: 2, mode: "DCR" });
+  },
+  primitive(b, n) {
+    const [x, w, bias] = n.inputs as Value[];
+    return b.op1("Conv", bias ? [b.upsampleNearest2x(x!), w!, bias] : [b.upsampleNearest2x(x!), w!], { kernel_shape: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1] });
+  },
+};
+
+defineOps(
+  {
+    // x [B, Cin, H, W], W [Cout, Cin, 3, 3], bias [Cout] → [B, Cout, 2H, 2W]: diffusers' Upsample2D (interpolate ×2, conv)
+    op: "Upsample2xConv",
+    domain: "sdc",
+    infer([xv, wv, bv]) {
+      const x = need(xv, "X");
+      const w = need(wv, "W");
+      checkRank(x, 4, "Upsample2xConv input X");
+      check(w.rank === 4 && w.shape[2] === 3 && w.shape[3] === 3 && dimEq(w.shape[1]!, x.shape[1]!), () => `Upsample2xConv weight ${shapeStr(w.shape)} must be [Cout, ${dimStr(x.shape[1]!)}, 3, 3]`);
+      if (bv) check(bv.rank === 1 && dimEq(bv.shape[0]!, w.shape[0]!), () => `Upsample2xConv bias ${shapeStr(bv.shape)} must be [${dimStr(w.shape[0]!)}]`);
+      return [{ dtype: x.dtype, shape: [x.shape[0]!, w.shape[0]!, dimMul(x.shape[2]!, 2), dimMul(x.shape[3]!, 2)] }];
+    },
+    lower: upsampleConvLowering,
+  },
+);

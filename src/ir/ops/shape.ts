@@ -364,6 +364,20 @@ defineOps(
     },
   },
   {
+    // DepthToSpace: [B, C·s², H, W] → [B, C, H·s, W·s]; DCR takes channel (i·s + j)·C + c to (c, h·s + i, w·s + j)
+    op: "DepthToSpace",
+    domain: "",
+    attrs: { blocksize: "int", mode: "string" },
+    infer([d], attrs) {
+      const x = need(d, "input");
+      const s = attrInt(attrs, "blocksize");
+      check(x.rank === 4, () => `DepthToSpace input must have rank 4, got ${shapeStr(x.shape)}`);
+      const c = x.shape[1]!;
+      check(typeof c === "number" && c % (s * s) === 0, () => `DepthToSpace of ${dimStr(c)} channels with blocksize ${s}`);
+      return [{ dtype: x.dtype, shape: [x.shape[0]!, c / (s * s), dimMul(x.shape[2]!, s), dimMul(x.shape[3]!, s)] }];
+    },
+  },
+  {
     op: "GatherND",
     domain: "",
     attrs: { batch_dims: "int" },

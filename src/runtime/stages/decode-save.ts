@@ -99,7 +99,6 @@ export function nextImageIndex(dir: string): number {
   return n;
 }
 
-/** The `parameters` text (AUTOMATIC1111's form) of image `index` of a run of `plan` with settings `s`. */
 /** "DeepCache: interval 3, branch 0" (or "full steps 0 1 5 …", "layer 1"), for a run that used it. */
 function deepCacheParameter(plan: Plan, s: RunSettings): Record<string, string> {
   const d = s.deepcache;
@@ -108,6 +107,15 @@ function deepCacheParameter(plan: Plan, s: RunSettings): Record<string, string> 
   return { DeepCache: `${when}, branch ${plan.deepcache.branch}${plan.deepcache.layer !== null ? `, layer ${plan.deepcache.layer}` : ""}` };
 }
 
+/** AUTOMATIC1111's "Token merging ratio", and sdc's other ToMe settings, for a run whose U-Net merges tokens. */
+function tomeParameters(plan: Plan, s: RunSettings): Record<string, string | number> {
+  const t = plan.tome;
+  if (!t) return {};
+  const random = s.tome?.random ?? true;
+  return { "Token merging ratio": t.ratio, ToMe: `max_downsample ${t.maxDownsample}, cells ${t.sx}x${t.sy}, ${random ? "random" : "top-left"} dst` };
+}
+
+/** The `parameters` text (AUTOMATIC1111's form) of image `index` of a run of `plan` with settings `s`. */
 export function imageParameters(plan: Plan, s: RunSettings, index: number, o: { steps?: number } = {}): string {
   const total = s.prompts.length * s.batch;
   const p = Math.floor(index / s.batch);
@@ -124,6 +132,6 @@ export function imageParameters(plan: Plan, s: RunSettings, index: number, o: { 
     modelHash: plan.model.hash,
     modelName: plan.model.name,
     denoisingStrength: s.initImage !== null ? s.strength : undefined,
-    extra: { ...(total > 1 ? { "Batch size": total, "Batch pos": index } : {}), ...(s.guidanceRescale > 0 ? { "CFG rescale": s.guidanceRescale } : {}), ...deepCacheParameter(plan, s), Generator: "sdc (PyTorch CPU)" },
+    extra: { ...(total > 1 ? { "Batch size": total, "Batch pos": index } : {}), ...(s.guidanceRescale > 0 ? { "CFG rescale": s.guidanceRescale } : {}), ...deepCacheParameter(plan, s), ...tomeParameters(plan, s), Generator: "sdc (PyTorch CPU)" },
   });
 }

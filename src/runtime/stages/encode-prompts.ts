@@ -36,8 +36,10 @@ export async function encodePrompts(textEncoder: GraphRunner, tokenizer: ClipTok
     const out = await textEncoder.run({ input_ids: { data: enc.ids, dims: enc.shape } });
     return out.last_hidden_state!;
   };
-  const text = await embed(o.prompts);
-  const [, sequence, width] = text.dims as [number, number, number];
+  const negative = (i: number) => o.negativePrompts[o.negativePrompts.length === 1 ? 0 : i]!;
+  // prompts and negative prompts in one text-encoder call (one call's overhead less at start-up)
+  const both = await embed(o.guidance ? [...o.prompts, ...o.prompts.map((_, i) => negative(i))] : o.prompts);
+  const [, sequence, width] = both.dims as [number, number, number];
   const images = o.prompts.length * o.perPrompt;
   const per = sequence * width;
   const repeat = (e: Float32Array) => {
@@ -48,7 +50,7 @@ export async function encodePrompts(textEncoder: GraphRunner, tokenizer: ClipTok
     }
     return out;
   };
-  const negative = (i: number) => o.negativePrompts[o.negativePrompts.length === 1 ? 0 : i]!;
-  const uncond = o.guidance ? repeat((await embed(o.prompts.map((_, i) => negative(i)))).data) : null;
-  return { text: repeat(text.data), uncond, images, sequence, width };
+  const n = o.prompts.length * per;
+  const uncond = o.guidance ? repeat(both.data.subarray(n, 2 * n)) : null;
+  return { text: repeat(both.data.subarray(0, n)), uncond, images, sequence, width };
 }
