@@ -1,6 +1,7 @@
 /**
- * A progress bar for long loops (denoising steps) with it/s, on stderr when it is a terminal;
- * silent otherwise, so logs and `--json` output stay clean.
+ * A progress bar for long loops (denoising steps) with it/s, on stderr when it is a terminal; when it
+ * is not (a log, a pipe, CI), a progress line at most every `lineEveryMs` (5 s) and one at the end if
+ * any was written, so a short run stays quiet. `--json` turns both off (stdout stays JSON).
  */
 import cliProgress from "cli-progress";
 
@@ -22,8 +23,9 @@ export function breakProgressLine(stream: NodeJS.WritableStream = process.stderr
   if (drawing.has(stream)) stream.write("\n");
 }
 
-export function progressBar(enabled: boolean, stream: NodeJS.WritableStream & { isTTY?: boolean } = process.stderr): Progress {
-  if (!enabled || !stream.isTTY) return { start() {}, tick() {}, stop() {} };
+export function progressBar(enabled: boolean, stream: NodeJS.WritableStream & { isTTY?: boolean } = process.stderr, lineEveryMs = 5000): Progress {
+  if (!enabled) return { start() {}, tick() {}, stop() {} };
+  if (!stream.isTTY) return progressLines(stream, lineEveryMs);
   let bar: cliProgress.SingleBar | null = null;
   let t0 = 0;
   let done = 0;
@@ -47,6 +49,43 @@ export function progressBar(enabled: boolean, stream: NodeJS.WritableStream & { 
       bar?.stop();
       bar = null;
       drawing.delete(stream);
+    },
+  };
+}
+
+/** "txt2img: 7/20 steps · 1.92 it/s · 7 s left", every `everyMs` at most, and at the end when any was written. */
+function progressLines(stream: NodeJS.WritableStream, everyMs: number): Progress {
+  let t0 = 0;
+  let last = 0;
+  let done = 0;
+  let total = 0;
+  let head = "";
+  let unit = "";
+  let wrote = false;
+  const line = (now: number) => {
+    const s = (now - t0) / 1000;
+    const rate = s > 0 ? done / s : 0;
+    const left = rate > 0 && done < total ? ` · ${Math.ceil((total - done) / rate)} s left` : done >= total ? ` · ${s.toFixed(1)} s` : "";
+    stream.write(`${head}: ${done}/${total} ${unit} · ${rate > 0 ? rate.toFixed(2) : "–"} it/s${left}\n`);
+    last = now;
+    wrote = true;
+  };
+  return {
+    start(n, label, u = "steps") {
+      t0 = last = performance.now();
+      done = 0;
+      total = n;
+      head = label;
+      unit = u;
+      wrote = false;
+    },
+    tick(n = 1) {
+      done += n;
+      const now = performance.now();
+      if (now - last >= everyMs && done < total) line(now);
+    },
+    stop() {
+      if (wrote) line(performance.now());
     },
   };
 }
