@@ -9,6 +9,8 @@
 //   warm       the second run: every graph loaded from the cache with optimisation off
 //   warm, sequential / warm, no prepacking: the warm run without the worker-thread U-Net, and with
 //              onnxruntime's weight prepacking off (memory against speed)
+//   warm, through the pipeline file: what `sdc run p.yaml` adds (config load and checks, the
+//              staleness check, the folder's lock and private view)
 //
 // "to step 1" is when the first U-Net evaluation begins; "step 1 done" when it has finished; "CPU s"
 // is the process's CPU time (all threads) by then, which other load on the machine inflates less
@@ -33,7 +35,7 @@ const SIZE = Number(process.env.SDC_BENCH_SIZE ?? 256);
 if (process.argv[2] === "child") {
   // one run, stopped after its first step; times from process start (performance.timeOrigin)
   const job = JSON.parse(process.argv[3]);
-  const { runPlan } = await import(dist("index.js"));
+  const { runPlan, loadPipeline, run } = await import(dist("index.js"));
   const imported = performance.now();
   const phases = [];
   const ac = new AbortController();
@@ -46,9 +48,11 @@ if (process.argv[2] === "child") {
   };
   let latentsReady = null;
   let unetReady = null;
-  await runPlan(
-    job.dir,
-    { prompts: ["a photograph of an astronaut riding a horse"], negativePrompts: [""], guidanceScale: 7.5, guidanceRescale: 0, width: SIZE, height: SIZE, batch: 1, seed: 1, initImage: null, strength: 0.8, latents: null, outputDir: job.out, grid: false, threads: 0 },
+  const settings = { prompts: ["a photograph of an astronaut riding a horse"], negativePrompts: [""], guidanceScale: 7.5, guidanceRescale: 0, width: SIZE, height: SIZE, batch: 1, seed: 1, initImage: null, strength: 0.8, latents: null, outputDir: job.out, grid: false, threads: 0 };
+  // job.pipeline: what `sdc run p.yaml` does (load and check the config, the staleness check, the
+  // compiled folder's lock and private view) instead of running the compiled folder directly
+  const go = job.pipeline ? (o) => loadPipeline(job.pipeline, { cwd: path.dirname(job.pipeline) }).then((p) => run(p, { ...o, cwd: path.dirname(job.pipeline) })) : (o) => runPlan(job.dir, settings, o);
+  await go(
     {
       signal: ac.signal,
       progress: false,
@@ -89,7 +93,7 @@ for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(130)
 const model = path.join(work, "sd15");
 makeSd15Sparse(root, model);
 const yaml = path.join(work, "p.yaml");
-fs.writeFileSync(yaml, `version: 1\nname: sd15\nmodel:\n  from: ${JSON.stringify(model)}\nruntime:\n  precision: fp32\n  device: cpu\n`);
+fs.writeFileSync(yaml, `version: 1\nname: sd15\nmodel:\n  from: ${JSON.stringify(model)}\nsample:\n  prompt: a photograph of an astronaut riding a horse\n  width: ${SIZE}\n  height: ${SIZE}\n  seed: 1\nruntime:\n  precision: fp32\n  device: cpu\n`);
 const { loadPipeline, compile } = await import(dist("index.js"));
 const c = await compile(await loadPipeline(yaml, { cwd: work }), { cwd: work });
 console.log(`compiled an SD 1.5-size folder (fp32, U-Net ${(c.plan.graphs.unet.parameters / 1e6).toFixed(0)} M parameters) in ${c.seconds.toFixed(1)} s; images ${SIZE}², batch 2 (guidance)`);
@@ -107,8 +111,8 @@ const cacheBytes = () =>
   }, 0);
 
 const rows = [];
-const run = (what, sessions) => {
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "child", JSON.stringify({ dir: c.dir, out: path.join(work, "out"), sessions })], { encoding: "utf8", maxBuffer: 1 << 26 });
+const run = (what, sessions, pipeline) => {
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "child", JSON.stringify({ dir: c.dir, out: path.join(work, "out"), sessions, ...(pipeline ? { pipeline } : {}) })], { encoding: "utf8", maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}):\n${r.stderr}`);
   const res = { what, ...JSON.parse(r.stdout.trim().split("\n").pop()) };
   rows.push(res);
@@ -124,6 +128,7 @@ const bytes = cacheBytes();
 const warm = run("sdc warm (second run: cache)", {});
 run("sdc warm, sequential (no worker thread)", { sequential: true });
 run("sdc warm, prepacking off", { prepacking: false });
+run("sdc warm, through the pipeline file", {}, yaml);
 
 const s = (ms) => (ms / 1000).toFixed(2);
 const create = (r, g) => r.phases.find((p) => p.phase === `create ${g} session`);
