@@ -231,9 +231,7 @@ async function compileUnlocked(p: LoadedPipeline, opts: CompileOptions): Promise
     /** Build a graph into the new folder and describe it for the plan. */
     const buildSpec = (job: (typeof jobs)[number] | NonNullable<typeof shallowJob>, component: Parameters<typeof providerFor>[1], buildHash: string): GraphSpecT => {
       const t = performance.now();
-      // a graph's own precision: fp16 pipelines keep the VAE in float32 when it asks to (force_upcast)
-      const jobPrecision = job.options.precision as "fp32" | "fp16";
-      const built = buildAndWrite(job, providerFor(weights!, component), jobPrecision === "fp16" ? "float16" : "float32", target, tmp);
+      const built = buildAndWrite(job, providerFor(weights!, component), precision === "fp16" ? "float16" : "float32", target, tmp);
       const file = `${job.name}/model.onnx`;
       rebuilt.push(job.name as (typeof rebuilt)[number]);
       log(`  built ${job.name}: ${built.graph.nodes.length} nodes, ${(built.graph.paramCount() / 1e6).toFixed(2)} M parameters (${((performance.now() - t) / 1000).toFixed(2)} s)`);
@@ -249,7 +247,7 @@ async function compileUnlocked(p: LoadedPipeline, opts: CompileOptions): Promise
         nodes: built.graph.nodes.length,
         bytesLinked: built.write.bytesLinked,
         bytesWritten: built.write.bytesWritten,
-        precision: jobPrecision,
+        precision,
         notes: built.graph.notes,
       };
     };

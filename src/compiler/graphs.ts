@@ -55,9 +55,6 @@ export function graphJobs(model: ResolvedModel, precision: "fp32" | "fp16", targ
   const cut = deepcache ? deepCacheCut(unet, deepcache.branch, deepcache.layer) : undefined;
   const shape = unetShape(model, tome);
   const unetDims = shape.dims;
-  // the VAE's fp32 island: with force_upcast (diffusers' default) an fp16 pipeline encodes and decodes in
-  // float32, as diffusers' pipelines upcast the VAE (SD's VAE overflows float16 on some images)
-  const vaeCommon = { precision: precision === "fp16" && vae.force_upcast ? ("fp32" as const) : precision, target };
   return [
     { name: "text_encoder", component: "text_encoder", options: { ...common, arch: model.textEncoder, clipSkip }, build: (b) => void buildClipText(b, text, { clipSkip }) },
     {
@@ -67,8 +64,8 @@ export function graphJobs(model: ResolvedModel, precision: "fp32" | "fp16", targ
       options: { ...common, arch: model.unet, ...(cut ? { deepcache: cut } : {}), ...shape.options },
       build: (b) => void buildUNet(b, unet, { ...unetDims, ...(cut ? { deepcache: { mode: "full" as const, cut } } : {}) }),
     },
-    { name: "vae_decoder", component: "vae", options: { ...vaeCommon, arch: model.vae }, build: (b) => void buildVaeDecoder(b, vae, { height: h, width: w }) },
-    { name: "vae_encoder", component: "vae", options: { ...vaeCommon, arch: model.vae }, build: (b) => void buildVaeEncoder(b, vae, { height: h, width: w }) },
+    { name: "vae_decoder", component: "vae", options: { ...common, arch: model.vae }, build: (b) => void buildVaeDecoder(b, vae, { height: h, width: w }) },
+    { name: "vae_encoder", component: "vae", options: { ...common, arch: model.vae }, build: (b) => void buildVaeEncoder(b, vae, { height: h, width: w }) },
   ];
 }
 

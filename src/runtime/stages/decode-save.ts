@@ -36,7 +36,7 @@ export async function decodeImage(vaeDecoder: GraphRunner, latents: Float32Array
       throw new UserError({
         message: "the VAE decoder returned NaN or Infinity for this image, so it is not written",
         subject: "vae_decoder",
-        hint: "a float16 VAE can overflow (this one runs in float16 when its config sets force_upcast: false): set runtime.precision: fp32, or force_upcast: true in the VAE's config.json",
+        hint: "on CUDA with fp16 the SD 1.x VAE can overflow: set runtime.precision: fp32 (or use an fp16-fixed VAE)",
       });
   const rgb = tensorToImages(out.data, [1, 3, H, W])[0]!;
   return { decoded: out.data, image: { width: W, height: H, data: rgb } };
