@@ -46,11 +46,11 @@ const scheduler: Plan["scheduler"] = { type: "euler", className: "EulerDiscreteS
 const shape: LatentShape = { images: 2, channels: 4, height: 2, width: 3 };
 
 describe("encodePrompts", () => {
-  it("repeats each prompt for its images in order; encodes negatives only with guidance", async () => {
+  it("repeats each prompt for its images in order; encodes negatives only with guidance, in the prompts' call", async () => {
     const te = textEncoder();
     const o = { prompts: ["a", "b"], negativePrompts: ["c"], perPrompt: 2 };
     const e = await encodePrompts(te, tokenizer, { ...o, guidance: true });
-    expect(te.calls).toBe(2);
+    expect(te.calls).toBe(1);
     expect([e.images, e.sequence, e.width]).toEqual([4, 77, 2]);
     const first = (x: Float32Array) => [0, 1, 2, 3].map((i) => x[i * 77 * 2]);
     const id = (t: string) => tokenizer.encodeBatch([t]).ids[1];

@@ -142,7 +142,7 @@ describe("runs with sample.tome (emoji model)", () => {
       const params = readPngText(res.outputs[0]!).parameters ?? "";
       if (name !== "plain") {
         expect(readPlan(path.join(p.dir, "compiled", "t")).tome?.levels.length).toBeGreaterThan(0);
-        expect(params).toContain("Token merging ratio: 0.5, ToMe: max_downsample 1, cells 2x2, random dst");
+        expect(params).toContain(`Token merging ratio: 0.5, ToMe: "max_downsample 1, cells 2x2, random dst"`);
       } else expect(params).not.toContain("Token merging");
     }
     expect(calls["tome+deepcache"]).toEqual({ full: 4, shallow: 4 });
