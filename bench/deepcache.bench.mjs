@@ -12,22 +12,13 @@
 //    and of each shallow U-Net, interleaved in one process, the fastest of SDC_BENCH_REPEAT each
 //    (SDC_BENCH_LATENTS, default 32; 64 for 512² images). The U-Net seconds per 20-step image follow from those per-call times. Random weights
 //    say nothing about image quality, so there is no PSNR here.
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import sharp from "sharp";
-import { Builder } from "../dist/ir/builder.js";
 import { sym } from "../dist/ir/dims.js";
-import { writeOnnx } from "../dist/ir/onnx/writer.js";
-import { dce } from "../dist/ir/passes/dce.js";
-import { foldKnown } from "../dist/ir/passes/fold.js";
-import { lowerComposites } from "../dist/ir/passes/lower.js";
-import { verify } from "../dist/ir/verify.js";
-import { UNet2DConditionConfigSchema } from "../dist/models/arch.js";
-import { PRESETS } from "../dist/models/presets.js";
 import { buildUNet, deepCacheCut } from "../dist/models/unet.js";
-import { machine, sparseZeros, table, tempDir } from "./util.mjs";
+import { emojiData, evaluateEmoji, sd15Unet, runTimingChild, timeGraphsChild, unetFeeds, writeCpuGraph } from "./steps-util.mjs";
+import { machine, table, tempDir } from "./util.mjs";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const LATENTS = (process.env.SDC_BENCH_LATENTS ?? "32").split(",").map(Number);
@@ -36,32 +27,13 @@ const STEPS = 20;
 const PARTS = (process.env.SDC_BENCH_PARTS ?? "emoji,sd15").split(",");
 
 if (process.argv[2] === "--child") {
-  // child: open every graph listed, then time REPEAT rounds of one call each, interleaved, after a
-  // warm-up; the fastest call of each (the machine's load is not ours); JSON on stdout
-  const ort = await import("onnxruntime-node");
+  // child: time one call of every graph listed, interleaved (steps-util.mjs)
   const [latentArg, graphsJson] = process.argv.slice(3);
   const L = Number(latentArg);
-  const rnd = (n) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898) * 0.5);
-  const base = {
-    sample: new ort.Tensor("float32", rnd(2 * 4 * L * L), [2, 4, L, L]),
-    timestep: new ort.Tensor("float32", new Float32Array([500, 500]), [2]),
-    encoder_hidden_states: new ort.Tensor("float32", rnd(2 * 77 * 768), [2, 77, 768]),
-  };
-  const sessions = [];
-  for (const g of JSON.parse(graphsJson)) {
-    const s = await ort.InferenceSession.create(g.file, { executionProviders: ["cpu"], graphOptimizationLevel: "all", logSeverityLevel: 3 });
-    const feeds = g.feature ? { ...base, deepcache_feature: new ort.Tensor("float32", rnd(g.feature.reduce((a, b) => a * b, 1)), g.feature) } : base;
-    await s.run(feeds, ["out_sample"]);
-    sessions.push({ s, feeds, times: [] });
-  }
-  for (let i = 0; i < REPEAT; i++)
-    for (const x of sessions) {
-      const t = performance.now();
-      await x.s.run(x.feeds, ["out_sample"]);
-      x.times.push((performance.now() - t) / 1000);
-    }
-  console.log(JSON.stringify(sessions.map((x) => ({ minS: Math.min(...x.times), runs: x.times }))));
-  process.exit(0);
+  await timeGraphsChild(JSON.parse(graphsJson), (g, ort) => {
+    const base = unetFeeds(ort, L);
+    return g.feature ? { ...base, deepcache_feature: new ort.Tensor("float32", Float32Array.from({ length: g.feature.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 12.9898) * 0.5), g.feature) } : base;
+  }, REPEAT);
 }
 
 console.log(`DeepCache: speed and image difference against the full U-Net; ${machine()}`);
@@ -72,23 +44,10 @@ const fullCalls = (interval) => Math.ceil(STEPS / interval);
 // ---------------------------------------------------------------------------------------------
 // 1. the emoji model
 
-async function pixels(file) {
-  return new Uint8Array(await sharp(file).removeAlpha().raw().toBuffer());
-}
-
-function psnr(a, b) {
-  let se = 0;
-  for (let i = 0; i < a.length; i++) se += (a[i] - b[i]) ** 2;
-  const mse = se / a.length;
-  return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
-}
-
-if (PARTS.includes("emoji")) {
-  const data = path.resolve(process.env.SDC_BENCH_EMOJI_DATA ?? path.join(REPO, "data", "emoji-32"));
-  const limit = Number(process.env.SDC_BENCH_EMOJI_LIMIT ?? 48);
-  if (!fs.existsSync(path.join(data, "held_out.jsonl"))) {
-    console.log(`\nemoji model: skipped, no data set at ${data} (node examples/emoji/make-dataset.mjs data/emoji-32 --size 32, or SDC_BENCH_EMOJI_DATA)`);
-  } else {
+const emoji = PARTS.includes("emoji") ? emojiData(REPO) : null;
+if (emoji) {
+  const { data, limit } = emoji;
+  {
     const variants = [
       { name: "full U-Net (baseline)", flag: null },
       { name: "interval 2, branch 0", flag: "2,0" },
@@ -96,25 +55,7 @@ if (PARTS.includes("emoji")) {
       { name: "interval 5, branch 0", flag: "5,0" },
       { name: "interval 3, branch 1", flag: "3,1" },
     ];
-    const rows = [];
-    let base = null;
-    for (const v of variants) {
-      const out = path.join(work, `emoji-${rows.length}`);
-      const args = [path.join(REPO, "examples", "emoji", "evaluate.mjs"), "--model", path.join(REPO, "models", "emoji"), "--data", data, "--out", out, "--limit", String(limit), "--steps", String(STEPS), "--guidance", "4", "--seed", "42", "--grid", "0", "--json"];
-      if (v.flag) args.push("--deepcache", v.flag);
-      const r = spawnSync(process.execPath, args, { encoding: "utf8", maxBuffer: 1 << 26 });
-      if (r.status !== 0) {
-        console.error(r.stderr);
-        process.exit(1);
-      }
-      const report = JSON.parse(r.stdout.trim().split("\n").pop());
-      const files = fs.readdirSync(path.join(out, "samples")).filter((f) => f.endsWith(".png")).sort().map((f) => path.join(out, "samples", f));
-      const images = await Promise.all(files.map(pixels));
-      base ??= images;
-      const p = images.map((img, i) => psnr(img, base[i]));
-      const finite = p.filter(Number.isFinite);
-      rows.push({ v, report, psnrMean: finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : Infinity, psnrMin: Math.min(...p), identical: p.length - finite.length });
-    }
+    const rows = await evaluateEmoji({ repo: REPO, work, data, limit, steps: STEPS, variants: variants.map((v) => ({ ...v, args: v.flag ? ["--deepcache", v.flag] : [] })) });
     // per-call U-Net times, one image's batch (2: uncond + cond), the graphs of each variant's
     // compiled folder, interleaved and the minimum taken (the machine's load is not ours)
     const ort = await import("onnxruntime-node");
@@ -178,11 +119,7 @@ emoji model, one U-Net call at batch 2 (one image with guidance), 8×8 latents, 
 // 2. SD 1.5's U-Net
 
 if (PARTS.includes("sd15")) {
-  const cfg = UNet2DConditionConfigSchema.parse(PRESETS["sd1.5"].unet);
-  const shapes = new Map();
-  buildUNet(new Builder("unet", (key, shape) => (shapes.set(key, shape), { kind: "lazy", identity: key, produce: () => new Uint8Array(0) })), cfg);
-  const wfile = path.join(work, "unet.safetensors");
-  const { header, base: wbase } = sparseZeros(wfile, shapes);
+  const { cfg, builder } = sd15Unet(work);
 
   const cuts = [
     { name: "branch 0", cut: deepCacheCut(cfg, 0) },
@@ -191,16 +128,12 @@ if (PARTS.includes("sd15")) {
   ];
   const graphs = [{ name: "full U-Net (baseline)", dc: undefined }, { name: "full U-Net + feature output (branch 0)", dc: { mode: "full", cut: cuts[0].cut } }, ...cuts.map((c) => ({ name: `shallow, ${c.name}`, dc: { mode: "shallow", cut: c.cut }, cutName: c.name }))];
   for (const g of graphs) {
-    const b = new Builder("unet", (key) => ({ kind: "file", file: wfile, offset: wbase + header[key].data_offsets[0], byteLength: header[key].data_offsets[1] - header[key].data_offsets[0], storageDtype: "float32" }));
+    const b = builder();
     buildUNet(b, cfg, { height: sym("height"), width: sym("width"), sequence: sym("sequence"), ...(g.dc ? { deepcache: g.dc } : {}) });
-    lowerComposites(b.graph, { ep: "cpu", training: false });
-    foldKnown(b.graph);
-    dce(b.graph);
-    verify(b.graph, { final: true });
     g.dir = path.join(work, `sd15-${graphs.indexOf(g)}`);
-    writeOnnx(b.graph, { dir: g.dir });
-    g.nodes = b.graph.nodes.length;
-    g.params = b.graph.paramCount();
+    const w = writeCpuGraph(b, g.dir);
+    g.nodes = w.nodes;
+    g.params = w.params;
   }
   for (const L of LATENTS) {
     // the plain U-Net runs the same nodes as the one with the feature output (the node counts
@@ -216,12 +149,7 @@ if (PARTS.includes("sd15")) {
       }
       return { file: path.join(g.dir, "model.onnx"), feature };
     });
-    const r = spawnSync(process.execPath, [process.argv[1], "--child", String(L), JSON.stringify(specs)], { encoding: "utf8", maxBuffer: 1 << 24 });
-    if (r.status !== 0) {
-      console.error(r.stderr);
-      process.exit(1);
-    }
-    const res = JSON.parse(r.stdout.trim().split("\n").pop());
+    const res = runTimingChild(process.argv[1], L, specs);
     const rows = timed.map((g, i) => ({ g, stepS: res[i].minS, runs: res[i].runs }));
     const withFeature = rows[0].stepS;
     const plain = withFeature;

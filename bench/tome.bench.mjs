@@ -10,24 +10,15 @@
 //    one call of the plain U-Net and of each ToMe U-Net, interleaved in one process, the fastest of
 //    SDC_BENCH_REPEAT each after a warm-up, at SDC_BENCH_LATENTS (default 32,64: 256² and 512²
 //    images). Random weights say nothing about image quality, so there is no PSNR here.
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import sharp from "sharp";
-import { Builder } from "../dist/ir/builder.js";
 import { sym } from "../dist/ir/dims.js";
-import { writeOnnx } from "../dist/ir/onnx/writer.js";
-import { dce } from "../dist/ir/passes/dce.js";
-import { foldKnown } from "../dist/ir/passes/fold.js";
-import { lowerComposites } from "../dist/ir/passes/lower.js";
-import { verify } from "../dist/ir/verify.js";
-import { UNet2DConditionConfigSchema } from "../dist/models/arch.js";
-import { PRESETS } from "../dist/models/presets.js";
 import { tomeLevels } from "../dist/models/tome.js";
 import { buildUNet } from "../dist/models/unet.js";
 import { tomeFeeds } from "../dist/runtime/tome.js";
-import { machine, record, sparseZeros, table, tempDir } from "./util.mjs";
+import { emojiData, evaluateEmoji, sd15Unet, runTimingChild, timeGraphsChild, unetFeeds, writeCpuGraph } from "./steps-util.mjs";
+import { machine, record, table, tempDir } from "./util.mjs";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const LATENTS = (process.env.SDC_BENCH_LATENTS ?? "32,64").split(",").map(Number);
@@ -47,35 +38,15 @@ function spec(unet, L, s) {
   return { ...o, levels: tomeLevels(unet, L, L, o) };
 }
 
+const int64 = (ort, v) => new ort.Tensor("int64", BigInt64Array.from(v.data, (x) => BigInt(x)), v.dims);
+/** A U-Net's inputs: the plain ones, and its ToMe splits when it merges. */
+const feedsWithTome = (ort, base, tome) => ({ ...base, ...(tome ? Object.fromEntries(Object.entries(tomeFeeds(tome, 0, { random: true }).next(2)).map(([k, v]) => [k, int64(ort, v)])) : {}) });
+
 if (process.argv[2] === "--child") {
-  // child: open every graph listed, then time REPEAT rounds of one call each, interleaved, after a
-  // warm-up; the fastest call of each (the machine's load is not ours); JSON on stdout
-  const ort = await import("onnxruntime-node");
+  // child: time one call of every graph listed, interleaved (steps-util.mjs)
   const [latentArg, graphsJson] = process.argv.slice(3);
   const L = Number(latentArg);
-  const rnd = (n) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898) * 0.5);
-  const base = {
-    sample: new ort.Tensor("float32", rnd(2 * 4 * L * L), [2, 4, L, L]),
-    timestep: new ort.Tensor("float32", new Float32Array([500, 500]), [2]),
-    encoder_hidden_states: new ort.Tensor("float32", rnd(2 * 77 * 768), [2, 77, 768]),
-  };
-  const sessions = [];
-  for (const g of JSON.parse(graphsJson)) {
-    const s = await ort.InferenceSession.create(g.file, { executionProviders: ["cpu"], graphOptimizationLevel: "all", logSeverityLevel: 3 });
-    const feeds = { ...base };
-    if (g.tome)
-      for (const [k, v] of Object.entries(tomeFeeds(g.tome, 0, { random: true }).next(2))) feeds[k] = new ort.Tensor("int64", BigInt64Array.from(v.data, (x) => BigInt(x)), v.dims);
-    await s.run(feeds, ["out_sample"]);
-    sessions.push({ s, feeds, times: [] });
-  }
-  for (let i = 0; i < REPEAT; i++)
-    for (const x of sessions) {
-      const t = performance.now();
-      await x.s.run(x.feeds, ["out_sample"]);
-      x.times.push((performance.now() - t) / 1000);
-    }
-  console.log(JSON.stringify(sessions.map((x) => ({ minS: Math.min(...x.times), runs: x.times }))));
-  process.exit(0);
+  await timeGraphsChild(JSON.parse(graphsJson), (g, ort) => feedsWithTome(ort, unetFeeds(ort, L), g.tome), REPEAT);
 }
 
 console.log(`Token merging (ToMe): speed and image difference against the full U-Net; ${machine()}`);
@@ -86,43 +57,12 @@ const recorded = [];
 // ---------------------------------------------------------------------------------------------
 // 1. the emoji model
 
-async function pixels(file) {
-  return new Uint8Array(await sharp(file).removeAlpha().raw().toBuffer());
-}
-
-function psnr(a, b) {
-  let se = 0;
-  for (let i = 0; i < a.length; i++) se += (a[i] - b[i]) ** 2;
-  const mse = se / a.length;
-  return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
-}
-
-if (PARTS.includes("emoji")) {
-  const data = path.resolve(process.env.SDC_BENCH_EMOJI_DATA ?? path.join(REPO, "data", "emoji-32"));
-  const limit = Number(process.env.SDC_BENCH_EMOJI_LIMIT ?? 48);
-  if (!fs.existsSync(path.join(data, "held_out.jsonl"))) {
-    console.log(`\nemoji model: skipped, no data set at ${data} (node examples/emoji/make-dataset.mjs data/emoji-32 --size 32, or SDC_BENCH_EMOJI_DATA)`);
-  } else {
+const emoji = PARTS.includes("emoji") ? emojiData(REPO) : null;
+if (emoji) {
+  const { data, limit } = emoji;
+  {
     const variants = [{ name: "no ToMe (baseline)", flag: null }, ...SETTINGS.map((s) => ({ name: s.name, flag: `${s.ratio},${s.maxDownsample}` }))];
-    const rows = [];
-    let base = null;
-    for (const v of variants) {
-      const out = path.join(work, `emoji-${rows.length}`);
-      const args = [path.join(REPO, "examples", "emoji", "evaluate.mjs"), "--model", path.join(REPO, "models", "emoji"), "--data", data, "--out", out, "--limit", String(limit), "--steps", String(STEPS), "--guidance", "4", "--seed", "42", "--grid", "0", "--json"];
-      if (v.flag) args.push("--tome", v.flag);
-      const r = spawnSync(process.execPath, args, { encoding: "utf8", maxBuffer: 1 << 26 });
-      if (r.status !== 0) {
-        console.error(r.stderr);
-        process.exit(1);
-      }
-      const report = JSON.parse(r.stdout.trim().split("\n").pop());
-      const files = fs.readdirSync(path.join(out, "samples")).filter((f) => f.endsWith(".png")).sort().map((f) => path.join(out, "samples", f));
-      const images = await Promise.all(files.map(pixels));
-      base ??= images;
-      const p = images.map((img, i) => psnr(img, base[i]));
-      const finite = p.filter(Number.isFinite);
-      rows.push({ v, out, report, psnrMean: finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : Infinity, psnrMin: Math.min(...p), identical: p.length - finite.length });
-    }
+    const rows = await evaluateEmoji({ repo: REPO, work, data, limit, steps: STEPS, variants: variants.map((v) => ({ ...v, args: v.flag ? ["--tome", v.flag] : [] })) });
     // per-call U-Net times at one image's batch (2: uncond + cond), each variant's compiled U-Net,
     // interleaved, the fastest of 40 (the machine's load is not ours)
     const ort = await import("onnxruntime-node");
@@ -132,16 +72,7 @@ if (PARTS.includes("emoji")) {
     for (const [i] of rows.entries()) {
       const plan = JSON.parse(fs.readFileSync(path.join(compiled(i), "plan.json"), "utf8"));
       const input = (n) => plan.graphs.unet.inputs.find((x) => x.name === n).shape;
-      const L = 8;
-      const width = input("encoder_hidden_states")[2];
-      const rnd = (n) => Float32Array.from({ length: n }, (_, k) => Math.sin(k * 12.9898) * 0.5);
-      const feeds = {
-        sample: new ort.Tensor("float32", rnd(2 * 4 * L * L), [2, 4, L, L]),
-        timestep: new ort.Tensor("float32", new Float32Array([500, 500]), [2]),
-        encoder_hidden_states: new ort.Tensor("float32", rnd(2 * 77 * width), [2, 77, width]),
-      };
-      if (plan.tome)
-        for (const [k, v] of Object.entries(tomeFeeds(plan.tome, 0, { random: true }).next(2))) feeds[k] = new ort.Tensor("int64", BigInt64Array.from(v.data, (x) => BigInt(x)), v.dims);
+      const feeds = feedsWithTome(ort, unetFeeds(ort, 8, input("encoder_hidden_states")[2]), plan.tome);
       calls.push({ s: await open(path.join(compiled(i), "unet", "model.onnx")), feeds, nodes: plan.graphs.unet.nodes });
     }
     const times = calls.map(() => []);
@@ -173,21 +104,11 @@ if (PARTS.includes("emoji")) {
 // 2. SD 1.5's U-Net
 
 if (PARTS.includes("sd15")) {
-  const cfg = UNet2DConditionConfigSchema.parse(PRESETS["sd1.5"].unet);
-  const shapes = new Map();
-  buildUNet(new Builder("unet", (key, shape) => (shapes.set(key, shape), { kind: "lazy", identity: key, produce: () => new Uint8Array(0) })), cfg);
-  const wfile = path.join(work, "unet.safetensors");
-  const { header, base: wbase } = sparseZeros(wfile, shapes);
+  const { cfg, builder } = sd15Unet(work);
   const write = (name, opts) => {
-    const b = new Builder("unet", (key) => ({ kind: "file", file: wfile, offset: wbase + header[key].data_offsets[0], byteLength: header[key].data_offsets[1] - header[key].data_offsets[0], storageDtype: "float32" }));
+    const b = builder();
     buildUNet(b, cfg, { sequence: sym("sequence"), ...opts });
-    lowerComposites(b.graph, { ep: "cpu", training: false });
-    foldKnown(b.graph);
-    dce(b.graph);
-    verify(b.graph, { final: true });
-    const dir = path.join(work, name);
-    writeOnnx(b.graph, { dir });
-    return { file: path.join(dir, "model.onnx"), nodes: b.graph.nodes.length };
+    return writeCpuGraph(b, path.join(work, name));
   };
   for (const L of LATENTS) {
     const graphs = [{ name: "plain U-Net (baseline)", ...write(`plain-${L}`, { height: sym("height"), width: sym("width") }), tome: null }];
@@ -195,12 +116,7 @@ if (PARTS.includes("sd15")) {
       const t = spec(cfg, L, s);
       graphs.push({ name: s.name, ...write(`tome-${L}-${graphs.length}`, { height: L, width: L, tome: t.levels }), tome: t });
     }
-    const r = spawnSync(process.execPath, [process.argv[1], "--child", String(L), JSON.stringify(graphs.map((g) => ({ file: g.file, tome: g.tome })))], { encoding: "utf8", maxBuffer: 1 << 24 });
-    if (r.status !== 0) {
-      console.error(r.stderr);
-      process.exit(1);
-    }
-    const res = JSON.parse(r.stdout.trim().split("\n").pop());
+    const res = runTimingChild(process.argv[1], L, graphs.map((g) => ({ file: g.file, tome: g.tome })));
     const plain = res[0].minS;
     console.log(`\nSD 1.5 U-Net, ${L}×${L} latents (${L * 8}² images), batch 2, fastest of ${REPEAT} interleaved calls after a warm-up:`);
     table(

@@ -23,14 +23,10 @@ import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { Builder } from "../dist/ir/builder.js";
 import { sym } from "../dist/ir/dims.js";
-import { writeOnnx } from "../dist/ir/onnx/writer.js";
-import { dce } from "../dist/ir/passes/dce.js";
-import { foldKnown } from "../dist/ir/passes/fold.js";
-import { lowerComposites } from "../dist/ir/passes/lower.js";
-import { verify } from "../dist/ir/verify.js";
 import { AutoencoderKLConfigSchema } from "../dist/models/arch.js";
 import { PRESETS } from "../dist/models/presets.js";
 import { buildVaeDecoder, buildVaeEncoder } from "../dist/models/vae.js";
+import { writeCpuGraph } from "./steps-util.mjs";
 import { machine, median, onnxNodeCount, previous, probePython, ratio, record, runNodeChild, safetensorsHeader, sparseZeros, table, tempDir } from "./util.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -91,13 +87,7 @@ function sdcGraph(name, build, unfused = []) {
     return { kind: "file", file: weights, offset: base + t.data_offsets[0], byteLength: t.data_offsets[1] - t.data_offsets[0], storageDtype: "float32" };
   });
   build(b, cfg, { height: sym("height"), width: sym("width") });
-  lowerComposites(b.graph, { ep: "cpu", training: false, unfused });
-  foldKnown(b.graph);
-  dce(b.graph);
-  verify(b.graph, { final: true });
-  const dir = path.join(work, name);
-  writeOnnx(b.graph, { dir });
-  return { file: path.join(dir, "model.onnx"), nodes: b.graph.nodes.length };
+  return writeCpuGraph(b, path.join(work, name), unfused);
 }
 const sdc = { decoder: sdcGraph("vae_decoder", buildVaeDecoder), encoder: sdcGraph("vae_encoder", buildVaeEncoder) };
 const BEFORE = process.env.SDC_BENCH_BEFORE !== "0";
