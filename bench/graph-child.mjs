@@ -2,7 +2,8 @@
 // benchmarks' child. Argument: a JSON job
 //   { model, feeds: { name: { dims, dtype?: "float32" | "int32" | "int64", fill?: number } }, repeat, warmup, threads, profile?: prefix,
 //     tiled?: { tile, overlap, scaleFactor, dir: "decode" | "encode", input, output },
-//     optimizedModel?: path (write onnxruntime's optimised graph there, and count its nodes) }
+//     optimizedModel?: path (write onnxruntime's optimised graph there, and count its nodes),
+//     sessionOptions?: more onnxruntime session options }
 // Prints one JSON line: { sessionS, runS: [...] (wall), cpuS: [...] (this process's CPU time), peakMiB, optimizedNodes? }.
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -29,6 +30,8 @@ const s = await ort.InferenceSession.create(job.model, {
   ...(job.profile ? { enableProfiling: true, profileFilePrefix: job.profile } : {}),
   // SDC_BENCH_SPIN=0: idle threads sleep instead of spinning (CPU seconds then count work only)
   ...(process.env.SDC_BENCH_SPIN === "0" ? { extra: { session: { intra_op: { allow_spinning: "0" } } } } : {}),
+  // session options to measure (e.g. { enableCpuMemArena: false })
+  ...(job.sessionOptions ?? {}),
 });
 const sessionS = (performance.now() - t) / 1000;
 

@@ -37,6 +37,8 @@ export interface SessionOptions {
    * cores to that thread.
    */
   spinning?: boolean;
+  /** onnxruntime's CPU memory arena (default on; off: tensors are allocated and freed as they are needed). */
+  memArena?: boolean;
 }
 
 export interface OpenedSession<S = ort.InferenceSession> {
@@ -77,6 +79,7 @@ function baseOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
     intraOpNumThreads: o.threads && o.threads > 0 ? o.threads : os.availableParallelism(),
     interOpNumThreads: 1,
     logSeverityLevel: 3,
+    ...(o.memArena === false ? { enableCpuMemArena: false } : {}),
     ...(o.prepacking === false || o.spinning === false
       ? { extra: { session: { ...(o.prepacking === false ? { disable_prepacking: "1" } : {}), ...(o.spinning === false ? { "intra_op.allow_spinning": "0" } : {}) } } }
       : {}),
