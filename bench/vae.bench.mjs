@@ -7,8 +7,10 @@
 // Sessions run in their own processes, interleaved (baseline, sdc, then sdc, baseline, ...) for
 // SDC_BENCH_ROUNDS rounds so a load from elsewhere hits both; each times SDC_BENCH_REPEAT runs after
 // a warm-up, and a figure is the median of every run of its variant.
-// The decoder also runs as sdc compiled it before the upsamplers were computed at the low resolution
-// (Resize → 3×3 Conv, the `before` variant, SDC_BENCH_BEFORE=0 leaves it out), in the same rounds.
+// sdc's graphs run as sdc's runtime runs them: without onnxruntime's CPU memory arena (the export with
+// onnxruntime's defaults). The decoder also runs as sdc compiled it before the upsamplers were
+// computed at the low resolution (Resize → 3×3 Conv, the `before` variant) and with the arena (the
+// `arena` variant), in the same rounds; SDC_BENCH_BEFORE=0 leaves both out.
 // Then tiling: the decoder at SDC_BENCH_TILED² latents (default 128: a 1024² image) with
 // sample.vae_tiling's defaults for SD (512-pixel tiles, overlap 0.25) against the same decode untiled
 // (SDC_BENCH_UNTILED=0 skips the untiled one: it needs several GiB), time and peak memory.
@@ -110,15 +112,18 @@ const rows = [];
 for (const latent of LATENTS) {
   for (const k of KINDS) {
     const figure = `VAE ${k} ${latent}²`;
-    const runs = { sdc: [], baseline: [], before: [] };
-    const cpu = { sdc: [], baseline: [], before: [] };
-    const peak = { sdc: 0, baseline: 0, before: 0 };
+    const runs = { sdc: [], baseline: [], before: [], arena: [] };
+    const cpu = { sdc: [], baseline: [], before: [], arena: [] };
+    const peak = { sdc: 0, baseline: 0, before: 0, arena: 0 };
     const withBefore = k === "decoder" && before;
     for (let r = 0; r < ROUNDS; r++) {
       let order = !exported ? ["sdc"] : r % 2 === 0 ? ["baseline", "sdc"] : ["sdc", "baseline"];
-      if (withBefore) order = r % 2 === 0 ? [...order, "before"] : ["before", ...order];
+      if (withBefore) order = r % 2 === 0 ? [...order, "before", "arena"] : ["arena", "before", ...order];
       for (const v of order) {
-        const res = runNodeChild(child, [job(v === "sdc" ? sdc[k].file : v === "before" ? before.file : exported[k], feedsOf(k, latent))]);
+        const model = v === "sdc" || v === "arena" ? sdc[k].file : v === "before" ? before.file : exported[k];
+        // as sdc's runtime opens the VAE: no CPU memory arena (src/runtime/graphs.ts)
+        const sessionOptions = v === "sdc" || v === "before" ? { enableCpuMemArena: false } : {};
+        const res = runNodeChild(child, [job(model, feedsOf(k, latent), { sessionOptions })]);
         runs[v].push(...res.runS);
         cpu[v].push(...res.cpuS);
         peak[v] = Math.max(peak[v], res.peakMiB);
@@ -147,6 +152,9 @@ for (const latent of LATENTS) {
       const b = { figure: `${figure}, upsampling at high resolution vs low`, unit: "s", sdc: median(runs.sdc), sdcMin: Math.min(...runs.sdc), sdcCpu: median(cpu.sdc), sdcPeakMiB: Math.round(peak.sdc), sdcNodes: nodes[k].sdc, baseline: median(runs.before), baselineMin: Math.min(...runs.before), baselineRuns: runs.before, baselineCpu: median(cpu.before), baselinePeakMiB: Math.round(peak.before), baselineKind: "sdc, Resize → 3×3 Conv", baselineNodes: before.nodes };
       rows.push(b);
       record(BENCH, [b], extra);
+      const a = { figure: `${figure}, without the CPU memory arena vs with it`, unit: "s", sdc: median(runs.sdc), sdcMin: Math.min(...runs.sdc), sdcCpu: median(cpu.sdc), sdcPeakMiB: Math.round(peak.sdc), sdcNodes: nodes[k].sdc, baseline: median(runs.arena), baselineMin: Math.min(...runs.arena), baselineRuns: runs.arena, baselineCpu: median(cpu.arena), baselinePeakMiB: Math.round(peak.arena), baselineKind: "sdc with onnxruntime's CPU arena", baselineNodes: nodes[k].sdc };
+      rows.push(a);
+      record(BENCH, [a], extra);
     }
     console.log(`${figure}: sdc ${row.sdc.toFixed(3)} s, baseline ${row.baseline?.toFixed(3) ?? "–"} s (${ratio(row.sdc, row.baseline)}; fastest runs ${ratio(row.sdcMin, row.baselineMin)})`);
   }
@@ -155,8 +163,8 @@ for (const latent of LATENTS) {
 // tiling: a large decode tiled (512-pixel tiles) and not
 if (TILED > 0) {
   const feeds = feedsOf("decoder", TILED);
-  const tiled = runNodeChild(child, [job(sdc.decoder.file, feeds, { repeat: 1, warmup: 0, tiled: { tile: TILE, overlap: 0.25, scaleFactor: 8, dir: "decode", input: "latent_sample", output: "sample" } })]);
-  const whole = UNTILED ? runNodeChild(child, [job(sdc.decoder.file, feeds, { repeat: 1, warmup: 0 })]) : null;
+  const tiled = runNodeChild(child, [job(sdc.decoder.file, feeds, { repeat: 1, warmup: 0, sessionOptions: { enableCpuMemArena: false }, tiled: { tile: TILE, overlap: 0.25, scaleFactor: 8, dir: "decode", input: "latent_sample", output: "sample" } })]);
+  const whole = UNTILED ? runNodeChild(child, [job(sdc.decoder.file, feeds, { repeat: 1, warmup: 0, sessionOptions: { enableCpuMemArena: false } })]) : null;
   rows.push({
     figure: `VAE decoder ${TILED}² tiled (${TILE}-px tiles)`,
     unit: "s",
