@@ -54,6 +54,8 @@ describe("tomeSplit: one dst token per whole sx × sy cell, the rest src", () =>
     expect(Array.from(s.src)).toEqual([0, 1, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14]);
     // no choices: the top-left of each cell
     expect(Array.from(tomeSplit(3, 5, 2, 2, null).dst)).toEqual([0, 2]);
+    // within a cell choices are row-major: 1 is the top-right token, 2 the bottom-left one
+    expect(Array.from(tomeSplit(3, 5, 2, 2, [1, 2]).dst)).toEqual([1, 7]);
     // sx 3, sy 1: choice c is column c of the cell
     expect(Array.from(tomeSplit(2, 6, 3, 1, [2, 1, 0, 0]).dst)).toEqual([2, 4, 6, 9]);
   });
